@@ -1,0 +1,46 @@
+/* Netlink socket I/O for ctnetlink and sock_diag: open, subscribe, request, receive.
+ * Plain C; errors are returned as negative errno values. */
+#ifndef CT_SOCK_H
+#define CT_SOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ct_record.h"
+
+#define CT_GROUP_NEW 1u
+#define CT_GROUP_UPDATE 2u
+#define CT_GROUP_DESTROY 4u
+
+struct ct_dump_filter {
+	uint8_t family; /* AF_UNSPEC for all */
+	int has_mark;
+	uint32_t mark, mark_mask;
+	int has_zone;
+	uint16_t zone;
+	int has_status;
+	uint32_t status, status_mask;
+	uint8_t proto; /* 0 = any; needs family != AF_UNSPEC for the kernel filter */
+	int has_port; /* filter on orig dport (or sport when port_src) */
+	uint16_t port;
+	int port_src;
+};
+
+/* Opens a non-blocking NETLINK_NETFILTER socket. groups: CT_GROUP_* bits (0 for a dump
+ * socket). rcvbuf > 0 sets the receive buffer (SO_RCVBUFFORCE, falling back to SO_RCVBUF);
+ * *rcvbuf_out receives the size the kernel granted. */
+int ct_sock_open(unsigned groups, int rcvbuf, int *rcvbuf_out);
+int ct_sock_set_rcvbuf(int fd, int bytes, int *granted);
+/* Sends a conntrack table dump request. Returns 0 or -errno. */
+int ct_dump_request(int fd, uint32_t seq, const struct ct_dump_filter *f);
+/* Sends a CT_GET for one flow by its orig tuple (the reply arrives as a dump message). */
+int ct_get_request(int fd, uint32_t seq, const struct ct_record *tuple);
+
+/* sock_diag: one blocking socket used for exact lookups. */
+int ct_diag_open(void);
+/* Looks up the socket whose local end is local:lport and remote end remote:rport.
+ * Returns 1 found (hit filled), 0 not found, -errno on error. */
+int ct_diag_lookup(int fd, uint8_t family, uint8_t proto, const uint8_t *local, uint16_t lport,
+		   const uint8_t *remote, uint16_t rport, struct ct_sock_hit *hit);
+
+#endif

@@ -1,0 +1,34 @@
+// Builds a fresh yargs CLI from a System; tests drive it with exitProcess(false) and parseAsync.
+import yargs, { type Argv } from 'yargs';
+import { createRequire } from 'node:module';
+import { commands } from './commands/index.js';
+import { EXIT, UserError } from './errors.js';
+import type { System } from './system.js';
+
+const require = createRequire(import.meta.url);
+export const VERSION: string = (require('../package.json') as { version: string }).version;
+
+export function buildCli(system: System): Argv {
+  let cli = yargs()
+    .scriptName('ctacct')
+    .usage(
+      'ctacct — which process uses the network, how much, and with whom, from the kernel\'s conntrack counters (no packet capture).\n\nUsage: $0 <command> [options]',
+    )
+    .version(VERSION)
+    .option('debug', { type: 'boolean', default: false, describe: 'Print stack traces on errors', global: true })
+    .strict()
+    .recommendCommands()
+    .demandCommand(0)
+    .wrap(Math.min(system.stdout.columns(), 110))
+    .epilogue(
+      'Conntrack views need root or CAP_NET_ADMIN. `ctacct doctor` checks the kernel, privileges and settings and says how to fix each.\nDocs: README.md, docs/.',
+    )
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new UserError(msg ?? 'invalid arguments', EXIT.usage, 'ERR_USAGE');
+    })
+    .help()
+    .alias('help', 'h');
+  for (const make of commands) cli = cli.command(make(system));
+  return cli;
+}

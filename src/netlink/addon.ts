@@ -1,0 +1,122 @@
+// The typed surface of the native addon and its single, lazy, injectable loader.
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface DumpFilterNative {
+  family?: number;
+  mark?: number;
+  markMask?: number;
+  status?: number;
+  statusMask?: number;
+  zone?: number;
+  proto?: number;
+  dport?: number;
+  sport?: number;
+}
+
+export interface EventOptionsNative {
+  new?: boolean;
+  update?: boolean;
+  destroy?: boolean;
+  /** Receive buffer in bytes (SO_RCVBUFFORCE). */
+  rcvbuf?: number;
+  /** Upper bound the buffer may grow to after an overrun. */
+  rcvbufMax?: number;
+  /** Look up the sockets of both ends with sock_diag as each NEW event is read. */
+  lookupSockets?: boolean;
+}
+
+export type BatchCallback = (err: NativeError | null, records: Buffer | null, count: number, done: boolean) => void;
+
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+export interface ReaderStats {
+  messages: number;
+  records: number;
+  malformed: number;
+  ignored: number;
+  overruns: number;
+  rcvbuf: number;
+  lookups: number;
+  lookupErrors: number;
+  bytesRead: number;
+}
+
+export interface ParseResult {
+  records: Buffer;
+  count: number;
+  malformed: number;
+  ignored: number;
+  consumed: number;
+  error: number;
+  done: boolean;
+}
+
+export type Handle = object & { readonly __brand?: 'ctacct-handle' };
+
+export interface Addon {
+  recordSize: number;
+  openEvents(opts: EventOptionsNative, cb: BatchCallback): Handle;
+  dump(filter: DumpFilterNative, cb: BatchCallback): Handle;
+  close(handle: Handle): void;
+  stats(handle: Handle): ReaderStats;
+  parse(buf: Buffer, isEvent: boolean): ParseResult;
+  lookupSocket(
+    family: number,
+    proto: number,
+    local: Buffer,
+    lport: number,
+    remote: Buffer,
+    rport: number,
+  ): { inode: number; uid: number; state: number } | null;
+}
+
+let injected: Addon | null = null;
+let loaded: Addon | null = null;
+
+/** Hands the loader a fake (tests) or clears it (null). */
+export function setAddon(fake: Addon | null): void {
+  injected = fake;
+}
+
+export class AddonLoadError extends Error {
+  readonly code = 'ERR_CTACCT_ADDON';
+  constructor(readonly tried: { path: string; error: string }[]) {
+    super(
+      `cannot load the native addon (run \`npm run build:native\`); tried:\n` +
+        tried.map((t) => `  ${t.path}: ${t.error}`).join('\n'),
+    );
+  }
+}
+
+export function addonCandidates(): string[] {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const root = resolve(here, '..', '..'); // src/netlink or dist/netlink → package root
+  const list = [];
+  if (process.env.CTACCT_ADDON) list.push(resolve(process.env.CTACCT_ADDON));
+  list.push(join(root, 'native', 'build', 'Release', 'ctacct.node'));
+  list.push(join(root, 'native', 'build', 'Debug', 'ctacct.node'));
+  return list;
+}
+
+/** Loads the addon on first use; every path tried is listed if none loads. */
+export function getAddon(): Addon {
+  if (injected) return injected;
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  const tried: { path: string; error: string }[] = [];
+  for (const path of addonCandidates()) {
+    try {
+      loaded = require(path) as Addon;
+      return loaded;
+    } catch (e) {
+      tried.push({ path, error: (e as Error).message.split('\n')[0] ?? String(e) });
+    }
+  }
+  throw new AddonLoadError(tried);
+}

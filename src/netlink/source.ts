@@ -1,0 +1,145 @@
+// ConntrackSource: the kernel's conntrack table and event stream as typed flow records.
+import { getAddon, type Addon, type DumpFilterNative, type Handle, type NativeError, type ReaderStats } from './addon.js';
+import { decodeRecords, type FlowRecord } from './record.js';
+
+export interface DumpFilter {
+  family?: 4 | 6;
+  /** IP protocol number; the kernel filters on it only together with a family. */
+  proto?: number;
+  /** Orig-tuple destination port (kernel-side; needs proto and family). */
+  dport?: number;
+  sport?: number;
+  mark?: number;
+  markMask?: number;
+  zone?: number;
+  status?: number;
+  statusMask?: number;
+}
+
+export interface DumpStats {
+  records: number;
+  malformed: number;
+  messages: number;
+  bytesRead: number;
+}
+
+export interface EventOptions {
+  new?: boolean;
+  update?: boolean;
+  destroy?: boolean;
+  rcvbuf?: number;
+  rcvbufMax?: number;
+  lookupSockets?: boolean;
+}
+
+export interface EventHandlers {
+  /** A batch of NEW / UPDATE / DESTROY records, in kernel order. */
+  records(batch: FlowRecord[]): void;
+  /** The kernel dropped events (ENOBUFS): the caller must resync with a dump. */
+  overrun(err: NativeError): void;
+  /** The subscription failed and is closed. */
+  error(err: NativeError): void;
+}
+
+export interface Subscription {
+  close(): void;
+  stats(): ReaderStats;
+}
+
+export interface ConntrackSource {
+  /** Streams the table in batches; resolves when the kernel says done. */
+  dump(filter: DumpFilter, onBatch: (batch: FlowRecord[]) => void): Promise<DumpStats>;
+  subscribe(opts: EventOptions, handlers: EventHandlers): Subscription;
+}
+
+const AF = { 4: 2, 6: 10 } as const;
+
+function toNativeFilter(f: DumpFilter): DumpFilterNative {
+  const n: DumpFilterNative = {};
+  if (f.family) n.family = AF[f.family];
+  for (const k of ['proto', 'dport', 'sport', 'mark', 'markMask', 'zone', 'status', 'statusMask'] as const) {
+    const v = f[k];
+    if (v !== undefined) n[k] = v;
+  }
+  return n;
+}
+
+export class KernelConntrackSource implements ConntrackSource {
+  constructor(private readonly addon: () => Addon = getAddon) {}
+
+  dump(filter: DumpFilter, onBatch: (batch: FlowRecord[]) => void): Promise<DumpStats> {
+    const addon = this.addon();
+    return new Promise((resolvePromise, reject) => {
+      let handle: Handle | null = null;
+      let settled = false;
+      const finish = (err: Error | null) => {
+        if (settled) return;
+        settled = true;
+        const s = handle ? addon.stats(handle) : null;
+        if (err) reject(err);
+        else
+          resolvePromise({
+            records: s?.records ?? 0,
+            malformed: s?.malformed ?? 0,
+            messages: s?.messages ?? 0,
+            bytesRead: s?.bytesRead ?? 0,
+          });
+      };
+      handle = addon.dump(toNativeFilter(filter), (err, buf, count, done) => {
+        if (settled) return;
+        if (buf && count > 0) {
+          try {
+            onBatch(decodeRecords(buf, count));
+          } catch (e) {
+            if (handle) addon.close(handle);
+            finish(e as Error);
+            return;
+          }
+        }
+        if (err) finish(err);
+        else if (done) finish(null);
+      });
+    });
+  }
+
+  subscribe(opts: EventOptions, handlers: EventHandlers): Subscription {
+    const addon = this.addon();
+    let closed = false;
+    const handle = addon.openEvents(
+      {
+        new: opts.new ?? true,
+        update: opts.update ?? false,
+        destroy: opts.destroy ?? true,
+        ...(opts.rcvbuf !== undefined ? { rcvbuf: opts.rcvbuf } : {}),
+        ...(opts.rcvbufMax !== undefined ? { rcvbufMax: opts.rcvbufMax } : {}),
+        lookupSockets: opts.lookupSockets ?? false,
+      },
+      (err, buf, count, done) => {
+        if (closed) return;
+        if (buf && count > 0) handlers.records(decodeRecords(buf, count));
+        if (err && err.code === 'ENOBUFS' && !done) handlers.overrun(err);
+        else if (err) {
+          closed = true;
+          handlers.error(err);
+        }
+      },
+    );
+    return {
+      close() {
+        if (closed) return;
+        closed = true;
+        addon.close(handle);
+      },
+      stats: () => addon.stats(handle),
+    };
+  }
+}
+
+/** Collects a whole dump into one array (small tables, tests and `flows`). */
+export async function dumpAll(source: ConntrackSource, filter: DumpFilter = {}): Promise<{ flows: FlowRecord[]; stats: DumpStats }> {
+  const flows: FlowRecord[] = [];
+  const stats = await source.dump(filter, (batch) => {
+    for (const f of batch) flows.push(f);
+  });
+  return { flows, stats };
+}

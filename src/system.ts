@@ -1,0 +1,51 @@
+// One value bundling every side effect the commands use, so tests can hand in fakes.
+import { KernelConntrackSource, type ConntrackSource } from './netlink/source.js';
+
+export interface Terminal {
+  write(s: string): void;
+  readonly isTTY: boolean;
+  /** Terminal width/height; 80x24 when unknown (not a TTY). */
+  columns(): number;
+  rows(): number;
+}
+
+export interface System {
+  conntrack(): ConntrackSource;
+  /** Root of the proc filesystem (tests point it at a fixture tree). */
+  procRoot: string;
+  stdout: Terminal;
+  stderr: Terminal;
+  stdin: NodeJS.ReadStream | null;
+  env: Record<string, string | undefined>;
+  /** Wall clock in ms. */
+  now(): number;
+  /** Monotonic clock in ms. */
+  monotonic(): number;
+  isRoot: boolean;
+  pid: number;
+}
+
+function terminalOf(stream: NodeJS.WriteStream): Terminal {
+  return {
+    write: (s) => void stream.write(s),
+    isTTY: Boolean(stream.isTTY),
+    columns: () => (stream.isTTY && stream.columns ? stream.columns : 80),
+    rows: () => (stream.isTTY && stream.rows ? stream.rows : 24),
+  };
+}
+
+export function realSystem(): System {
+  let source: ConntrackSource | null = null;
+  return {
+    conntrack: () => (source ??= new KernelConntrackSource()),
+    procRoot: '/proc',
+    stdout: terminalOf(process.stdout),
+    stderr: terminalOf(process.stderr),
+    stdin: process.stdin,
+    env: process.env,
+    now: () => Date.now(),
+    monotonic: () => performance.now(),
+    isRoot: typeof process.getuid === 'function' && process.getuid() === 0,
+    pid: process.pid,
+  };
+}
