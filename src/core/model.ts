@@ -1,0 +1,105 @@
+// The `top` view model: exactly the `--json` line shape of DESIGN.md (snake_case field names are
+// the contract: fields may be added, never renamed). Renderers take a TopSnapshot; accounting makes it.
+
+export type GroupBy = 'process' | 'conn' | 'remote' | 'port' | 'user';
+export const GROUP_BYS: GroupBy[] = ['process', 'conn', 'remote', 'port', 'user'];
+
+export type SortKey = 'sent' | 'recv' | 'total' | 'conns' | 'new';
+export const SORT_KEYS: SortKey[] = ['sent', 'recv', 'total', 'conns', 'new'];
+
+export interface TopRow {
+  /** Stable key of the group: pid, "proto local remote", address, "proto/port", uid. */
+  key: string;
+  pid: number | null;
+  comm: string | null;
+  cmdline: string | null;
+  uid: number | null;
+  user: string | null;
+  remote: string | null;
+  port: number | null;
+  proto: string | null;
+  /** --by conn only: "addr:port" strings and the conntrack state. */
+  local?: string | null;
+  state?: string | null;
+  /** The socket is shared by several processes (after fork); pid is the lowest. */
+  shared?: boolean;
+  /** This refresh. */
+  sent_bytes: number;
+  recv_bytes: number;
+  sent_bps: number;
+  recv_bps: number;
+  /** Since ctacct started, flows that ended included. */
+  sent_total: number;
+  recv_total: number;
+  /** Open flows now; new/closed during this refresh. */
+  flows: number;
+  new_flows: number;
+  closed_flows: number;
+  /** Sliding-window rates (bytes/s) and peak rates since start. */
+  sent_bps_2s?: number;
+  recv_bps_2s?: number;
+  sent_bps_10s?: number;
+  recv_bps_10s?: number;
+  sent_bps_40s?: number;
+  recv_bps_40s?: number;
+  sent_peak_bps?: number;
+  recv_peak_bps?: number;
+  /** Process CPU and memory (pidusage), for the top rows of --by process; null when not sampled. */
+  cpu_percent?: number | null;
+  rss_bytes?: number | null;
+}
+
+export interface Bucket {
+  sent_total: number;
+  recv_total: number;
+  flows: number;
+}
+
+export interface Health {
+  flows_tracked: number;
+  events: number;
+  lost_events: number;
+  resyncs: number;
+  flows_without_counters: number;
+  /** What ctacct changed on the system (printed once on start, listed here). */
+  changes?: string[];
+  /** Malformed kernel messages skipped. */
+  malformed?: number;
+  /** Flows whose owner is still unknown after retries. */
+  unattributed_flows?: number;
+}
+
+export interface TopSnapshot {
+  time: string;
+  interval_s: number;
+  group_by: GroupBy;
+  rows: TopRow[];
+  unattributed: { forwarded: Bucket; unknown: Bucket };
+  health: Health;
+  self: { cpu_percent: number; rss_bytes: number };
+}
+
+export function emptyBucket(): Bucket {
+  return { sent_total: 0, recv_total: 0, flows: 0 };
+}
+
+/** Sort comparator for a --sort key: rates for sent/recv/total, then totals, then key. */
+export function compareRows(sort: SortKey): (a: TopRow, b: TopRow) => number {
+  const primary = (r: TopRow): number => {
+    switch (sort) {
+      case 'sent':
+        return r.sent_bps;
+      case 'recv':
+        return r.recv_bps;
+      case 'total':
+        return r.sent_bps + r.recv_bps;
+      case 'conns':
+        return r.flows;
+      case 'new':
+        return r.new_flows;
+    }
+  };
+  const secondary = (r: TopRow): number =>
+    sort === 'sent' ? r.sent_total : sort === 'recv' ? r.recv_total : r.sent_total + r.recv_total;
+  return (a, b) => primary(b) - primary(a) || secondary(b) - secondary(a) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+}
