@@ -274,9 +274,23 @@ static void ct_on_readable(uv_poll_t *h, int status, int events)
 	if (r->closing || napi_open_handle_scope(env, &scope) != napi_ok)
 		return;
 	if (status < 0) {
-		ct_reader_emit(r, ct_make_errno_error(env, -status, "uv_poll"), 1);
-		ct_reader_close(r);
-		goto out;
+		/* libuv reports EPOLLERR as UV_EBADF and stops polling. On a netlink event socket that
+		 * is the kernel's ENOBUFS (events dropped): count it like a failed recv and poll on. */
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		if (r->is_event && getsockopt(r->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
+		    (soerr == ENOBUFS || soerr == 0) && uv_poll_start(&r->poll, UV_READABLE, ct_on_readable) == 0) {
+			if (soerr == ENOBUFS) {
+				r->overruns++;
+				ct_grow_rcvbuf(r);
+				if (ct_reader_emit(r, ct_make_errno_error(env, ENOBUFS, "recvmsg"), 0) < 0)
+					goto out_close;
+			}
+		} else {
+			ct_reader_emit(r, ct_make_errno_error(env, soerr ? soerr : -status, "poll"), 1);
+			ct_reader_close(r);
+			goto out;
+		}
 	}
 	int done = 0, kerr = 0, oserr = 0;
 	double start_records = r->records;

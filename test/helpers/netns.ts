@@ -101,9 +101,9 @@ export class Netns {
   /** A stateful rule that makes conntrack track this namespace, as a firewall would. */
   async engageConntrack(table = 'ctt_fw'): Promise<void> {
     await this.nft(`table inet ${table} {
-  chain in { type filter hook input priority 0; ct state invalid counter }
-  chain out { type filter hook output priority 0; ct state invalid counter }
-  chain fwd { type filter hook forward priority 0; ct state invalid counter }
+  chain c_in { type filter hook input priority 0; ct state invalid counter; }
+  chain c_out { type filter hook output priority 0; ct state invalid counter; }
+  chain c_fwd { type filter hook forward priority 0; ct state invalid counter; }
 }
 `);
   }

@@ -1,0 +1,62 @@
+// Runs the conntrack source inside a test namespace (`ip netns exec NS node --import tsx ct-probe.ts …`)
+// and prints what it saw as JSON lines, so integration tests can check the real kernel path.
+//   dump                           → one line: {"flows":[…],"stats":{…}}
+//   events [--rcvbuf B] [--block-ms MS] [--update] [--lookup]
+//          prints {"ready":true}; then {"records":[…]} / {"overrun":{code,errno}} lines; on SIGTERM or
+//          stdin EOF prints {"stats":{…}} and exits
+import { KernelConntrackSource, dumpAll } from '../../src/netlink/source.js';
+
+const args = process.argv.slice(2);
+const opt = (name: string): string | undefined => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const print = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
+const source = new KernelConntrackSource();
+
+if (args[0] === 'dump') {
+  const r = await dumpAll(source);
+  print(r);
+} else if (args[0] === 'events') {
+  const rcvbuf = opt('rcvbuf');
+  const sub = source.subscribe(
+    {
+      new: true,
+      destroy: true,
+      update: args.includes('--update'),
+      lookupSockets: args.includes('--lookup'),
+      ...(rcvbuf ? { rcvbuf: Number(rcvbuf), rcvbufMax: Number(rcvbuf) } : {}),
+    },
+    {
+      records: (batch) => print({ records: batch }),
+      overrun: (err) => print({ overrun: { code: err.code, errno: err.errno } }),
+      error: (err) => {
+        print({ error: { code: err.code, message: err.message } });
+        process.exit(1);
+      },
+    },
+  );
+  const finish = () => {
+    print({ stats: sub.stats() });
+    sub.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', finish);
+  process.stdin.on('end', finish);
+  process.stdin.resume();
+  print({ ready: true });
+  const block = opt('block-ms');
+  if (block) {
+    // Stall the event loop once, after the test signals the burst is under way (first stdin line).
+    process.stdin.once('data', () => {
+      const until = Date.now() + Number(block);
+      while (Date.now() < until) {
+        /* busy: the kernel's queue for this socket fills up */
+      }
+      print({ unblocked: true });
+    });
+  }
+} else {
+  process.stderr.write('usage: ct-probe dump | events [...]\n');
+  process.exit(2);
+}

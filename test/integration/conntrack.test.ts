@@ -1,0 +1,133 @@
+// The kernel path end to end: real flows over a veth pair between two throwaway namespaces,
+// counters checked against the layer-3 byte formula (docs/decisions.md).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { createPair, rootSkip } from '../helpers/netns.js';
+import { probeDump, runTraffic, startProbe, startTraffic } from '../helpers/procs.js';
+
+// Per skb: IPv4 20 + TCP 20 + timestamps 12 = 52; IPv6 40 + 32 = 72. A SYN and a SYN-ACK carry
+// 8 bytes more options (MSS, SACK-permitted, window scale) than a data segment's timestamps.
+const HDR = { 4: 52, 6: 72 } as const;
+const SYN_EXTRA = 8;
+
+describe('conntrack over a veth pair', { skip: rootSkip }, () => {
+  let pair: Awaited<ReturnType<typeof createPair>>;
+
+  before(async () => {
+    pair = await createPair('ct');
+    for (const ns of [pair.a, pair.b]) {
+      await ns.engageConntrack();
+      await ns.sysctl('net.netfilter.nf_conntrack_acct', '1');
+      await ns.sysctl('net.netfilter.nf_conntrack_timestamp', '1');
+      // SACK blocks (12 bytes per block) appear on some ACKs after reordering; without them every
+      // data segment's header size is fixed and the formula is exact.
+      await ns.sysctl('net.ipv4.tcp_sack', '0');
+    }
+  });
+  after(async () => {
+    await pair?.destroy();
+  });
+
+  for (const family of [4, 6] as const) {
+    test(`TCP/IPv${family}: counters are payload + ${HDR[family]} per packet + 8 per SYN, in both namespaces`, async () => {
+      const port = 7100 + family;
+      const send = 1_000_003;
+      const reply = 54_321;
+      const server = await startTraffic(pair.b, ['tcp-server', String(port), '--reply', String(reply), '--count', '1']);
+      const host = family === 4 ? '10.231.0.2' : 'fd00:231::2';
+      const client = await runTraffic(pair.a, ['tcp-client', host, String(port), String(send)]);
+      const srv = await server.next((o) => o.done);
+      assert.equal(client.sent, send);
+      assert.equal(srv.received, send);
+      assert.equal(client.received, reply);
+
+      for (const ns of [pair.a, pair.b]) {
+        const { flows } = await probeDump(ns);
+        const f = flows.find((x) => x.proto === 6 && x.orig.dport === port && x.family === family);
+        assert.ok(f, `flow to port ${port} in ${ns.name}`);
+        assert.equal(f.orig.src, family === 4 ? '10.231.0.1' : 'fd00:231::1');
+        assert.equal(f.orig.dst, host);
+        assert.equal(f.reply.sport, port);
+        assert.equal(f.origCounters.bytes, send + HDR[family] * f.origCounters.packets + SYN_EXTRA);
+        assert.equal(f.replyCounters.bytes, reply + HDR[family] * f.replyCounters.packets + SYN_EXTRA);
+        assert.ok(f.origCounters.packets >= 3);
+      }
+    });
+  }
+
+  test('UDP: each datagram is counted with its 28-byte IPv4+UDP header, replies in the reply direction', async () => {
+    const server = await startTraffic(pair.b, ['udp-server', '7200', '--reply', '100']);
+    const client = await runTraffic(pair.a, ['udp-client', '10.231.0.2', '7200', '1000', '--count', '5']);
+    assert.equal(client.received, 500);
+    server.child.kill('SIGTERM');
+    const { flows } = await probeDump(pair.a);
+    const f = flows.find((x) => x.proto === 17 && x.orig.dport === 7200);
+    assert.ok(f);
+    assert.deepEqual(f.origCounters, { packets: 5, bytes: 5 * 1028 });
+    assert.deepEqual(f.replyCounters, { packets: 5, bytes: 5 * 128 });
+  });
+
+  test('a short connection\'s DESTROY event carries its final counters', async () => {
+    const probe = startProbe(pair.a, ['events']);
+    await probe.next((o) => o.ready);
+    const server = await startTraffic(pair.b, ['tcp-server', '7300', '--count', '1']);
+    const client = await runTraffic(pair.a, ['tcp-client', '10.231.0.2', '7300', '4000']);
+    await server.next((o) => o.done);
+    assert.equal(client.sent, 4000);
+    // DESTROY comes only when the entry is reaped; delete it to settle now.
+    await pair.a.exec('conntrack', ['-D', '-p', 'tcp', '--dport', '7300']);
+    const destroy = await probe.next((o) => o.records?.some((r: any) => r.kind === 'destroy' && r.orig.dport === 7300));
+    const d = destroy.records.find((r: any) => r.kind === 'destroy' && r.orig.dport === 7300);
+    const created = probe.lines.flatMap((l) => l.records ?? []).find((r: any) => r.kind === 'new' && r.orig.dport === 7300);
+    assert.ok(created, 'NEW event seen');
+    assert.equal(created.origCounters, null, 'NEW carries no counters');
+    assert.equal(created.ctId, d.ctId);
+    assert.equal(d.origCounters.bytes, 4000 + 52 * d.origCounters.packets + SYN_EXTRA);
+    assert.equal(d.replyCounters.bytes, 52 * d.replyCounters.packets + SYN_EXTRA);
+    assert.ok(d.stopMs >= d.startMs);
+    probe.child.kill('SIGTERM');
+    const stats = await probe.next((o) => o.stats);
+    assert.equal(stats.stats.overruns, 0);
+    assert.equal(stats.stats.malformed, 0);
+  });
+
+  test('flows created while accounting is off have no counters (null, not 0)', async () => {
+    await pair.a.sysctl('net.netfilter.nf_conntrack_acct', '0');
+    try {
+      const server = await startTraffic(pair.b, ['tcp-server', '7400', '--count', '1']);
+      await runTraffic(pair.a, ['tcp-client', '10.231.0.2', '7400', '2000']);
+      await server.next((o) => o.done);
+    } finally {
+      await pair.a.sysctl('net.netfilter.nf_conntrack_acct', '1');
+    }
+    const a = (await probeDump(pair.a)).flows.find((x) => x.orig.dport === 7400);
+    const b = (await probeDump(pair.b)).flows.find((x) => x.orig.dport === 7400);
+    assert.equal(a.origCounters, null);
+    assert.equal(a.replyCounters, null);
+    assert.ok(b.origCounters.bytes > 2000, 'the other namespace had accounting on');
+  });
+
+  test('an overrun of the event socket is detected and counted, and reading goes on', async () => {
+    // A tiny receive buffer and a stalled reader: the kernel must drop events.
+    const probe = startProbe(pair.a, ['events', '--rcvbuf', '4096', '--block-ms', '1500']);
+    await probe.next((o) => o.ready);
+    probe.child.stdin!.write('go\n');
+    await runTraffic(pair.a, ['udp-client', '10.231.0.2', '7500', '10', '--count', '1', '--wait-ms', '0']);
+    // 400 new flows: distinct source ports, all while the reader is stalled.
+    const burst = [];
+    for (let i = 0; i < 8; i++) burst.push(pair.a.sh(`for p in $(seq ${20000 + i * 50} ${20049 + i * 50}); do echo x | timeout 2 socat -u - UDP:10.231.0.2:7501,sourceport=$p; done`));
+    await Promise.all(burst);
+    await probe.next((o) => o.unblocked, 20000);
+    const over = await probe.next((o) => o.overrun, 10000).catch((e) => {
+      throw new Error(`${e.message}; lines: ${JSON.stringify(probe.lines.map((l) => Object.keys(l)))} ${JSON.stringify(probe.lines.filter((l) => l.error))}`);
+    });
+    assert.equal(over.overrun.code, 'ENOBUFS');
+    // After the overrun the socket still delivers new events.
+    await runTraffic(pair.a, ['udp-client', '10.231.0.2', '7502', '10', '--wait-ms', '0']);
+    await probe.next((o) => o.records?.some((r: any) => r.orig.dport === 7502), 10000);
+    probe.child.kill('SIGTERM');
+    const { stats } = await probe.next((o) => o.stats);
+    assert.ok(stats.overruns >= 1, `overruns counted: ${stats.overruns}`);
+    assert.ok(stats.rcvbuf > 2048, 'buffer grown after the overrun');
+  });
+});
