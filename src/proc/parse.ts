@@ -77,6 +77,7 @@ export function udpStateName(n: number): string {
 }
 
 const HOST_LE = endianness() === 'LE';
+const HEX_RE = /^[0-9A-Fa-f]+$/;
 
 /**
  * Decodes a /proc/net address (`0100007F` or 32 hex digits). The kernel prints each 32-bit word of
@@ -84,19 +85,16 @@ const HOST_LE = endianness() === 'LE';
  * comes out reversed. Returns null for anything that is not 8 or 32 hex digits.
  */
 export function parseHexAddr(hex: string, littleEndian: boolean = HOST_LE): { family: 4 | 6; addr: string } | null {
-  if (hex.length !== 8 && hex.length !== 32) return null;
+  if ((hex.length !== 8 && hex.length !== 32) || !HEX_RE.test(hex)) return null;
   const bytes = new Uint8Array(hex.length / 2);
   for (let w = 0; w < hex.length / 8; w++) {
     for (let i = 0; i < 4; i++) {
       const v = parseInt(hex.substr(w * 8 + i * 2, 2), 16);
-      if (Number.isNaN(v)) return null;
       bytes[w * 4 + (littleEndian ? 3 - i : i)] = v;
     }
   }
   return hex.length === 8 ? { family: 4, addr: formatIPv4(bytes, 0) } : { family: 6, addr: formatIPv6(bytes, 0) };
 }
-
-const HEX_RE = /^[0-9A-Fa-f]+$/;
 
 function hexInt(s: string | undefined): number {
   if (s === undefined || !HEX_RE.test(s)) return NaN;

@@ -1,0 +1,601 @@
+// Per-flow deltas between readings, DESTROY settlement, totals since start, group-by and windows
+// (DESIGN.md "Accounting model"). Pure state: records in, snapshots out; the clock is injected.
+import { ctTcpStateName, protoName, type FlowRecord } from '../netlink/record.js';
+import { classify, endBytes, flowKey, formatHostPort, localEnds, type Direction, type FlowEnd, type LocalAddresses } from './flow.js';
+import { compareRows, emptyBucket, type Bucket, type GroupBy, type Health, type SortKey, type TopRow, type TopSnapshot } from './model.js';
+import type { Owner, OwnerResolver, SockInfo } from './owners.js';
+
+export interface EndState {
+  end: FlowEnd;
+  sock: SockInfo | null;
+  owner: Owner | null;
+  /** Resolution attempts and when the last one was (monotonic ms). */
+  tries: number;
+  lastTry: number;
+  sentTotal: number;
+  recvTotal: number;
+  sentInterval: number;
+  recvInterval: number;
+}
+
+export interface FlowState {
+  key: string;
+  rec: FlowRecord;
+  dir: Direction;
+  ends: EndState[];
+  /** Counter readings already accounted (the baseline for the next delta). */
+  lastOrig: number;
+  lastReply: number;
+  hasCounters: boolean;
+  /** Totals for flows with no local end (forwarded). */
+  origTotal: number;
+  replyTotal: number;
+  origInterval: number;
+  replyInterval: number;
+  /** Dump generation that last saw it. */
+  seenGen: number;
+  /** Monotonic ms when a complete dump first missed it (its DESTROY is due). */
+  goneSince: number | null;
+  isNew: boolean;
+  closed: boolean;
+  closedCounted: boolean;
+}
+
+export interface Filters {
+  proto?: number[];
+  ports?: number[];
+  host?: (addr: string) => boolean;
+  pids?: number[];
+  users?: (uid: number | null, user: string | null) => boolean;
+  family?: 4 | 6;
+}
+
+export interface AccountingOptions {
+  /** Keep a flow that vanished from dumps this long waiting for its DESTROY (ms). */
+  goneTimeoutMs?: number;
+  /** Retry an unattributed end at most this often (ms). */
+  retryMs?: number;
+  /** Retired per-connection rows kept for --by conn (oldest dropped first). */
+  maxRetiredConns?: number;
+}
+
+interface Acc {
+  row: TopRow;
+}
+
+const TCP_CLOSED_STATES = new Set([7, 8]); // TIME_WAIT, CLOSE
+
+function blankRow(key: string): TopRow {
+  return {
+    key,
+    pid: null,
+    comm: null,
+    cmdline: null,
+    uid: null,
+    user: null,
+    remote: null,
+    port: null,
+    proto: null,
+    sent_bytes: 0,
+    recv_bytes: 0,
+    sent_bps: 0,
+    recv_bps: 0,
+    sent_total: 0,
+    recv_total: 0,
+    flows: 0,
+    new_flows: 0,
+    closed_flows: 0,
+  };
+}
+
+export class Accounting {
+  readonly flows = new Map<string, FlowState>();
+  private gen = 0;
+  private initialDone = false;
+  /** Totals of flows that are gone, per group-by and key (so rows keep every key since start). */
+  private readonly retired: Record<GroupBy, Map<string, TopRow>> = {
+    process: new Map(),
+    conn: new Map(),
+    remote: new Map(),
+    port: new Map(),
+    user: new Map(),
+  };
+  /** Retired rows whose per-refresh fields are non-zero, to reset after each snapshot. */
+  private readonly dirtyRetired = new Set<TopRow>();
+  /** Flows settled by DESTROY, by key → dump generation: a dump batch read by the kernel before
+   *  the entry died may arrive after its DESTROY; it must not bring the flow back. */
+  private readonly destroyed = new Map<string, number>();
+  private retiredForwarded = emptyBucket();
+  private retiredUnknown = emptyBucket();
+  private readonly history: { from: number; t: number; groupBy: GroupBy; rates: Map<string, [number, number]> }[] = [];
+  private readonly peaks = new Map<string, [number, number]>();
+  private lastSnapshot: number | null = null;
+  private readonly opt: Required<AccountingOptions>;
+  readonly health = {
+    events: 0,
+    lostEvents: 0,
+    resyncs: 0,
+    malformed: 0,
+    bytesBeforeStart: 0,
+    counterResets: 0,
+    vanished: 0,
+    retiredConnsDropped: 0,
+  };
+
+  constructor(
+    private readonly local: () => LocalAddresses,
+    private readonly owners: OwnerResolver,
+    private readonly now: () => number,
+    opts: AccountingOptions = {},
+  ) {
+    this.opt = {
+      goneTimeoutMs: opts.goneTimeoutMs ?? 180_000,
+      retryMs: opts.retryMs ?? 2000,
+      maxRetiredConns: opts.maxRetiredConns ?? 20_000,
+    };
+  }
+
+  // ---- readings ----
+
+  beginDump(): void {
+    this.gen++;
+  }
+
+  /** Live counters from a dump batch. */
+  dumpBatch(batch: FlowRecord[]): void {
+    const created: FlowState[] = [];
+    for (const r of batch) {
+      const key = flowKey(r);
+      let st = this.flows.get(key);
+      if (!st) {
+        if (this.destroyed.has(key)) continue;
+        st = this.create(key, r);
+        created.push(st);
+        // Flows present at start: their earlier bytes are history, not this interval's rate.
+        // Any flow first met in a later dump began after the previous complete dump: count it whole.
+        if (!this.initialDone) {
+          st.isNew = false;
+          st.lastOrig = r.origCounters?.bytes ?? 0;
+          st.lastReply = r.replyCounters?.bytes ?? 0;
+          this.health.bytesBeforeStart += st.lastOrig + st.lastReply;
+        }
+      }
+      st.seenGen = this.gen;
+      st.goneSince = null;
+      this.apply(st, r);
+    }
+    this.attribute(created);
+  }
+
+  /** A complete dump ended: flows it did not list are gone (their DESTROY settles them). */
+  endDump(): void {
+    const now = this.now();
+    for (const [k, g] of this.destroyed) if (g < this.gen - 1) this.destroyed.delete(k);
+    for (const st of this.flows.values()) {
+      if (st.seenGen === this.gen) continue;
+      if (st.goneSince === null) st.goneSince = now;
+      this.markClosed(st);
+      if (now - st.goneSince > this.opt.goneTimeoutMs) {
+        this.health.vanished++;
+        this.retire(st);
+      }
+    }
+    this.initialDone = true;
+  }
+
+  /** NEW / UPDATE / DESTROY events, in kernel order. */
+  eventBatch(batch: FlowRecord[]): void {
+    const created: FlowState[] = [];
+    for (const r of batch) {
+      this.health.events++;
+      const key = flowKey(r);
+      let st = this.flows.get(key);
+      if (r.kind === 'new') {
+        if (!st) {
+          st = this.create(key, r);
+          created.push(st);
+        }
+        continue;
+      }
+      if (!st) {
+        if (r.kind !== 'destroy' || !this.initialDone) continue;
+        // Born and dead between two dumps (or its NEW was lost): counted whole.
+        st = this.create(key, r);
+        this.attribute([st]);
+      }
+      this.apply(st, r);
+      if (r.kind === 'destroy') {
+        this.markClosed(st);
+        this.retire(st);
+        this.destroyed.set(key, this.gen);
+      }
+    }
+    this.attribute(created);
+  }
+
+  /** Starts the first interval (after the initial dump): rates are measured from here. */
+  startInterval(): void {
+    this.lastSnapshot = this.now();
+  }
+
+  /** The kernel dropped events: the caller resyncs with a dump. */
+  overrun(): void {
+    this.health.lostEvents++;
+  }
+
+  resynced(): void {
+    this.health.resyncs++;
+  }
+
+  private create(key: string, r: FlowRecord): FlowState {
+    const dir = classify(r, this.local());
+    const st: FlowState = {
+      key,
+      rec: r,
+      dir,
+      ends: localEnds(r, dir).map((end) => ({
+        end,
+        sock: null,
+        owner: null,
+        tries: 0,
+        lastTry: -Infinity,
+        sentTotal: 0,
+        recvTotal: 0,
+        sentInterval: 0,
+        recvInterval: 0,
+      })),
+      lastOrig: 0,
+      lastReply: 0,
+      hasCounters: false,
+      origTotal: 0,
+      replyTotal: 0,
+      origInterval: 0,
+      replyInterval: 0,
+      seenGen: this.gen,
+      goneSince: null,
+      isNew: true,
+      closed: false,
+      closedCounted: false,
+    };
+    this.flows.set(key, st);
+    return st;
+  }
+
+  private apply(st: FlowState, r: FlowRecord): void {
+    // Keep the richest record: events lack counters and timeouts that dumps have.
+    if (r.kind !== 'destroy' || !st.rec.reply) st.rec = r.reply ? r : st.rec;
+    else st.rec = { ...st.rec, tcpState: r.tcpState ?? st.rec.tcpState };
+    if (r.tcpState !== null && TCP_CLOSED_STATES.has(r.tcpState)) this.markClosed(st);
+    if (!r.origCounters || !r.replyCounters) return;
+    st.hasCounters = true;
+    let dOrig = r.origCounters.bytes - st.lastOrig;
+    let dReply = r.replyCounters.bytes - st.lastReply;
+    if (dOrig < 0 || dReply < 0) {
+      // Someone zeroed the kernel's counters (conntrack -L -z): count from zero again.
+      this.health.counterResets++;
+      dOrig = Math.max(0, r.origCounters.bytes - (dOrig < 0 ? 0 : st.lastOrig));
+      dReply = Math.max(0, r.replyCounters.bytes - (dReply < 0 ? 0 : st.lastReply));
+    }
+    st.lastOrig = r.origCounters.bytes;
+    st.lastReply = r.replyCounters.bytes;
+    if (dOrig === 0 && dReply === 0) return;
+    if (st.ends.length === 0) {
+      st.origTotal += dOrig;
+      st.replyTotal += dReply;
+      st.origInterval += dOrig;
+      st.replyInterval += dReply;
+      return;
+    }
+    for (const e of st.ends) {
+      const b = endBytes(e.end.side, dOrig, dReply);
+      e.sentTotal += b.sent;
+      e.recvTotal += b.recv;
+      e.sentInterval += b.sent;
+      e.recvInterval += b.recv;
+    }
+  }
+
+  private markClosed(st: FlowState): void {
+    st.closed = true;
+  }
+
+  // ---- attribution ----
+
+  /** Resolves owners for the given flows in one batch (one /proc scan at most for all misses). */
+  attribute(states: Iterable<FlowState>): void {
+    const todo: EndState[] = [];
+    const fam: (4 | 6)[] = [];
+    const protos: number[] = [];
+    const now = this.now();
+    for (const st of states) {
+      for (const e of st.ends) {
+        if (e.owner?.pid != null) continue;
+        const hit = e.tries === 0 ? this.newTimeHit(st.rec, e.end.side) : null;
+        e.tries++;
+        e.lastTry = now;
+        e.sock = this.owners.socketFor(st.rec.family, st.rec.proto, e.end, hit) ?? e.sock;
+        if (e.sock) {
+          todo.push(e);
+          fam.push(st.rec.family);
+          protos.push(st.rec.proto);
+        }
+      }
+    }
+    if (todo.length === 0) return;
+    this.owners.resolveInodes(todo.map((e) => e.sock!.inode));
+    for (const e of todo) e.owner = this.owners.ownerOf(e.sock);
+  }
+
+  private newTimeHit(r: FlowRecord, side: 'orig' | 'reply'): SockInfo | null {
+    const h = side === 'orig' ? r.skOrig : r.skReply;
+    return h && h.found ? { inode: h.inode, uid: h.uid, state: h.state } : null;
+  }
+
+  /** Retries ends still without an owner, each at most every retryMs. */
+  retryUnattributed(): void {
+    const now = this.now();
+    const due: FlowState[] = [];
+    for (const st of this.flows.values()) {
+      if (st.closed && st.ends.every((e) => e.owner?.pid != null || e.sock === null)) continue;
+      if (st.ends.some((e) => e.owner?.pid == null && now - e.lastTry >= this.opt.retryMs)) due.push(st);
+    }
+    if (due.length) this.attribute(due);
+  }
+
+  // ---- output ----
+
+  private retire(st: FlowState): void {
+    this.flows.delete(st.key);
+    if (st.ends.length === 0) {
+      this.retiredForwarded.sent_total += st.origTotal;
+      this.retiredForwarded.recv_total += st.replyTotal;
+      return;
+    }
+    for (const e of st.ends) {
+      if (e.owner?.pid == null) {
+        this.retiredUnknown.sent_total += e.sentTotal;
+        this.retiredUnknown.recv_total += e.recvTotal;
+      }
+      for (const g of ['process', 'conn', 'remote', 'port', 'user'] as GroupBy[]) {
+        const k = this.groupKey(g, st, e);
+        if (k === null) continue;
+        const map = this.retired[g];
+        let row = map.get(k);
+        if (!row) {
+          row = this.describe(g, k, st, e);
+          if (g === 'conn' && map.size >= this.opt.maxRetiredConns) {
+            map.delete(map.keys().next().value as string);
+            this.health.retiredConnsDropped++;
+          }
+          map.set(k, row);
+        }
+        row.sent_total += e.sentTotal;
+        row.recv_total += e.recvTotal;
+        // Bytes of this refresh not yet reported still show up in this refresh's rate.
+        row.sent_bytes += e.sentInterval;
+        row.recv_bytes += e.recvInterval;
+        if (st.isNew) row.new_flows++;
+        if (!st.closedCounted) row.closed_flows++;
+        this.dirtyRetired.add(row);
+      }
+    }
+  }
+
+  groupKey(g: GroupBy, st: FlowState, e: EndState): string | null {
+    switch (g) {
+      case 'process':
+        return e.owner?.pid != null ? String(e.owner.pid) : null;
+      case 'user':
+        return e.owner?.uid != null ? String(e.owner.uid) : null;
+      case 'remote':
+        return e.end.remoteAddr;
+      case 'port': {
+        const port = st.rec.orig.dport;
+        return port === null ? protoName(st.rec.proto) : `${protoName(st.rec.proto)}/${port}`;
+      }
+      case 'conn':
+        return `${protoName(st.rec.proto)} ${formatHostPort(e.end.localAddr, e.end.localPort)} ${formatHostPort(e.end.remoteAddr, e.end.remotePort)}`;
+    }
+  }
+
+  private describe(g: GroupBy, key: string, st: FlowState, e: EndState): TopRow {
+    const row = blankRow(key);
+    const o = e.owner;
+    if (g === 'process' || g === 'conn') {
+      row.pid = o?.pid ?? null;
+      row.comm = o?.comm ?? null;
+      row.cmdline = o?.cmdline ?? null;
+      row.uid = o?.uid ?? null;
+      row.user = o?.user ?? null;
+      if (o?.shared) row.shared = true;
+    }
+    if (g === 'user') {
+      row.uid = o?.uid ?? null;
+      row.user = o?.user ?? null;
+    }
+    if (g === 'remote') row.remote = e.end.remoteAddr;
+    if (g === 'port') {
+      row.port = st.rec.orig.dport;
+      row.proto = protoName(st.rec.proto);
+    }
+    if (g === 'conn') {
+      row.proto = protoName(st.rec.proto);
+      row.local = formatHostPort(e.end.localAddr, e.end.localPort);
+      row.remote = formatHostPort(e.end.remoteAddr, e.end.remotePort);
+      row.state = st.rec.proto === 6 ? ctTcpStateName(st.rec.tcpState) : null;
+    }
+    return row;
+  }
+
+  private passes(f: Filters, st: FlowState, e: EndState | null): boolean {
+    const r = st.rec;
+    if (f.family && r.family !== f.family) return false;
+    if (f.proto && !f.proto.includes(r.proto)) return false;
+    if (f.ports) {
+      const ps = [r.orig.sport, r.orig.dport];
+      if (!ps.some((p) => p !== null && f.ports!.includes(p))) return false;
+    }
+    if (f.host) {
+      const remote = e ? e.end.remoteAddr : r.orig.dst;
+      if (!f.host(remote) && (e !== null || !f.host(r.orig.src))) return false;
+    }
+    if (f.pids && (!e || e.owner?.pid == null || !f.pids.includes(e.owner.pid))) return false;
+    if (f.users && (!e || !f.users(e.owner?.uid ?? null, e.owner?.user ?? null))) return false;
+    return true;
+  }
+
+  /**
+   * Builds the refresh's snapshot and starts a new interval. Rows hold every key with traffic
+   * since start (idle ones included), sorted, capped only by `limit`.
+   */
+  snapshot(opts: { groupBy: GroupBy; sort: SortKey; filters?: Filters; limit?: number; time: string; self?: { cpu_percent: number; rss_bytes: number }; changes?: string[] }): TopSnapshot {
+    const now = this.now();
+    const from = this.lastSnapshot ?? now;
+    const intervalS = this.lastSnapshot === null ? 0 : Math.max((now - this.lastSnapshot) / 1000, 1e-3);
+    this.lastSnapshot = now;
+    const g = opts.groupBy;
+    const f = opts.filters ?? {};
+    const rows = new Map<string, TopRow>();
+    const filtered = Object.keys(f).length > 0;
+    // Retired totals first (filters cannot be applied to retired aggregates by flow, so with
+    // filters the rows come from the retired rows' own fields where possible).
+    for (const [k, r] of this.retired[g]) {
+      if (filtered && !this.retiredPasses(g, r, f)) continue;
+      rows.set(k, { ...r });
+    }
+    for (const r of this.dirtyRetired) {
+      r.sent_bytes = 0;
+      r.recv_bytes = 0;
+      r.new_flows = 0;
+      r.closed_flows = 0;
+    }
+    this.dirtyRetired.clear();
+    const forwarded = { ...this.retiredForwarded };
+    const unknown = { ...this.retiredUnknown };
+    let withoutCounters = 0;
+    for (const st of this.flows.values()) {
+      if (!st.hasCounters) withoutCounters++;
+      if (st.ends.length === 0) {
+        if (!this.passes(f, st, null) || f.pids || f.users) {
+          st.origInterval = st.replyInterval = 0;
+          continue;
+        }
+        forwarded.sent_total += st.origTotal;
+        forwarded.recv_total += st.replyTotal;
+        if (!st.closed) forwarded.flows++;
+        st.origInterval = st.replyInterval = 0;
+        continue;
+      }
+      for (const e of st.ends) {
+        if (!this.passes(f, st, e)) {
+          e.sentInterval = e.recvInterval = 0;
+          continue;
+        }
+        if (e.owner?.pid == null) {
+          unknown.sent_total += e.sentTotal;
+          unknown.recv_total += e.recvTotal;
+          if (!st.closed) unknown.flows++;
+        }
+        const k = this.groupKey(g, st, e);
+        if (k !== null) {
+          let row = rows.get(k);
+          if (!row) {
+            row = this.describe(g, k, st, e);
+            rows.set(k, row);
+          } else if (g === 'conn') {
+            row.state = st.rec.proto === 6 ? ctTcpStateName(st.rec.tcpState) : null;
+          }
+          if (e.owner?.shared && (g === 'process' || g === 'conn')) row.shared = true;
+          row.sent_total += e.sentTotal;
+          row.recv_total += e.recvTotal;
+          row.sent_bytes += e.sentInterval;
+          row.recv_bytes += e.recvInterval;
+          if (!st.closed) row.flows++;
+          if (st.isNew) row.new_flows++;
+          if (st.closed && !st.closedCounted) row.closed_flows++;
+        }
+        e.sentInterval = e.recvInterval = 0;
+      }
+    }
+    for (const st of this.flows.values()) {
+      st.isNew = false;
+      if (st.closed) st.closedCounted = true;
+    }
+    const list = [...rows.values()];
+    for (const r of list) {
+      r.sent_bps = intervalS > 0 ? r.sent_bytes / intervalS : 0;
+      r.recv_bps = intervalS > 0 ? r.recv_bytes / intervalS : 0;
+    }
+    this.windows(g, from, now, list);
+    list.sort(compareRows(opts.sort));
+    const health: Health = {
+      flows_tracked: this.flows.size,
+      events: this.health.events,
+      lost_events: this.health.lostEvents,
+      resyncs: this.health.resyncs,
+      flows_without_counters: withoutCounters,
+      malformed: this.health.malformed,
+      unattributed_flows: unknown.flows,
+      ...(opts.changes ? { changes: opts.changes } : {}),
+    };
+    return {
+      time: opts.time,
+      interval_s: Math.round(intervalS * 1000) / 1000,
+      group_by: g,
+      rows: opts.limit !== undefined ? list.slice(0, opts.limit) : list,
+      unattributed: { forwarded, unknown },
+      health,
+      self: opts.self ?? { cpu_percent: 0, rss_bytes: 0 },
+    };
+  }
+
+  private retiredPasses(g: GroupBy, r: TopRow, f: Filters): boolean {
+    // Retired rows keep only their group's fields: a filter on another field cannot be decided,
+    // so a filtered view shows retired rows only when the filter is on the grouped field itself.
+    if (f.pids) return g === 'process' && r.pid !== null && f.pids.includes(r.pid);
+    if (f.users) return (g === 'process' || g === 'user') && f.users(r.uid, r.user);
+    if (f.host) return (g === 'remote' || g === 'conn') && r.remote !== null && f.host(r.remote.replace(/^\[?([^\]]*)\]?(:\d+)?$/, '$1'));
+    if (f.ports) return g === 'port' && r.port !== null && f.ports.includes(r.port);
+    return g !== 'conn' && !f.proto && !f.family;
+  }
+
+  /** 2 s / 10 s / 40 s sliding rates and peaks for the current group-by. */
+  private windows(g: GroupBy, from: number, now: number, rows: TopRow[]): void {
+    const rates = new Map<string, [number, number]>();
+    for (const r of rows) rates.set(r.key, [r.sent_bytes, r.recv_bytes]);
+    while (this.history.length && (this.history[0]!.groupBy !== g || now - this.history[0]!.t > 40_000)) this.history.shift();
+    this.history.push({ from, t: now, groupBy: g, rates });
+    for (const r of rows) {
+      for (const [w, sk, rk] of [
+        [2000, 'sent_bps_2s', 'recv_bps_2s'],
+        [10000, 'sent_bps_10s', 'recv_bps_10s'],
+        [40000, 'sent_bps_40s', 'recv_bps_40s'],
+      ] as const) {
+        let s = 0;
+        let rcv = 0;
+        let start = now;
+        // Whole refresh intervals ending within the window; the rate is over their span.
+        for (let i = this.history.length - 1; i >= 0; i--) {
+          const h = this.history[i]!;
+          if (now - h.from > w + 1) break;
+          const v = h.rates.get(r.key);
+          if (v) {
+            s += v[0];
+            rcv += v[1];
+          }
+          start = h.from;
+        }
+        const span = (now - start) / 1000;
+        r[sk] = span > 0 ? s / span : r.sent_bps;
+        r[rk] = span > 0 ? rcv / span : r.recv_bps;
+      }
+      const pk = `${g}\u0000${r.key}`;
+      const p = this.peaks.get(pk) ?? [0, 0];
+      p[0] = Math.max(p[0], r.sent_bps);
+      p[1] = Math.max(p[1], r.recv_bps);
+      this.peaks.set(pk, p);
+      r.sent_peak_bps = p[0];
+      r.recv_peak_bps = p[1];
+    }
+  }
+}

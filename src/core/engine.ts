@@ -1,0 +1,144 @@
+// Drives the accounting from a ConntrackSource: events (NEW at once, DESTROY as settlement) and
+// dumps (live counters; resync after an overrun). The only timing logic of `top`; views pull
+// snapshots from it.
+import type { ConntrackSource, DumpFilter, Subscription } from '../netlink/source.js';
+import type { NativeError } from '../netlink/addon.js';
+import { Accounting, type AccountingOptions, type Filters } from './accounting.js';
+import { localAddressSet, type LocalAddresses } from './flow.js';
+import type { GroupBy, SortKey, TopSnapshot } from './model.js';
+import type { OwnerResolver } from './owners.js';
+
+export interface EngineDeps {
+  source: ConntrackSource;
+  owners: OwnerResolver;
+  /** Addresses of this network namespace's interfaces. */
+  localAddresses(): string[];
+  /** Monotonic ms. */
+  monotonic(): number;
+  /** Wall clock ms. */
+  now(): number;
+}
+
+export interface EngineOptions extends AccountingOptions {
+  /** How often a full dump refreshes live counters (ms); default every refresh. */
+  dumpEveryMs?: number;
+  /** Kernel-side dump filter. */
+  kernelFilter?: DumpFilter;
+  /** Event socket receive buffer (bytes). */
+  rcvbuf?: number;
+  /** Look up sockets in the addon as NEW events are read (default true). */
+  lookupSockets?: boolean;
+  filters?: Filters;
+  limit?: number;
+}
+
+export interface ViewRequest {
+  groupBy: GroupBy;
+  sort: SortKey;
+  self?: { cpu_percent: number; rss_bytes: number };
+  changes?: string[];
+}
+
+export class EngineError extends Error {
+  constructor(override readonly cause: NativeError) {
+    super(cause.message);
+  }
+}
+
+export class TopEngine {
+  readonly acc: Accounting;
+  private sub: Subscription | null = null;
+  private dumping: Promise<void> | null = null;
+  private needResync = false;
+  private lastDump = -Infinity;
+  private failure: NativeError | null = null;
+  private local: LocalAddresses;
+  private localAt = -Infinity;
+  /** Cost of the last dump (ms), for health and adaptive cadence. */
+  lastDumpMs = 0;
+  dumps = 0;
+
+  constructor(
+    private readonly deps: EngineDeps,
+    private readonly opts: EngineOptions = {},
+  ) {
+    this.local = localAddressSet(deps.localAddresses());
+    this.acc = new Accounting(() => this.localAddrs(), deps.owners, deps.monotonic, opts);
+  }
+
+  private localAddrs(): LocalAddresses {
+    const now = this.deps.monotonic();
+    if (now - this.localAt > 5000) {
+      this.local = localAddressSet(this.deps.localAddresses());
+      this.localAt = now;
+    }
+    return this.local;
+  }
+
+  /** Subscribes first (no flow slips between the initial dump and the subscription), then dumps. */
+  async start(): Promise<void> {
+    this.sub = this.deps.source.subscribe(
+      { new: true, destroy: true, lookupSockets: this.opts.lookupSockets ?? true, ...(this.opts.rcvbuf ? { rcvbuf: this.opts.rcvbuf } : {}) },
+      {
+        records: (batch) => this.acc.eventBatch(batch),
+        overrun: () => {
+          this.acc.overrun();
+          this.needResync = true;
+        },
+        error: (err) => {
+          this.failure = err;
+        },
+      },
+    );
+    await this.dump();
+    this.acc.startInterval();
+  }
+
+  private dump(): Promise<void> {
+    if (this.dumping) return this.dumping;
+    const t0 = this.deps.monotonic();
+    this.dumping = (async () => {
+      this.acc.beginDump();
+      await this.deps.source.dump(this.opts.kernelFilter ?? {}, (batch) => this.acc.dumpBatch(batch));
+      this.acc.endDump();
+      this.dumps++;
+      this.lastDump = this.deps.monotonic();
+      this.lastDumpMs = this.lastDump - t0;
+    })().finally(() => {
+      this.dumping = null;
+    });
+    return this.dumping;
+  }
+
+  /** One refresh: a dump when due (or to resync after lost events), then a snapshot. */
+  async refresh(view: ViewRequest): Promise<TopSnapshot> {
+    if (this.failure) throw new EngineError(this.failure);
+    const every = this.opts.dumpEveryMs ?? 0;
+    if (this.needResync) {
+      this.needResync = false;
+      await this.dump();
+      this.acc.resynced();
+    } else if (this.deps.monotonic() - this.lastDump >= every * 0.9) {
+      await this.dump();
+    }
+    this.acc.retryUnattributed();
+    return this.acc.snapshot({
+      groupBy: view.groupBy,
+      sort: view.sort,
+      ...(this.opts.filters ? { filters: this.opts.filters } : {}),
+      ...(this.opts.limit !== undefined ? { limit: this.opts.limit } : {}),
+      time: new Date(this.deps.now()).toISOString(),
+      ...(view.self ? { self: view.self } : {}),
+      ...(view.changes ? { changes: view.changes } : {}),
+    });
+  }
+
+  eventStats() {
+    return this.sub?.stats() ?? null;
+  }
+
+  close(): void {
+    this.sub?.close();
+    this.sub = null;
+  }
+}

@@ -1,0 +1,74 @@
+// Flow identity, direction and the local ends of a flow (DESIGN.md "Accounting model"). Pure.
+import type { FlowRecord, Tuple } from '../netlink/record.js';
+
+export type Direction = 'outbound' | 'inbound' | 'local' | 'forwarded';
+
+/** The one function that builds a flow key: conntrack id plus the original tuple (ids are reused). */
+export function flowKey(r: FlowRecord): string {
+  const o = r.orig;
+  const ports = o.icmp ? `i${o.icmp.type}/${o.icmp.code}/${o.icmp.id}` : `${o.sport ?? ''}>${o.dport ?? ''}`;
+  return `${r.ctId ?? ''}|${r.proto}|${o.src}|${o.dst}|${ports}|${r.zone ?? 0}`;
+}
+
+/** Which addresses are this host's (in this network namespace). */
+export interface LocalAddresses {
+  has(addr: string): boolean;
+}
+
+export function isLoopback(addr: string): boolean {
+  return addr.startsWith('127.') || addr === '::1' || addr.startsWith('::ffff:127.');
+}
+
+export function localAddressSet(addrs: Iterable<string>): LocalAddresses {
+  const set = new Set(addrs);
+  return { has: (a) => set.has(a) || isLoopback(a) };
+}
+
+/**
+ * Local side from the tuples: orig.src local → we opened it (outbound); reply.src local → the
+ * connection came to us (inbound; also covers DNAT to a local port, where reply.src is the real
+ * destination); both → loopback-like (local); neither → forwarded through this host.
+ */
+export function classify(r: FlowRecord, local: LocalAddresses): Direction {
+  const origLocal = local.has(r.orig.src);
+  const replyLocal = r.reply ? local.has(r.reply.src) : false;
+  if (origLocal && replyLocal) return 'local';
+  if (origLocal) return 'outbound';
+  if (replyLocal) return 'inbound';
+  return 'forwarded';
+}
+
+/** One local end of a flow: the socket side whose traffic we account. */
+export interface FlowEnd {
+  /** 'orig': the end that sent the first packet (local = orig.src); 'reply': the answering end. */
+  side: 'orig' | 'reply';
+  localAddr: string;
+  localPort: number | null;
+  remoteAddr: string;
+  remotePort: number | null;
+}
+
+export function endOf(t: Tuple, side: 'orig' | 'reply'): FlowEnd {
+  return { side, localAddr: t.src, localPort: t.sport, remoteAddr: t.dst, remotePort: t.dport };
+}
+
+/** The local ends to attribute: none for forwarded flows, both for local ones. */
+export function localEnds(r: FlowRecord, dir: Direction): FlowEnd[] {
+  const ends: FlowEnd[] = [];
+  if ((dir === 'outbound' || dir === 'local') && r.orig) ends.push(endOf(r.orig, 'orig'));
+  if ((dir === 'inbound' || dir === 'local') && r.reply) ends.push(endOf(r.reply, 'reply'));
+  return ends;
+}
+
+/**
+ * Bytes seen from an end's socket: the orig end sends the orig direction and receives the reply
+ * direction; the reply end the other way round.
+ */
+export function endBytes(side: 'orig' | 'reply', orig: number, reply: number): { sent: number; recv: number } {
+  return side === 'orig' ? { sent: orig, recv: reply } : { sent: reply, recv: orig };
+}
+
+export function formatHostPort(addr: string, port: number | null): string {
+  const a = addr.includes(':') ? `[${addr}]` : addr;
+  return port === null ? a : `${a}:${port}`;
+}

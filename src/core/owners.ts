@@ -1,0 +1,206 @@
+// Socket → process attribution (DESIGN.md "Attribution"): exact socket → listening/bound socket on
+// the local port → unknown; inode → pid from a cache of /proc/PID/fd links, rescanned only on a
+// miss (candidate pids first, a full scan rate-limited). All I/O comes in through OwnerDeps.
+import type { FlowEnd } from './flow.js';
+
+/** Kernel TCP socket states used here. */
+export const SK_LISTEN = 10;
+
+export interface SockInfo {
+  inode: number;
+  uid: number;
+  state: number;
+}
+
+export interface ProcessFacts {
+  pid: number;
+  comm: string;
+  cmdline: string;
+  uid: number;
+}
+
+export interface OwnerScanResult {
+  owners: Map<number, number[]>;
+  scanned: Set<number>;
+}
+
+export interface OwnerDeps {
+  /** sock_diag lookup of the socket whose local end is end.local… and remote end end.remote…
+   *  (the kernel falls back to a listener / unconnected UDP socket by itself). */
+  lookupSocket(family: 4 | 6, proto: number, end: FlowEnd): SockInfo | null;
+  /** inode → pids from /proc/PID/fd, over the given pids or all of them. */
+  scanOwners(pids?: Iterable<number>): OwnerScanResult;
+  processInfo(pid: number): ProcessFacts | null;
+  userName(uid: number): string;
+  /** Monotonic ms. */
+  now(): number;
+}
+
+export interface Owner {
+  /** Lowest pid holding the socket, or null when the socket is known but its process is not. */
+  pid: number | null;
+  shared: boolean;
+  uid: number | null;
+  user: string | null;
+  comm: string | null;
+  cmdline: string | null;
+  inode: number;
+}
+
+export interface OwnerStats {
+  lookups: number;
+  fullScans: number;
+  candidateScans: number;
+  scanMs: number;
+  cacheSize: number;
+  misses: number;
+}
+
+export interface OwnerOptions {
+  /** Minimum ms between two full /proc scans, and the share of time they may take. */
+  fullScanMinIntervalMs?: number;
+  fullScanMaxShare?: number;
+  /** Owner-cache bound (inodes). */
+  maxCache?: number;
+  /** How many recent owner pids are scanned first on a miss. */
+  candidates?: number;
+}
+
+const ZERO4 = '0.0.0.0';
+const ZERO6 = '::';
+
+export class OwnerResolver {
+  private readonly inodeOwners = new Map<number, number[]>();
+  private readonly procs = new Map<number, ProcessFacts | null>();
+  /** Pids that owned sockets recently, most recent last. */
+  private readonly recent = new Map<number, true>();
+  private lastFullScan = -Infinity;
+  private lastFullScanMs = 0;
+  readonly stats: OwnerStats = { lookups: 0, fullScans: 0, candidateScans: 0, scanMs: 0, cacheSize: 0, misses: 0 };
+  private readonly opt: Required<OwnerOptions>;
+
+  constructor(
+    private readonly deps: OwnerDeps,
+    opts: OwnerOptions = {},
+  ) {
+    this.opt = {
+      fullScanMinIntervalMs: opts.fullScanMinIntervalMs ?? 1000,
+      fullScanMaxShare: opts.fullScanMaxShare ?? 0.05,
+      maxCache: opts.maxCache ?? 200_000,
+      candidates: opts.candidates ?? 16,
+    };
+  }
+
+  /**
+   * The socket behind one local end. `hit` is what the addon found at NEW time (preferred: a
+   * short-lived socket may be gone now). An orig (client) end never takes a listener; a reply
+   * (server) end falls back to the listener / bound socket on its local port.
+   */
+  socketFor(family: 4 | 6, proto: number, end: FlowEnd, hit: SockInfo | null): SockInfo | null {
+    let s = hit && hit.inode !== 0 ? hit : null;
+    if (!s && !hit) {
+      this.stats.lookups++;
+      s = this.deps.lookupSocket(family, proto, end);
+      if (s && s.inode === 0) s = null;
+    }
+    if (s && end.side === 'orig' && proto === 6 && s.state === SK_LISTEN) s = null;
+    if (!s && end.side === 'reply' && end.localPort !== null) {
+      // Accepted sockets have no inode until accept(), and TIME_WAIT ones none after close:
+      // the listener (TCP) or the bound socket (UDP) on the local port owns the service.
+      this.stats.lookups++;
+      const wild: FlowEnd = { ...end, remoteAddr: family === 4 ? ZERO4 : ZERO6, remotePort: 0 };
+      const l = this.deps.lookupSocket(family, proto, wild);
+      if (l && l.inode !== 0 && (proto !== 6 || l.state === SK_LISTEN)) s = l;
+    }
+    return s;
+  }
+
+  /** Resolves many inodes at once: one candidate scan and at most one full scan for all misses. */
+  resolveInodes(inodes: Iterable<number>): void {
+    const missing = new Set<number>();
+    for (const i of inodes) if (i !== 0 && !this.inodeOwners.has(i)) missing.add(i);
+    if (missing.size === 0) return;
+    if (this.recent.size > 0) {
+      const pids = [...this.recent.keys()].slice(-this.opt.candidates);
+      this.scan(pids, missing, false);
+      if (missing.size === 0) return;
+    }
+    const now = this.deps.now();
+    const gap = Math.max(this.opt.fullScanMinIntervalMs, this.lastFullScanMs / this.opt.fullScanMaxShare);
+    if (now - this.lastFullScan >= gap) {
+      this.lastFullScan = now;
+      this.scan(undefined, missing, true);
+    }
+    this.stats.misses += missing.size;
+  }
+
+  private scan(pids: number[] | undefined, missing: Set<number>, full: boolean): void {
+    const t0 = this.deps.now();
+    const r = this.deps.scanOwners(pids);
+    const ms = this.deps.now() - t0;
+    this.stats.scanMs += ms;
+    if (full) {
+      this.stats.fullScans++;
+      this.lastFullScanMs = ms;
+      // Processes that are gone drop out of the process cache.
+      for (const pid of this.procs.keys()) if (!r.scanned.has(pid)) this.procs.delete(pid);
+    } else {
+      this.stats.candidateScans++;
+    }
+    for (const [inode, owners] of r.owners) {
+      this.remember(inode, owners);
+      missing.delete(inode);
+    }
+  }
+
+  private remember(inode: number, pids: number[]): void {
+    if (this.inodeOwners.size >= this.opt.maxCache) {
+      // Drop the oldest tenth: insertion order is age.
+      let n = Math.ceil(this.opt.maxCache / 10);
+      for (const k of this.inodeOwners.keys()) {
+        this.inodeOwners.delete(k);
+        if (--n === 0) break;
+      }
+    }
+    this.inodeOwners.set(inode, pids);
+    this.stats.cacheSize = this.inodeOwners.size;
+  }
+
+  /** The owner of a socket inode, from the cache (call resolveInodes first for a batch). */
+  ownerOf(sock: SockInfo | null): Owner | null {
+    if (!sock) return null;
+    const pids = this.inodeOwners.get(sock.inode);
+    const pid = pids && pids.length > 0 ? pids[0]! : null;
+    if (pid !== null) {
+      this.recent.delete(pid);
+      this.recent.set(pid, true);
+      if (this.recent.size > 256) this.recent.delete(this.recent.keys().next().value as number);
+    }
+    const info = pid !== null ? this.process(pid) : null;
+    const uid = info?.uid ?? sock.uid;
+    return {
+      pid,
+      shared: (pids?.length ?? 0) > 1,
+      uid,
+      user: this.deps.userName(uid),
+      comm: info?.comm ?? null,
+      cmdline: info?.cmdline ?? null,
+      inode: sock.inode,
+    };
+  }
+
+  private process(pid: number): ProcessFacts | null {
+    let p = this.procs.get(pid);
+    if (p === undefined) {
+      p = this.deps.processInfo(pid);
+      this.procs.set(pid, p);
+    }
+    return p;
+  }
+
+  /** Forgets an inode (its flow ended): keeps the cache bounded by live sockets. */
+  forget(inode: number): void {
+    this.inodeOwners.delete(inode);
+    this.stats.cacheSize = this.inodeOwners.size;
+  }
+}

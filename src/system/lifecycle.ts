@@ -1,0 +1,157 @@
+// The one place that runs cleanup (undo system changes, restore the terminal) exactly once, on
+// every exit path: normal end, SIGINT/SIGTERM/SIGHUP, an uncaught error, and process 'exit'.
+
+export type Cleanup = () => Promise<void> | void;
+export type SyncCleanup = () => void;
+
+/** The part of `process` the lifecycle uses; tests hand in a fake. */
+export interface ProcessLike {
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  removeListener(event: string, listener: (...args: any[]) => void): unknown;
+  exit(code?: number): void;
+}
+
+export const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+export type HandledSignal = keyof typeof SIGNALS;
+
+export interface LifecycleOptions {
+  /** One-line messages (uncaught errors, failed undo). */
+  writeErr(line: string): void;
+  /** After a signal, how long async cleanup may take before the sync path finishes it. */
+  graceMs?: number;
+  setTimer?(fn: () => void, ms: number): { unref?(): void };
+}
+
+interface Entry {
+  fn: Cleanup;
+  syncFn: SyncCleanup;
+  state: 'pending' | 'running' | 'done';
+}
+
+function oneLine(err: unknown): string {
+  const m = err instanceof Error ? err.message : String(err);
+  return m.split('\n')[0] ?? m;
+}
+
+export class Lifecycle {
+  private readonly entries: Entry[] = [];
+  private installed = false;
+  private exiting = false;
+  private readonly listeners: [string, (...args: any[]) => void][] = [];
+
+  constructor(
+    private readonly proc: ProcessLike,
+    private readonly opts: LifecycleOptions,
+  ) {}
+
+  /** Registers cleanup; returns a function that unregisters it without running it. Runs last-registered first. */
+  onShutdown(fn: Cleanup, syncFn: SyncCleanup): () => void {
+    const e: Entry = { fn, syncFn, state: 'pending' };
+    this.entries.push(e);
+    return () => {
+      const i = this.entries.indexOf(e);
+      if (i >= 0) this.entries.splice(i, 1);
+    };
+  }
+
+  /** Runs every pending cleanup (async, newest first); each runs once whatever path calls it. */
+  async shutdown(): Promise<void> {
+    const errors: unknown[] = [];
+    for (const e of [...this.entries].reverse()) {
+      if (e.state !== 'pending') continue;
+      e.state = 'running';
+      try {
+        await e.fn();
+      } catch (err) {
+        errors.push(err);
+      }
+      e.state = 'done';
+    }
+    if (errors.length) throw errors[0];
+  }
+
+  /** Synchronous path: finishes every cleanup not done yet (also ones whose async run was cut short). */
+  shutdownSync(): void {
+    for (const e of [...this.entries].reverse()) {
+      if (e.state === 'done') continue;
+      e.state = 'done';
+      try {
+        e.syncFn();
+      } catch (err) {
+        this.opts.writeErr(`ctacct: ${oneLine(err)}`);
+      }
+    }
+  }
+
+  /** Hooks signals, uncaught errors and 'exit'. Idempotent. */
+  install(): void {
+    if (this.installed) return;
+    this.installed = true;
+    for (const sig of Object.keys(SIGNALS) as HandledSignal[]) this.listen(sig, () => this.onSignal(sig));
+    this.listen('uncaughtException', (err: unknown) => this.onFatal(err));
+    this.listen('unhandledRejection', (err: unknown) => this.onFatal(err));
+    this.listen('exit', () => this.shutdownSync());
+  }
+
+  uninstall(): void {
+    for (const [ev, fn] of this.listeners.splice(0)) this.proc.removeListener(ev, fn);
+    this.installed = false;
+  }
+
+  private listen(ev: string, fn: (...args: any[]) => void): void {
+    this.listeners.push([ev, fn]);
+    this.proc.on(ev, fn);
+  }
+
+  private onSignal(sig: HandledSignal): void {
+    const code = 128 + SIGNALS[sig];
+    if (this.exiting) {
+      // A second signal while cleaning up: finish synchronously and go.
+      this.shutdownSync();
+      this.proc.exit(code);
+      return;
+    }
+    this.exiting = true;
+    const timer = (this.opts.setTimer ?? setTimeout)(() => {
+      this.shutdownSync();
+      this.proc.exit(code);
+    }, this.opts.graceMs ?? 5000);
+    timer.unref?.();
+    this.shutdown().then(
+      () => this.proc.exit(code),
+      (err) => {
+        this.opts.writeErr(`ctacct: ${oneLine(err)}`);
+        this.proc.exit(code);
+      },
+    );
+  }
+
+  private onFatal(err: unknown): void {
+    // State may be inconsistent after an uncaught error: take the synchronous path.
+    this.opts.writeErr(`ctacct: ${oneLine(err)} (internal error)`);
+    this.exiting = true;
+    this.shutdownSync();
+    this.proc.exit(1);
+  }
+}
+
+let shared: Lifecycle | null = null;
+
+/** The process-wide lifecycle (created on first use; bound to the real `process`). */
+export function lifecycle(): Lifecycle {
+  return (shared ??= new Lifecycle(process, { writeErr: (l) => void process.stderr.write(`${l}\n`) }));
+}
+
+/** Registers cleanup with the process-wide lifecycle; returns unregister. */
+export function onShutdown(fn: Cleanup, syncFn: SyncCleanup): () => void {
+  return lifecycle().onShutdown(fn, syncFn);
+}
+
+/** Installs the process-wide handlers, writing messages to `system.stderr`. */
+export function installSignalHandlers(system?: { stderr: { write(s: string): void } }): Lifecycle {
+  shared ??= new Lifecycle(process, {
+    writeErr: (l) => (system ? system.stderr.write(`${l}\n`) : void process.stderr.write(`${l}\n`)),
+  });
+  shared.install();
+  return shared;
+}

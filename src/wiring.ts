@@ -1,0 +1,46 @@
+// Composes the real dependencies of the core from a System: sock_diag lookups, /proc scans,
+// interface addresses. Kept apart so the core only ever sees interfaces.
+import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { OwnerResolver, type OwnerDeps, type OwnerOptions } from './core/owners.js';
+import { makeSocketLookup } from './netlink/lookup.js';
+import { parsePasswd } from './proc/parse.js';
+import { readProcessInfo, scanSocketOwners, userName } from './proc/reader.js';
+import type { System } from './system.js';
+
+export function realOwnerDeps(system: System): OwnerDeps {
+  return {
+    lookupSocket: makeSocketLookup(),
+    scanOwners: (pids) => scanSocketOwners(system.procRoot, pids ? { pids } : {}),
+    processInfo: (pid) => readProcessInfo(system.procRoot, pid),
+    userName,
+    now: () => system.monotonic(),
+  };
+}
+
+export function makeOwnerResolver(system: System, opts: OwnerOptions = {}): OwnerResolver {
+  return new OwnerResolver(realOwnerDeps(system), opts);
+}
+
+/** Addresses of this network namespace's interfaces (loopback is added by the core). */
+export function interfaceAddresses(): string[] {
+  const out: string[] = [];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) out.push(a.address.replace(/%.*$/, ''));
+  }
+  return out;
+}
+
+let passwd: Map<string, number> | null = null;
+/** User name → uid from /etc/passwd (null when unknown). */
+export function uidOfUser(name: string): number | null {
+  if (!passwd) {
+    passwd = new Map();
+    try {
+      for (const [uid, n] of parsePasswd(readFileSync('/etc/passwd', 'utf8'))) passwd.set(n, uid);
+    } catch {
+      /* no passwd file: numeric uids still work */
+    }
+  }
+  return passwd.get(name) ?? null;
+}
