@@ -21,7 +21,7 @@ function fatal(err: unknown): void {
 }
 
 try {
-  await buildCli(realSystem()).parseAsync(argv.length ? argv : ['top']);
+  await buildCli(realSystem()).parseAsync(argv);
 } catch (err) {
   fatal(err);
 }

@@ -1,5 +1,6 @@
 // One value bundling every side effect the commands use, so tests can hand in fakes.
 import { KernelConntrackSource, type ConntrackSource } from './netlink/source.js';
+import { nodeTerminal, realClock, type LiveClock, type LiveTerminal } from './views/live.js';
 
 export interface Terminal {
   write(s: string): void;
@@ -23,6 +24,10 @@ export interface System {
   monotonic(): number;
   isRoot: boolean;
   pid: number;
+  /** Timers for refresh loops (tests pass a manual clock). */
+  clock(): LiveClock;
+  /** The interactive terminal for the live view, or null when stdin/stdout are not both TTYs. */
+  liveTerminal(): LiveTerminal | null;
 }
 
 function terminalOf(stream: NodeJS.WriteStream): Terminal {
@@ -47,5 +52,7 @@ export function realSystem(): System {
     monotonic: () => performance.now(),
     isRoot: typeof process.getuid === 'function' && process.getuid() === 0,
     pid: process.pid,
+    clock: realClock,
+    liveTerminal: () => (process.stdout.isTTY && process.stdin.isTTY ? nodeTerminal(process.stdin, process.stdout) : null),
   };
 }

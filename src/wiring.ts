@@ -5,13 +5,14 @@ import { networkInterfaces } from 'node:os';
 import { OwnerResolver, type OwnerDeps, type OwnerOptions } from './core/owners.js';
 import { makeSocketLookup } from './netlink/lookup.js';
 import { parsePasswd } from './proc/parse.js';
-import { readProcessInfo, scanSocketOwners, userName } from './proc/reader.js';
+import { findSocketOwners } from './proc/find.js';
+import { readProcessInfo, userName } from './proc/reader.js';
 import type { System } from './system.js';
 
 export function realOwnerDeps(system: System): OwnerDeps {
   return {
     lookupSocket: makeSocketLookup(),
-    scanOwners: (pids) => scanSocketOwners(system.procRoot, pids ? { pids } : {}),
+    scanOwners: (want, pids) => findSocketOwners(system.procRoot, want, pids),
     processInfo: (pid) => readProcessInfo(system.procRoot, pid),
     userName,
     now: () => system.monotonic(),

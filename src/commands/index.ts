@@ -1,8 +1,11 @@
 // Every command module, in the order --help lists them.
 import type { CommandModule } from 'yargs';
 import type { System } from '../system.js';
+import { doctorCommand } from './doctor.js';
 import { flowsCommand } from './flows.js';
+import { statesCommand } from './states.js';
+import { topCommand } from './top.js';
 
 export type CommandFactory = (system: System) => CommandModule<any, any>;
 
-export const commands: CommandFactory[] = [flowsCommand];
+export const commands: CommandFactory[] = [topCommand, statesCommand, flowsCommand, doctorCommand];

@@ -22,14 +22,17 @@ export interface ProcessFacts {
 export interface OwnerScanResult {
   owners: Map<number, number[]>;
   scanned: Set<number>;
+  /** Every pid was read (so `scanned` lists every live process). */
+  exhaustive: boolean;
 }
 
 export interface OwnerDeps {
   /** sock_diag lookup of the socket whose local end is end.local… and remote end end.remote…
    *  (the kernel falls back to a listener / unconnected UDP socket by itself). */
   lookupSocket(family: 4 | 6, proto: number, end: FlowEnd): SockInfo | null;
-  /** inode → pids from /proc/PID/fd, over the given pids or all of them. */
-  scanOwners(pids?: Iterable<number>): OwnerScanResult;
+  /** inode → pids from /proc/PID/fd: over `pids`, or every pid newest first, stopping once all
+   *  of `want` are found (an empty `want` reads everything). */
+  scanOwners(want: ReadonlySet<number>, pids?: Iterable<number>): OwnerScanResult;
   processInfo(pid: number): ProcessFacts | null;
   userName(uid: number): string;
   /** Monotonic ms. */
@@ -127,23 +130,24 @@ export class OwnerResolver {
     }
     const now = this.deps.now();
     const gap = Math.max(this.opt.fullScanMinIntervalMs, this.lastFullScanMs / this.opt.fullScanMaxShare);
-    if (now - this.lastFullScan >= gap) {
-      this.lastFullScan = now;
-      this.scan(undefined, missing, true);
-    }
+    if (now - this.lastFullScan >= gap) this.scan(undefined, missing, true);
     this.stats.misses += missing.size;
   }
 
   private scan(pids: number[] | undefined, missing: Set<number>, full: boolean): void {
     const t0 = this.deps.now();
-    const r = this.deps.scanOwners(pids);
+    const r = this.deps.scanOwners(missing, pids);
     const ms = this.deps.now() - t0;
     this.stats.scanMs += ms;
     if (full) {
       this.stats.fullScans++;
-      this.lastFullScanMs = ms;
-      // Processes that are gone drop out of the process cache.
-      for (const pid of this.procs.keys()) if (!r.scanned.has(pid)) this.procs.delete(pid);
+      // Only a search that found nothing early costs the whole of /proc: that is what is rate-limited.
+      if (r.exhaustive) {
+        this.lastFullScanMs = ms;
+        this.lastFullScan = t0;
+        // Processes that are gone drop out of the process cache.
+        for (const pid of this.procs.keys()) if (!r.scanned.has(pid)) this.procs.delete(pid);
+      }
     } else {
       this.stats.candidateScans++;
     }

@@ -209,7 +209,8 @@ export function decodeRecord(text: string | null | undefined): SetupRecord | nul
 
 // Rule kinds whose presence makes the kernel track connections in the namespace: every nft
 // expression that calls nf_ct_netns_get() when loaded (ct match/statement, ct count/helper/
-// timeout/expectation, NAT, flow offload, synproxy) and NAT chains. `notrack` does not.
+// timeout/expectation, NAT statements, flow offload, synproxy). Not `notrack`, and not an empty
+// NAT chain (verified: a `type nat` chain with no rule tracks nothing).
 const NFT_CT_KEYS = new Set([
   'ct',
   'ct count',
@@ -249,10 +250,7 @@ function walkForCt(node: unknown, found: Set<string>): void {
   }
 }
 
-/**
- * Scans `nft -j list ruleset` output. Tracking is on if any rule outside `inet ctacct` uses
- * conntrack or any chain is a NAT chain. Pure.
- */
+/** Scans `nft -j list ruleset` output: tracking is on if any rule outside `inet ctacct` uses conntrack. Pure. */
 export function scanNftRuleset(json: string): NftRulesetScan {
   const out: NftRulesetScan = { byOthers: false, evidence: [], ctacctComment: null, ctacctPresent: false };
   let doc: { nftables?: Record<string, unknown>[] };
@@ -275,7 +273,6 @@ export function scanNftRuleset(json: string): NftRulesetScan {
       continue;
     }
     const kinds = found.get(table) ?? new Set<string>();
-    if (kind === 'chain' && b.type === 'nat') kinds.add('nat chain');
     if (kind === 'rule') walkForCt(b.expr, kinds);
     if (kinds.size) found.set(table, kinds);
   }
@@ -291,18 +288,13 @@ export function tableCommentOf(text: string): string | null {
 }
 
 /**
- * Scans `iptables-legacy-save` / `ip6tables-legacy-save` output: conntrack matches, CT/NAT
- * targets, or a nat table (its mere existence registers conntrack). Pure.
+ * Scans `iptables-legacy-save` / `ip6tables-legacy-save` output for conntrack matches and CT/NAT
+ * targets. An empty nat table is not counted (as with nft, a NAT chain alone tracks nothing;
+ * erring this way only costs a redundant ctacct table). Pure.
  */
 export function scanIptablesSave(text: string, label: string): string[] {
   const kinds = new Set<string>();
-  let table = '';
   for (const line of text.split('\n')) {
-    if (line.startsWith('*')) {
-      table = line.slice(1).trim();
-      if (table === 'nat') kinds.add('nat table');
-      continue;
-    }
     if (!line.startsWith('-A ')) continue;
     for (const m of line.matchAll(/(?:^|\s)-m\s+(\S+)/g)) if (m[1] && XT_CT_NAMES.test(m[1])) kinds.add(`-m ${m[1]}`);
     const j = /(?:^|\s)-j\s+(\S+)/.exec(line);

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { EXIT, UserError } from '../errors.js';
 import type { System } from '../system.js';
-import { installSignalHandlers } from './lifecycle.js';
+import { installSignalHandlers, type Lifecycle } from './lifecycle.js';
 import {
   SYSCTL,
   decodeRecord,
@@ -372,9 +372,9 @@ export async function withSystemSetup<T>(
   system: System,
   opts: SetupOptions,
   body: (report: SetupReport) => Promise<T>,
-  deps: Partial<SetupDeps> = {},
+  deps: Partial<SetupDeps> & { lifecycle?: Lifecycle } = {},
 ): Promise<T> {
-  const lc = installSignalHandlers(system);
+  const lc = deps.lifecycle ?? installSignalHandlers(system);
   let off: () => void = () => undefined;
   let handle: SetupHandle;
   try {

@@ -23,7 +23,7 @@ export function fakeDeps(w: FakeWorld): OwnerDeps {
       if (exact) return exact;
       return w.sockets.get(`${end.localAddr}:${end.localPort} *`) ?? w.sockets.get(`*:${end.localPort} *`) ?? null;
     },
-    scanOwners(pids) {
+    scanOwners(_want, pids) {
       const list = pids ? [...pids] : undefined;
       w.scans.push({ pids: list });
       const owners = new Map<number, number[]>();
@@ -33,7 +33,7 @@ export function fakeDeps(w: FakeWorld): OwnerDeps {
         scanned.add(pid);
         for (const i of inodes) owners.set(i, [...(owners.get(i) ?? []), pid]);
       }
-      return { owners, scanned };
+      return { owners, scanned, exhaustive: true };
     },
     processInfo: (pid) => w.procs.get(pid) ?? null,
     userName: (uid) => (uid === 0 ? 'root' : uid === 33 ? 'www-data' : String(uid)),

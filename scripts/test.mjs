@@ -1,0 +1,29 @@
+// `npm test`: builds (the e2e tests spawn bin/ctacct.js), then runs every test file with node's
+// test runner. Root-only tests skip loudly when not root; CI runs as root so they run there.
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const layers = process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'integration', 'e2e'];
+
+function files(dir) {
+  const out = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...files(p));
+    else if (name.endsWith('.test.ts')) out.push(p);
+  }
+  return out.sort();
+}
+
+const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', root], { stdio: 'inherit' });
+if (tsc.status !== 0) process.exit(tsc.status ?? 1);
+
+if (process.getuid?.() !== 0) {
+  process.stderr.write('\n*** NOT ROOT: integration and end-to-end tests that need root will be SKIPPED (each says so). CI runs as root. ***\n\n');
+}
+const list = layers.flatMap((l) => files(join(root, 'test', l)));
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...list], { stdio: 'inherit', cwd: root });
+process.exit(r.status ?? 1);

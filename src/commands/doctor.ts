@@ -1,0 +1,176 @@
+// `ctacct doctor`: checks the kernel, privileges and settings, and says how to fix each.
+// It changes nothing (reads /proc, lists the nft ruleset, tries one empty ctnetlink dump).
+import type { Argv, CommandModule } from 'yargs';
+import { EXIT, UserError } from '../errors.js';
+import type { System } from '../system.js';
+import { detect, realHost, type Detection, type Host } from '../system/detect.js';
+import { ENGAGE_COST } from '../system/setup.js';
+
+export type CheckStatus = 'ok' | 'warn' | 'fail';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  status: CheckStatus;
+  detail: string;
+  /** The command (or action) that fixes it; null when nothing needs fixing. */
+  fix: string | null;
+}
+
+export interface DoctorResult {
+  /** false when at least one check failed: `ctacct top` could not work here. */
+  ok: boolean;
+  checks: Check[];
+}
+
+const SUDO = 'run ctacct with sudo, or grant the capability: sudo setcap cap_net_admin+ep $(readlink -f $(which node))';
+
+const ok = (name: string, detail: string): Check => ({ name, ok: true, status: 'ok', detail, fix: null });
+const warn = (name: string, detail: string, fix: string | null): Check => ({ name, ok: true, status: 'warn', detail, fix });
+const fail = (name: string, detail: string, fix: string): Check => ({ name, ok: false, status: 'fail', detail, fix });
+
+/** Detection → checks, in the order they are printed. Pure. */
+export function doctorChecks(d: Detection): Check[] {
+  const checks: Check[] = [];
+  const who = d.uid === null ? '' : ` (uid ${d.uid})`;
+
+  checks.push(
+    d.netAdmin
+      ? ok('privileges', `CAP_NET_ADMIN${who}`)
+      : fail('privileges', `no CAP_NET_ADMIN${who}: top, flows and states --source conntrack need it`, SUDO),
+  );
+
+  if (!d.procReadable) checks.push(fail('proc', '/proc/net/tcp is not readable: no socket table, no attribution', 'sudo mount -t proc proc /proc'));
+  else if (!d.procFdsReadable)
+    checks.push(warn('proc', "/proc readable, but not other users' /proc/PID/fd: their traffic shows as unknown", 'run ctacct with sudo'));
+  else checks.push(ok('proc', '/proc readable, including process fds'));
+
+  if (d.conntrackLoaded) checks.push(ok('conntrack_module', `nf_conntrack loaded${d.max !== null ? ` (max ${d.max} entries)` : ''}`));
+  else if (d.conntrackAvailable)
+    checks.push(warn('conntrack_module', 'nf_conntrack is not loaded (loading a ct rule, as ctacct does, loads it)', 'sudo modprobe nf_conntrack'));
+  else checks.push(fail('conntrack_module', 'nf_conntrack is not loaded and this kernel does not list it', 'sudo modprobe nf_conntrack'));
+
+  switch (d.netlinkError) {
+    case null:
+      checks.push(ok('ctnetlink', 'conntrack netlink dump works'));
+      break;
+    case 'EPERM':
+    case 'EACCES':
+      checks.push(fail('ctnetlink', `conntrack netlink: permission denied (${d.netlinkError})`, SUDO));
+      break;
+    case 'EPROTONOSUPPORT':
+    case 'ENOENT':
+    case 'EOPNOTSUPP':
+      checks.push(fail('ctnetlink', `conntrack netlink is not available (${d.netlinkError})`, 'sudo modprobe nf_conntrack_netlink'));
+      break;
+    case 'ERR_CTACCT_ADDON':
+      checks.push(fail('ctnetlink', 'the native addon does not load', 'npm run build:native (in the ctacct directory)'));
+      break;
+    default:
+      checks.push(fail('ctnetlink', `conntrack netlink failed (${d.netlinkError}${d.netlinkMessage ? `: ${d.netlinkMessage}` : ''})`, 'sudo modprobe nf_conntrack_netlink'));
+  }
+
+  const e = d.engagement;
+  const table = e.ctacctTable;
+  if (d.nft) checks.push(ok('nft', `nft found at ${d.nft}`));
+  else if (e.byOthers === true) checks.push(warn('nft', 'nft is not installed (not needed here: other rules engage conntrack)', 'sudo apt-get install nftables'));
+  else checks.push(fail('nft', 'nft is not installed: ctacct cannot engage conntrack where no rule does', 'sudo apt-get install nftables'));
+
+  if (e.byOthers === true) checks.push(ok('tracking', `conntrack tracks in this network namespace: ${e.evidence.join('; ')}`));
+  else if (table?.ownerAlive) checks.push(ok('tracking', `engaged by a running ctacct (pid ${table.record?.pid}, nft table inet ctacct)`));
+  else if (table)
+    checks.push(
+      warn(
+        'tracking',
+        `a table inet ctacct left by a ctacct run that ended without cleaning up${table.record ? ` (pid ${table.record.pid})` : ''} engages conntrack; the next ctacct run reuses and removes it`,
+        'sudo nft delete table inet ctacct',
+      ),
+    );
+  else if (e.byOthers === false)
+    checks.push(
+      warn(
+        'tracking',
+        `no rule uses conntrack in this network namespace: ctacct top engages it while it runs (nft table inet ctacct), costing ${ENGAGE_COST}`,
+        'nothing to run: ctacct engages it (or add a stateful firewall rule such as `ct state established,related accept`)',
+      ),
+    );
+  else checks.push(warn('tracking', `cannot tell whether conntrack tracks here: ${e.evidence.join('; ')}`, 'run ctacct doctor with sudo'));
+
+  if (d.acct === 1) checks.push(ok('accounting', 'net.netfilter.nf_conntrack_acct=1: flows get byte and packet counters'));
+  else if (d.acct === 0)
+    checks.push(
+      warn(
+        'accounting',
+        'net.netfilter.nf_conntrack_acct=0: ctacct top turns it on while it runs (flows begun before have no counters); with --no-setup counters are null',
+        'sudo sysctl -w net.netfilter.nf_conntrack_acct=1',
+      ),
+    );
+  else checks.push(warn('accounting', 'net.netfilter.nf_conntrack_acct unknown (nf_conntrack not loaded)', 'sudo modprobe nf_conntrack'));
+
+  if (d.events === 0)
+    checks.push(
+      warn('events', 'net.netfilter.nf_conntrack_events=0: no NEW/DESTROY events, so flows that end between refreshes may be missed', 'sudo sysctl -w net.netfilter.nf_conntrack_events=1'),
+    );
+  else if (d.events !== null) checks.push(ok('events', `net.netfilter.nf_conntrack_events=${d.events}${d.events === 2 ? ' (on once a listener subscribes)' : ''}`));
+
+  if (d.timestamp === 1) checks.push(ok('timestamp', 'net.netfilter.nf_conntrack_timestamp=1: flow ages are known'));
+  else if (d.timestamp === 0)
+    checks.push(warn('timestamp', 'net.netfilter.nf_conntrack_timestamp=0: flow ages (age_s) are unknown; optional', 'sudo sysctl -w net.netfilter.nf_conntrack_timestamp=1'));
+
+  if (d.count !== null && d.max !== null && d.max > 0) {
+    const share = d.count / d.max;
+    checks.push(
+      share >= 0.9
+        ? warn('table_size', `${d.count} of ${d.max} entries (${Math.round(share * 100)}%): new connections may be dropped`, `sudo sysctl -w net.netfilter.nf_conntrack_max=${d.max * 2}`)
+        : ok('table_size', `${d.count} of ${d.max} entries`),
+    );
+  }
+  return checks;
+}
+
+export function doctorResult(d: Detection): DoctorResult {
+  const checks = doctorChecks(d);
+  return { ok: checks.every((c) => c.ok), checks };
+}
+
+const MARK: Record<CheckStatus, string> = { ok: '✓', warn: '!', fail: '✗' };
+
+/** One line per check: mark, name, detail, and the fix when there is one. Pure. */
+export function renderDoctor(r: DoctorResult): string {
+  const width = Math.max(...r.checks.map((c) => c.name.length));
+  const lines = r.checks.map((c) => `${MARK[c.status]} ${c.name.padEnd(width)}  ${c.detail}${c.fix ? ` — fix: ${c.fix}` : ''}`);
+  const failed = r.checks.filter((c) => c.status === 'fail').length;
+  lines.push(failed ? `${failed} check${failed > 1 ? 's' : ''} failed: ctacct top cannot work here until fixed` : 'ctacct top can work here');
+  return `${lines.join('\n')}\n`;
+}
+
+/** The error that gives doctor a non-zero exit after it printed its report. */
+export function doctorFailure(r: DoctorResult): UserError | null {
+  const failed = r.checks.filter((c) => c.status === 'fail');
+  if (!failed.length) return null;
+  const names = failed.map((c) => c.name);
+  const code = names.includes('privileges') || failed.some((c) => c.name === 'ctnetlink' && /permission/.test(c.detail))
+    ? EXIT.privilege
+    : names.some((n) => n === 'conntrack_module' || n === 'ctnetlink' || n === 'nft')
+      ? EXIT.unsupported
+      : EXIT.failure;
+  return new UserError(`doctor: ${failed.length} check${failed.length > 1 ? 's' : ''} failed (${names.join(', ')})`, code, 'ERR_DOCTOR');
+}
+
+export function doctorCommand(system: System, hostOf: (s: System) => Host = realHost): CommandModule<object, { json: boolean }> {
+  return {
+    command: 'doctor',
+    describe: 'Check kernel, privileges and settings; say how to fix each (changes nothing)',
+    builder: (y: Argv) =>
+      y
+        .option('json', { type: 'boolean', default: false, describe: 'Machine-readable JSON output', group: 'Output:' })
+        .example('$0 doctor', 'one line per check: ✓ ok, ! warning, ✗ failure with the command that fixes it')
+        .example('sudo $0 doctor --json', '{"ok":true,"checks":[{"name":"privileges","ok":true,"status":"ok",...}]}'),
+    handler: async (argv) => {
+      const result = doctorResult(await detect(hostOf(system)));
+      system.stdout.write(argv.json ? `${JSON.stringify(result)}\n` : renderDoctor(result));
+      const err = doctorFailure(result);
+      if (err) throw err;
+    },
+  };
+}

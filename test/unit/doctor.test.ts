@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { doctorFailure, doctorResult, renderDoctor } from '../../src/commands/doctor.js';
+import { EXIT } from '../../src/errors.js';
+import { detect } from '../../src/system/detect.js';
+import { FakeHost } from '../fakes/host.js';
+
+const SUDO = 'run ctacct with sudo, or grant the capability: sudo setcap cap_net_admin+ep $(readlink -f $(which node))';
+const firewall = { rule: { family: 'inet', table: 'fw', chain: 'in', expr: [{ match: { left: { ct: { key: 'state' } }, right: 'invalid' } }] } };
+
+test('doctor: everything in place', async () => {
+  const r = doctorResult(await detect(new FakeHost({ acct: 1, timestamp: 1, events: 1, otherRules: [firewall], count: 10, max: 1000 })));
+  assert.equal(r.ok, true);
+  assert.deepEqual(
+    r.checks.map((c) => [c.name, c.status, c.fix]),
+    [
+      ['privileges', 'ok', null],
+      ['proc', 'ok', null],
+      ['conntrack_module', 'ok', null],
+      ['ctnetlink', 'ok', null],
+      ['nft', 'ok', null],
+      ['tracking', 'ok', null],
+      ['accounting', 'ok', null],
+      ['events', 'ok', null],
+      ['timestamp', 'ok', null],
+      ['table_size', 'ok', null],
+    ],
+  );
+  assert.equal(r.checks.find((c) => c.name === 'tracking')?.detail, 'conntrack tracks in this network namespace: nft table inet fw: ct expression');
+  assert.equal(doctorFailure(r), null);
+  assert.equal(renderDoctor(r).split('\n').at(-2), 'ctacct top can work here');
+  assert.equal(renderDoctor(r).split('\n')[0], '✓ privileges        CAP_NET_ADMIN (uid 0)');
+});
+
+test('doctor: fresh namespace as root: warnings with their fixes, still ok', async () => {
+  const r = doctorResult(await detect(new FakeHost({ acct: 0 })));
+  assert.equal(r.ok, true);
+  const byName = Object.fromEntries(r.checks.map((c) => [c.name, c]));
+  assert.deepEqual(byName.accounting, {
+    name: 'accounting',
+    ok: true,
+    status: 'warn',
+    detail:
+      'net.netfilter.nf_conntrack_acct=0: ctacct top turns it on while it runs (flows begun before have no counters); with --no-setup counters are null',
+    fix: 'sudo sysctl -w net.netfilter.nf_conntrack_acct=1',
+  });
+  assert.equal(byName.tracking?.status, 'warn');
+  assert.equal(byName.timestamp?.fix, 'sudo sysctl -w net.netfilter.nf_conntrack_timestamp=1');
+  assert.match(renderDoctor(r), /^! accounting {8}net\.netfilter\.nf_conntrack_acct=0: .* — fix: sudo sysctl -w net\.netfilter\.nf_conntrack_acct=1$/m);
+});
+
+test('doctor: unprivileged: privilege failures, exit code 3', async () => {
+  const r = doctorResult(
+    await detect(
+      new FakeHost({ uid: 65534, capEff: '0', netlinkError: 'EPERM', nftFail: { match: /list ruleset/, stderr: 'Error: Operation not permitted' } }),
+    ),
+  );
+  assert.equal(r.ok, false);
+  const failed = r.checks.filter((c) => c.status === 'fail');
+  assert.deepEqual(
+    failed.map((c) => [c.name, c.fix]),
+    [
+      ['privileges', SUDO],
+      ['ctnetlink', SUDO],
+    ],
+  );
+  const err = doctorFailure(r);
+  assert.equal(err?.exitCode, EXIT.privilege);
+  assert.equal(err?.message, 'doctor: 2 checks failed (privileges, ctnetlink)');
+  assert.match(renderDoctor(r), /^✗ privileges {8}no CAP_NET_ADMIN \(uid 65534\)/m);
+  assert.equal(renderDoctor(r).split('\n').at(-2), '2 checks failed: ctacct top cannot work here until fixed');
+});
+
+test('doctor: missing netlink module, missing nft, stale table, full table, events off', async () => {
+  const r = doctorResult(
+    await detect(
+      new FakeHost({ acct: 1, events: 0, netlinkError: 'EPROTONOSUPPORT', nft: false, count: 950, max: 1000 }),
+    ),
+  );
+  const byName = Object.fromEntries(r.checks.map((c) => [c.name, c]));
+  assert.deepEqual([byName.ctnetlink?.status, byName.ctnetlink?.fix], ['fail', 'sudo modprobe nf_conntrack_netlink']);
+  assert.deepEqual([byName.nft?.status, byName.nft?.fix], ['fail', 'sudo apt-get install nftables']);
+  assert.deepEqual([byName.events?.status, byName.events?.fix], ['warn', 'sudo sysctl -w net.netfilter.nf_conntrack_events=1']);
+  assert.deepEqual([byName.table_size?.status, byName.table_size?.fix], ['warn', 'sudo sysctl -w net.netfilter.nf_conntrack_max=2000']);
+  assert.equal(doctorFailure(r)?.exitCode, EXIT.unsupported);
+
+  const stale = doctorResult(await detect(new FakeHost({ acct: 1, ctacctTable: { comment: 'ctacct pid=999 start=5 acct=0' } })));
+  const t = stale.checks.find((c) => c.name === 'tracking');
+  assert.deepEqual([t?.status, t?.fix], ['warn', 'sudo nft delete table inet ctacct']);
+  assert.match(t?.detail ?? '', /\(pid 999\)/);
+});
