@@ -15,14 +15,13 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "ct_evthread.h"
 #include "ct_parse.h"
 #include "ct_sock.h"
 
 #define CT_BATCH 4096 /* records per Buffer handed to JavaScript */
 #define CT_SLICE_RECORDS 32768 /* records read per loop turn before yielding */
 #define CT_RECV_BUF (256 * 1024)
-#define CT_EV_VLEN 64 /* datagrams per recvmmsg on the event socket */
-#define CT_EV_DGRAM 4096
 
 /* Checks a Node-API call; on failure throws (if nothing is pending) and returns NULL. */
 #define NAPI_CALL(env, call)                                                                    \
@@ -76,6 +75,8 @@ static void ct_throw_errno(napi_env env, int err, const char *syscall)
 		napi_throw_error(env, "ERR_CTACCT_NAPI", syscall);
 }
 
+static int ct_set_num(napi_env env, napi_value o, const char *k, double v);
+
 /* ---- option helpers ---- */
 
 static int ct_opt_u32(napi_env env, napi_value obj, const char *key, uint32_t *out)
@@ -105,7 +106,7 @@ static int ct_opt_bool(napi_env env, napi_value obj, const char *key)
 	return b;
 }
 
-/* ---- a polled netlink reader shared by the event and dump paths ---- */
+/* ---- dumps: a netlink socket polled on libuv's loop, read in bounded slices ---- */
 
 struct ct_reader {
 	uv_poll_t poll;
@@ -113,32 +114,22 @@ struct ct_reader {
 	napi_ref cb;
 	napi_async_context actx;
 	int fd;
-	int diag_fd; /* sock_diag socket for lookups at NEW time, or -1 */
-	int is_event;
 	int closing;
 	int uv_closed; /* uv_close finished */
 	int finalized; /* the JS handle was garbage-collected */
-	int rcvbuf, rcvbuf_max;
-	uint32_t seq;
 	struct ct_record *recs;
 	size_t nrecs;
 	uint8_t *rbuf;
-	struct mmsghdr *msgs;
-	struct iovec *iovs;
 	/* statistics, cumulative */
-	double messages, records, malformed, ignored, overruns, lookups, lookup_errors, bytes_read;
+	double messages, records, malformed, ignored, bytes_read;
 };
 
 static void ct_reader_free(struct ct_reader *r)
 {
 	if (r->fd >= 0)
 		close(r->fd);
-	if (r->diag_fd >= 0)
-		close(r->diag_fd);
 	free(r->recs);
 	free(r->rbuf);
-	free(r->msgs);
-	free(r->iovs);
 	free(r);
 }
 
@@ -205,39 +196,13 @@ static int ct_reader_emit(struct ct_reader *r, napi_value err, int done)
 	return st == napi_ok ? 0 : -1;
 }
 
-/* Socket lookups for a NEW event, made as soon as it is read, while a short-lived socket
- * still exists: the orig-source end and the reply-source end. */
-static void ct_reader_lookup(struct ct_reader *r, struct ct_record *rec)
-{
-	if (r->diag_fd < 0 || rec->kind != CT_KIND_NEW)
-		return;
-	if (rec->proto != IPPROTO_TCP && rec->proto != IPPROTO_UDP)
-		return;
-	if (!(rec->present & CT_HAS_REPLY_TUPLE))
-		return;
-	int rc = ct_diag_lookup(r->diag_fd, rec->family, rec->proto, rec->orig_src, rec->orig_sport,
-				rec->orig_dst, rec->orig_dport, &rec->sk_orig);
-	r->lookups++;
-	if (rc < 0)
-		r->lookup_errors++;
-	rec->present |= CT_HAS_SK_ORIG;
-	rc = ct_diag_lookup(r->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport,
-			    rec->reply_dst, rec->reply_dport, &rec->sk_reply);
-	r->lookups++;
-	if (rc < 0)
-		r->lookup_errors++;
-	rec->present |= CT_HAS_SK_REPLY;
-}
-
 static int ct_reader_parse(struct ct_reader *r, const uint8_t *buf, size_t len, int *done,
 			   int *kerr)
 {
 	size_t off = 0;
 	while (off < len) {
 		struct ct_parse_result res;
-		ct_parse_buffer(buf + off, len - off, r->is_event, r->recs + r->nrecs, CT_BATCH - r->nrecs, &res);
-		for (size_t i = 0; i < res.records; i++)
-			ct_reader_lookup(r, &r->recs[r->nrecs + i]);
+		ct_parse_buffer(buf + off, len - off, 0, r->recs + r->nrecs, CT_BATCH - r->nrecs, &res);
 		r->nrecs += res.records;
 		r->records += (double)res.records;
 		r->malformed += res.malformed;
@@ -255,16 +220,6 @@ static int ct_reader_parse(struct ct_reader *r, const uint8_t *buf, size_t len, 
 	return 0;
 }
 
-static void ct_grow_rcvbuf(struct ct_reader *r)
-{
-	if (r->rcvbuf >= r->rcvbuf_max)
-		return;
-	int want = r->rcvbuf * 2 > r->rcvbuf_max ? r->rcvbuf_max : r->rcvbuf * 2;
-	int granted = 0;
-	if (ct_sock_set_rcvbuf(r->fd, want, &granted) == 0 && granted > 0)
-		r->rcvbuf = granted / 2 > want ? want : granted;
-}
-
 static void ct_on_readable(uv_poll_t *h, int status, int events)
 {
 	struct ct_reader *r = h->data;
@@ -274,52 +229,14 @@ static void ct_on_readable(uv_poll_t *h, int status, int events)
 	if (r->closing || napi_open_handle_scope(env, &scope) != napi_ok)
 		return;
 	if (status < 0) {
-		/* libuv reports EPOLLERR as UV_EBADF and stops polling. On a netlink event socket that
-		 * is the kernel's ENOBUFS (events dropped): count it like a failed recv and poll on. */
-		int soerr = 0;
-		socklen_t sl = sizeof(soerr);
-		if (r->is_event && getsockopt(r->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
-		    (soerr == ENOBUFS || soerr == 0) && uv_poll_start(&r->poll, UV_READABLE, ct_on_readable) == 0) {
-			if (soerr == ENOBUFS) {
-				r->overruns++;
-				ct_grow_rcvbuf(r);
-				if (ct_reader_emit(r, ct_make_errno_error(env, ENOBUFS, "recvmsg"), 0) < 0)
-					goto out_close;
-			}
-		} else {
-			ct_reader_emit(r, ct_make_errno_error(env, soerr ? soerr : -status, "poll"), 1);
-			ct_reader_close(r);
-			goto out;
-		}
+		ct_reader_emit(r, ct_make_errno_error(env, -status, "poll"), 1);
+		ct_reader_close(r);
+		goto out;
 	}
 	int done = 0, kerr = 0, oserr = 0;
 	double start_records = r->records;
 	while (!r->closing && !done && !kerr && r->records - start_records < CT_SLICE_RECORDS) {
-		if (r->is_event) {
-			for (int i = 0; i < CT_EV_VLEN; i++) {
-				r->iovs[i].iov_base = r->rbuf + (size_t)i * CT_EV_DGRAM;
-				r->iovs[i].iov_len = CT_EV_DGRAM;
-				memset(&r->msgs[i].msg_hdr, 0, sizeof(r->msgs[i].msg_hdr));
-				r->msgs[i].msg_hdr.msg_iov = &r->iovs[i];
-				r->msgs[i].msg_hdr.msg_iovlen = 1;
-			}
-			int n = recvmmsg(r->fd, r->msgs, CT_EV_VLEN, MSG_DONTWAIT, NULL);
-			if (n < 0) {
-				oserr = errno;
-			} else {
-				for (int i = 0; i < n; i++) {
-					r->messages++;
-					r->bytes_read += r->msgs[i].msg_len;
-					if (r->msgs[i].msg_hdr.msg_flags & MSG_TRUNC)
-						r->malformed++;
-					else if (ct_reader_parse(r, r->rbuf + (size_t)i * CT_EV_DGRAM,
-								 r->msgs[i].msg_len, &done, &kerr) < 0)
-						goto out_close;
-				}
-				if (n < CT_EV_VLEN)
-					oserr = EAGAIN;
-			}
-		} else {
+		{
 			ssize_t n = recv(r->fd, r->rbuf, CT_RECV_BUF, MSG_DONTWAIT);
 			if (n < 0) {
 				oserr = errno;
@@ -340,18 +257,6 @@ static void ct_on_readable(uv_poll_t *h, int status, int events)
 			oserr = 0;
 			break;
 		}
-		if (oserr == ENOBUFS && r->is_event) {
-			/* Events were dropped by the kernel: flush what we have, grow the buffer,
-			 * tell the caller to resync. The socket stays usable. */
-			r->overruns++;
-			ct_grow_rcvbuf(r);
-			if (r->nrecs && ct_reader_emit(r, NULL, 0) < 0)
-				goto out_close;
-			if (ct_reader_emit(r, ct_make_errno_error(env, ENOBUFS, "recvmsg"), 0) < 0)
-				goto out_close;
-			oserr = 0;
-			continue;
-		}
 		if (oserr)
 			break;
 	}
@@ -359,9 +264,8 @@ static void ct_on_readable(uv_poll_t *h, int status, int events)
 		goto out;
 	if (kerr) {
 		r->nrecs = 0;
-		ct_reader_emit(r, ct_make_errno_error(env, kerr, r->is_event ? "recvmsg" : "ctnetlink dump"), 1);
-		if (!r->is_event)
-			ct_reader_close(r);
+		ct_reader_emit(r, ct_make_errno_error(env, kerr, "ctnetlink dump"), 1);
+		ct_reader_close(r);
 		goto out;
 	}
 	if (oserr) {
@@ -397,24 +301,18 @@ static void ct_reader_finalize(napi_env env, void *data, void *hint)
 		ct_reader_close(r); /* frees itself in uv_close's callback */
 }
 
-static struct ct_reader *ct_reader_new(napi_env env, napi_value cb, int fd, int is_event, const char *name)
+static struct ct_reader *ct_reader_new(napi_env env, napi_value cb, int fd, const char *name)
 {
 	struct ct_reader *r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
 	r->env = env;
 	r->fd = fd;
-	r->diag_fd = -1;
-	r->is_event = is_event;
 	r->recs = malloc(sizeof(struct ct_record) * CT_BATCH);
-	r->rbuf = malloc(is_event ? (size_t)CT_EV_VLEN * CT_EV_DGRAM : CT_RECV_BUF);
-	if (is_event) {
-		r->msgs = calloc(CT_EV_VLEN, sizeof(*r->msgs));
-		r->iovs = calloc(CT_EV_VLEN, sizeof(*r->iovs));
-	}
+	r->rbuf = malloc(CT_RECV_BUF);
 	uv_loop_t *loop = NULL;
 	napi_value resname;
-	if (!r->recs || !r->rbuf || (is_event && (!r->msgs || !r->iovs)) ||
+	if (!r->recs || !r->rbuf ||
 	    napi_get_uv_event_loop(env, &loop) != napi_ok || napi_create_reference(env, cb, 1, &r->cb) != napi_ok ||
 	    napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resname) != napi_ok ||
 	    napi_async_init(env, NULL, resname, &r->actx) != napi_ok || uv_poll_init(loop, &r->poll, fd) != 0) {
@@ -424,8 +322,6 @@ static struct ct_reader *ct_reader_new(napi_env env, napi_value cb, int fd, int 
 			napi_async_destroy(env, r->actx);
 		free(r->recs);
 		free(r->rbuf);
-		free(r->msgs);
-		free(r->iovs);
 		free(r);
 		return NULL;
 	}
@@ -451,7 +347,79 @@ static struct ct_reader *ct_reader_unwrap(napi_env env, napi_callback_info info,
 	return data;
 }
 
-/* openEvents({ new, update, destroy, rcvbuf, rcvbufMax, lookupSockets }, cb) -> handle */
+/* ---- events: a reader thread (native/ct_evthread.c) delivering through a threadsafe function ---- */
+
+struct ct_events {
+	struct ct_evthread *thread;
+	napi_threadsafe_function tsfn;
+	int closed;
+};
+
+/* Runs on the JS thread for every batch the reader thread delivered. */
+static void ct_events_call_js(napi_env env, napi_value cb, void *context, void *data)
+{
+	(void)context;
+	struct ct_ev_batch *b = data;
+	if (!env || !cb) { /* the function is being torn down: just free */
+		free(b);
+		return;
+	}
+	napi_value argv[4], recv, result;
+	if (napi_get_global(env, &recv) != napi_ok)
+		goto done;
+	if (b->kind == CT_EV_RECORDS) {
+		napi_get_null(env, &argv[0]);
+	} else {
+		argv[0] = ct_make_errno_error(env, b->err, "recvmsg");
+		if (!argv[0])
+			goto done;
+	}
+	if (b->n) {
+		void *out;
+		if (napi_create_buffer_copy(env, b->n * sizeof(struct ct_record), b->recs, &out, &argv[1]) != napi_ok)
+			goto done;
+	} else {
+		napi_get_null(env, &argv[1]);
+	}
+	napi_create_uint32(env, (uint32_t)b->n, &argv[2]);
+	napi_get_boolean(env, b->kind == CT_EV_ERROR, &argv[3]);
+	if (napi_call_function(env, recv, cb, 4, argv, &result) == napi_pending_exception) {
+		napi_value ex;
+		napi_get_and_clear_last_exception(env, &ex);
+		napi_fatal_exception(env, ex);
+	}
+done:
+	free(b);
+}
+
+static void ct_events_deliver(void *ctx, struct ct_ev_batch *b)
+{
+	struct ct_events *e = ctx;
+	if (napi_call_threadsafe_function(e->tsfn, b, napi_tsfn_nonblocking) != napi_ok)
+		free(b); /* closing */
+}
+
+static void ct_events_close(struct ct_events *e)
+{
+	if (e->closed)
+		return;
+	e->closed = 1;
+	ct_evthread_stop(e->thread); /* joins: no delivery after this */
+	e->thread = NULL;
+	napi_release_threadsafe_function(e->tsfn, napi_tsfn_release);
+}
+
+static void ct_events_finalize(napi_env env, void *data, void *hint)
+{
+	(void)env;
+	(void)hint;
+	struct ct_events *e = data;
+	ct_events_close(e);
+	free(e);
+}
+
+/* openEvents({ new, update, destroy, rcvbuf, rcvbufMax, lookupSockets, procRoot }, cb) -> handle
+ * cb(err, records, count, fatal): err ENOBUFS with fatal=false is an overrun (resync). */
 static napi_value ct_open_events(napi_env env, napi_callback_info info)
 {
 	size_t argc = 2;
@@ -462,13 +430,14 @@ static napi_value ct_open_events(napi_env env, napi_callback_info info)
 		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "openEvents(options, callback)");
 		return NULL;
 	}
-	unsigned groups = 0;
+	struct ct_evthread_opts o;
+	memset(&o, 0, sizeof(o));
 	if (ct_opt_bool(env, argv[0], "new"))
-		groups |= CT_GROUP_NEW;
+		o.groups |= CT_GROUP_NEW;
 	if (ct_opt_bool(env, argv[0], "update"))
-		groups |= CT_GROUP_UPDATE;
+		o.groups |= CT_GROUP_UPDATE;
 	if (ct_opt_bool(env, argv[0], "destroy"))
-		groups |= CT_GROUP_DESTROY;
+		o.groups |= CT_GROUP_DESTROY;
 	uint32_t rcvbuf = 32u << 20, rcvbuf_max = 256u << 20;
 	ct_opt_u32(env, argv[0], "rcvbuf", &rcvbuf);
 	ct_opt_u32(env, argv[0], "rcvbufMax", &rcvbuf_max);
@@ -478,32 +447,119 @@ static napi_value ct_open_events(napi_env env, napi_callback_info info)
 		rcvbuf_max = rcvbuf;
 	if (rcvbuf_max > INT32_MAX / 2)
 		rcvbuf_max = INT32_MAX / 2;
-	int granted = 0;
-	int fd = ct_sock_open(groups, (int)rcvbuf, &granted);
-	if (fd < 0) {
-		ct_throw_errno(env, -fd, "socket(NETLINK_NETFILTER)");
-		return NULL;
+	o.rcvbuf = (int)rcvbuf;
+	o.rcvbuf_max = (int)rcvbuf_max;
+	o.lookup = ct_opt_bool(env, argv[0], "lookupSockets");
+	char root[200] = "/proc";
+	bool has = false;
+	napi_value v;
+	if (napi_has_named_property(env, argv[0], "procRoot", &has) == napi_ok && has &&
+	    napi_get_named_property(env, argv[0], "procRoot", &v) == napi_ok) {
+		size_t len = 0;
+		if (napi_get_value_string_utf8(env, v, root, sizeof(root), &len) != napi_ok)
+			snprintf(root, sizeof(root), "/proc");
 	}
-	struct ct_reader *r = ct_reader_new(env, argv[1], fd, 1, "ctacct:events");
-	if (!r) {
-		close(fd);
+	o.proc_root = root;
+
+	struct ct_events *e = calloc(1, sizeof(*e));
+	if (!e) {
 		ct_throw_errno(env, ENOMEM, "openEvents");
 		return NULL;
 	}
-	r->rcvbuf = granted / 2 > 0 ? granted / 2 : (int)rcvbuf; /* the kernel reports double */
-	r->rcvbuf_max = (int)rcvbuf_max;
-	if (ct_opt_bool(env, argv[0], "lookupSockets")) {
-		int dfd = ct_diag_open();
-		if (dfd >= 0)
-			r->diag_fd = dfd;
-	}
-	int rc = uv_poll_start(&r->poll, UV_READABLE, ct_on_readable);
-	if (rc != 0) {
-		ct_reader_close(r);
-		ct_throw_errno(env, -rc, "uv_poll_start");
+	napi_value name;
+	if (napi_create_string_utf8(env, "ctacct:events", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+	    napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, ct_events_call_js,
+					    &e->tsfn) != napi_ok) {
+		free(e);
+		ct_throw_status(env, napi_generic_failure, "napi_create_threadsafe_function");
 		return NULL;
 	}
-	return ct_reader_wrap(env, r);
+	int rc = ct_evthread_start(&o, ct_events_deliver, e, &e->thread);
+	if (rc < 0) {
+		napi_release_threadsafe_function(e->tsfn, napi_tsfn_abort);
+		free(e);
+		ct_throw_errno(env, -rc, "socket(NETLINK_NETFILTER)");
+		return NULL;
+	}
+	napi_value ext;
+	if (napi_create_external(env, e, ct_events_finalize, NULL, &ext) != napi_ok) {
+		ct_events_close(e);
+		free(e);
+		ct_throw_status(env, napi_generic_failure, "napi_create_external");
+		return NULL;
+	}
+	return ext;
+}
+
+static struct ct_events *ct_events_unwrap(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv)
+{
+	void *data = NULL;
+	if (napi_get_cb_info(env, info, argc, argv, NULL, NULL) != napi_ok || *argc < 1 ||
+	    napi_get_value_external(env, argv[0], &data) != napi_ok) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected an events handle");
+		return NULL;
+	}
+	return data;
+}
+
+static napi_value ct_events_close_js(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
+	if (e)
+		ct_events_close(e);
+	return NULL;
+}
+
+/* setCandidates(handle, pids[]): processes the reader thread searches first for new sockets. */
+static napi_value ct_events_candidates_js(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
+	if (!e || e->closed)
+		return NULL;
+	uint32_t pids[64];
+	uint32_t n = 0, len = 0;
+	bool is_array = false;
+	if (argc < 2 || napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+	    napi_get_array_length(env, argv[1], &len) != napi_ok) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setCandidates(handle, pids)");
+		return NULL;
+	}
+	for (uint32_t i = 0; i < len && n < 64; i++) {
+		napi_value v;
+		uint32_t pid;
+		if (napi_get_element(env, argv[1], i, &v) == napi_ok && napi_get_value_uint32(env, v, &pid) == napi_ok && pid)
+			pids[n++] = pid;
+	}
+	ct_evthread_set_candidates(e->thread, pids, n);
+	return NULL;
+}
+
+static napi_value ct_events_stats_js(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1], o;
+	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
+	if (!e)
+		return NULL;
+	struct ct_ev_stats st;
+	memset(&st, 0, sizeof(st));
+	if (!e->closed)
+		ct_evthread_stats(e->thread, &st);
+	NAPI_CALL(env, napi_create_object(env, &o));
+	if (!ct_set_num(env, o, "messages", st.messages) || !ct_set_num(env, o, "records", st.records) ||
+	    !ct_set_num(env, o, "malformed", st.malformed) || !ct_set_num(env, o, "ignored", st.ignored) ||
+	    !ct_set_num(env, o, "overruns", st.overruns) || !ct_set_num(env, o, "rcvbuf", st.rcvbuf) ||
+	    !ct_set_num(env, o, "lookups", st.lookups) || !ct_set_num(env, o, "lookupErrors", st.lookup_errors) ||
+	    !ct_set_num(env, o, "bytesRead", st.bytes_read) || !ct_set_num(env, o, "ownerHits", st.owner_hits) ||
+	    !ct_set_num(env, o, "ownerScans", st.owner_scans) || !ct_set_num(env, o, "ownerFds", st.owner_fds)) {
+		ct_throw_status(env, napi_generic_failure, "eventsStats");
+		return NULL;
+	}
+	return o;
 }
 
 static struct ct_dump_filter ct_read_filter(napi_env env, napi_value o)
@@ -568,15 +624,12 @@ static napi_value ct_dump(napi_env env, napi_callback_info info)
 		ct_throw_errno(env, -rc, "sendto");
 		return NULL;
 	}
-	struct ct_reader *r = ct_reader_new(env, argv[1], fd, 0, "ctacct:dump");
+	struct ct_reader *r = ct_reader_new(env, argv[1], fd, "ctacct:dump");
 	if (!r) {
 		close(fd);
 		ct_throw_errno(env, ENOMEM, "dump");
 		return NULL;
 	}
-	r->seq = seq;
-	if (ct_opt_bool(env, argv[0], "lookupSockets"))
-		r->diag_fd = ct_diag_open(); /* dump records are not NEW: kept for symmetry, unused */
 	rc = uv_poll_start(&r->poll, UV_READABLE, ct_on_readable);
 	if (rc != 0) {
 		ct_reader_close(r);
@@ -614,8 +667,6 @@ static napi_value ct_stats(napi_env env, napi_callback_info info)
 	NAPI_CALL(env, napi_create_object(env, &o));
 	if (!ct_set_num(env, o, "messages", r->messages) || !ct_set_num(env, o, "records", r->records) ||
 	    !ct_set_num(env, o, "malformed", r->malformed) || !ct_set_num(env, o, "ignored", r->ignored) ||
-	    !ct_set_num(env, o, "overruns", r->overruns) || !ct_set_num(env, o, "rcvbuf", r->rcvbuf) ||
-	    !ct_set_num(env, o, "lookups", r->lookups) || !ct_set_num(env, o, "lookupErrors", r->lookup_errors) ||
 	    !ct_set_num(env, o, "bytesRead", r->bytes_read)) {
 		ct_throw_status(env, napi_generic_failure, "stats");
 		return NULL;
@@ -719,15 +770,46 @@ static napi_value ct_lookup_socket(napi_env env, napi_callback_info info)
 	return o;
 }
 
+/* localAddresses() -> Buffer of 17-byte entries (family 4|6, 16 address bytes) */
+static napi_value ct_local_addresses(napi_env env, napi_callback_info info)
+{
+	(void)info;
+	size_t cap = 4096, count = 0;
+	uint8_t *buf = malloc(cap * 17);
+	if (!buf) {
+		ct_throw_errno(env, ENOMEM, "localAddresses");
+		return NULL;
+	}
+	int rc = ct_addr_list(buf, cap, &count);
+	if (rc < 0) {
+		free(buf);
+		ct_throw_errno(env, -rc, "RTM_GETADDR");
+		return NULL;
+	}
+	napi_value out;
+	void *data;
+	napi_status st = napi_create_buffer_copy(env, count * 17, buf, &data, &out);
+	free(buf);
+	if (st != napi_ok) {
+		ct_throw_status(env, st, "napi_create_buffer_copy");
+		return NULL;
+	}
+	return out;
+}
+
 static napi_value ct_init(napi_env env, napi_value exports)
 {
 	napi_property_descriptor props[] = {
 		{ "openEvents", NULL, ct_open_events, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "eventsClose", NULL, ct_events_close_js, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "eventsStats", NULL, ct_events_stats_js, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "setCandidates", NULL, ct_events_candidates_js, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "dump", NULL, ct_dump, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "close", NULL, ct_close, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "stats", NULL, ct_stats, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "parse", NULL, ct_parse, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "lookupSocket", NULL, ct_lookup_socket, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "localAddresses", NULL, ct_local_addresses, NULL, NULL, NULL, napi_enumerable, NULL },
 	};
 	NAPI_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
 	napi_value v;

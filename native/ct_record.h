@@ -40,6 +40,7 @@ enum ct_present {
 struct ct_sock_hit {
 	uint32_t inode;
 	uint32_t uid;
+	uint32_t pid; /* owner found by the reader thread's fd scan of candidate pids, 0 if not */
 	uint8_t found; /* 1 when the kernel returned a socket */
 	uint8_t state; /* TCP_* state of the socket found (10 = LISTEN), 7 (CLOSE) for UDP */
 	uint8_t pad[2];
@@ -83,12 +84,12 @@ struct ct_record {
 	struct ct_sock_hit sk_reply; /* socket whose local end is reply.src:sport */
 };
 
-#define CT_RECORD_SIZE 192
+#define CT_RECORD_SIZE 200
 
 _Static_assert(sizeof(struct ct_record) == CT_RECORD_SIZE, "ct_record size");
 _Static_assert(offsetof(struct ct_record, orig_packets) == 48, "ct_record layout");
 _Static_assert(offsetof(struct ct_record, orig_src) == 104, "ct_record layout");
 _Static_assert(offsetof(struct ct_record, sk_orig) == 168, "ct_record layout");
-_Static_assert(offsetof(struct ct_record, sk_reply) == 180, "ct_record layout");
+_Static_assert(offsetof(struct ct_record, sk_reply) == 184, "ct_record layout");
 
 #endif

@@ -3,10 +3,12 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/if_addr.h>
 #include <linux/inet_diag.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -299,6 +301,82 @@ int ct_diag_lookup(int fd, uint8_t family, uint8_t proto, const uint8_t *local, 
 				hit->state = msg->idiag_state;
 				return 1;
 			}
+		}
+	}
+}
+
+/* Lists every IPv4/IPv6 address configured in this network namespace (RTM_GETADDR dump), whatever
+ * the link state: getifaddrs-based lists skip links without carrier, but the kernel still treats
+ * their addresses as local. Writes up to cap entries of 17 bytes (family byte + 16 address bytes). */
+int ct_addr_list(uint8_t *out, size_t cap, size_t *count)
+{
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (fd < 0)
+		return -errno;
+	struct {
+		struct nlmsghdr nlh;
+		struct ifaddrmsg ifa;
+	} q;
+	memset(&q, 0, sizeof(q));
+	q.nlh.nlmsg_len = sizeof(q);
+	q.nlh.nlmsg_type = RTM_GETADDR;
+	q.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	q.nlh.nlmsg_seq = 1;
+	q.ifa.ifa_family = AF_UNSPEC;
+	struct timeval tv = { 1, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (send(fd, &q, sizeof(q), 0) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	size_t n = 0;
+	uint8_t buf[32768];
+	for (;;) {
+		ssize_t len = recv(fd, buf, sizeof(buf), 0);
+		if (len < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = errno;
+			close(fd);
+			return -e;
+		}
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+			if (h->nlmsg_type == NLMSG_DONE) {
+				close(fd);
+				*count = n;
+				return 0;
+			}
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *e = NLMSG_DATA(h);
+				close(fd);
+				return e->error ? e->error : -EIO;
+			}
+			if (h->nlmsg_type != RTM_NEWADDR || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifaddrmsg)))
+				continue;
+			const struct ifaddrmsg *ifa = NLMSG_DATA(h);
+			size_t alen = ifa->ifa_family == AF_INET ? 4 : ifa->ifa_family == AF_INET6 ? 16 : 0;
+			if (!alen)
+				continue;
+			int rlen = (int)IFA_PAYLOAD(h);
+			/* IFA_LOCAL is the local address on point-to-point links; IFA_ADDRESS otherwise. */
+			const uint8_t *addr = NULL, *local = NULL;
+			for (const struct rtattr *a = IFA_RTA(ifa); RTA_OK(a, rlen); a = RTA_NEXT(a, rlen)) {
+				if (RTA_PAYLOAD(a) < alen)
+					continue;
+				if (a->rta_type == IFA_ADDRESS)
+					addr = RTA_DATA(a);
+				else if (a->rta_type == IFA_LOCAL)
+					local = RTA_DATA(a);
+			}
+			const uint8_t *use = local ? local : addr;
+			if (!use || n >= cap)
+				continue;
+			uint8_t *o = out + n * 17;
+			memset(o, 0, 17);
+			o[0] = ifa->ifa_family == AF_INET ? 4 : 6;
+			memcpy(o + 1, use, alen);
+			n++;
 		}
 	}
 }

@@ -43,4 +43,7 @@ int ct_diag_open(void);
 int ct_diag_lookup(int fd, uint8_t family, uint8_t proto, const uint8_t *local, uint16_t lport,
 		   const uint8_t *remote, uint16_t rport, struct ct_sock_hit *hit);
 
+/* Addresses of this network namespace: entries of 17 bytes (4 or 6, then 16 address bytes). */
+int ct_addr_list(uint8_t *out, size_t cap, size_t *count);
+
 #endif

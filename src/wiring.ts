@@ -3,7 +3,9 @@
 import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { OwnerResolver, type OwnerDeps, type OwnerOptions } from './core/owners.js';
+import { getAddon } from './netlink/addon.js';
 import { makeSocketLookup } from './netlink/lookup.js';
+import { formatIPv4, formatIPv6 } from './netlink/record.js';
 import { parsePasswd } from './proc/parse.js';
 import { findSocketOwners } from './proc/find.js';
 import { readProcessInfo, userName } from './proc/reader.js';
@@ -23,13 +25,21 @@ export function makeOwnerResolver(system: System, opts: OwnerOptions = {}): Owne
   return new OwnerResolver(realOwnerDeps(system), opts);
 }
 
-/** Addresses of this network namespace's interfaces (loopback is added by the core). */
+/**
+ * Addresses of this network namespace, from the kernel (RTM_GETADDR) whatever the link state;
+ * os.networkInterfaces() leaves out links without carrier, whose addresses are still local.
+ */
 export function interfaceAddresses(): string[] {
-  const out: string[] = [];
-  for (const list of Object.values(networkInterfaces())) {
-    for (const a of list ?? []) out.push(a.address.replace(/%.*$/, ''));
+  try {
+    const buf = getAddon().localAddresses();
+    const out: string[] = [];
+    for (let off = 0; off + 17 <= buf.length; off += 17) out.push(buf[off] === 4 ? formatIPv4(buf, off + 1) : formatIPv6(buf, off + 1));
+    return out;
+  } catch {
+    const out: string[] = [];
+    for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) out.push(a.address.replace(/%.*$/, ''));
+    return out;
   }
-  return out;
 }
 
 let passwd: Map<string, number> | null = null;

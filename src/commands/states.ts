@@ -130,7 +130,7 @@ async function snapshot(system: System, a: StatesArgs, q: StatesQuery): Promise<
   }
   const eph = ephemeralRange(system.procRoot);
   if (a.by !== 'process') return countStates(socketItems(table.entries, undefined, undefined, eph), 'sockets', q);
-  // Owners: one fd scan, then comm/uid only for the pids that hold a counted socket.
+  // Owners: one fd scan, then comm/uid only for the pids that hold a socket in the table.
   const scan = scanSocketOwners(system.procRoot);
   const procs = new Map<number, { comm: string; uid: number }>();
   for (const e of table.entries) {

@@ -3,7 +3,7 @@
 import { ctTcpStateName, protoName, type FlowRecord } from '../netlink/record.js';
 import { classify, endBytes, flowKey, formatHostPort, localEnds, type Direction, type FlowEnd, type LocalAddresses } from './flow.js';
 import { compareRows, emptyBucket, type Bucket, type GroupBy, type Health, type SortKey, type TopRow, type TopSnapshot } from './model.js';
-import type { Owner, OwnerResolver, SockInfo } from './owners.js';
+import { SK_LISTEN, type Owner, type OwnerResolver, type SockInfo } from './owners.js';
 
 export interface EndState {
   end: FlowEnd;
@@ -322,13 +322,29 @@ export class Accounting {
       }
     }
     if (todo.length === 0) return;
+    this.owners.learn(todo.map((e) => e.sock));
     this.owners.resolveInodes(todo.map((e) => e.sock!.inode));
-    for (const e of todo) e.owner = this.owners.ownerOf(e.sock);
+    const fallback: EndState[] = [];
+    for (let i = 0; i < todo.length; i++) {
+      const e = todo[i]!;
+      e.owner = this.owners.ownerOf(e.sock);
+      if (e.owner?.pid == null && e.end.side === 'reply' && e.sock!.state !== SK_LISTEN) {
+        // A server's connection socket whose fd is already closed: its listener owns the service.
+        const l = this.owners.serviceSocket(fam[i]!, protos[i]!, e.end);
+        if (l) {
+          e.sock = l;
+          fallback.push(e);
+        }
+      }
+    }
+    if (fallback.length === 0) return;
+    this.owners.resolveInodes(fallback.map((e) => e.sock!.inode));
+    for (const e of fallback) e.owner = this.owners.ownerOf(e.sock);
   }
 
   private newTimeHit(r: FlowRecord, side: 'orig' | 'reply'): SockInfo | null {
     const h = side === 'orig' ? r.skOrig : r.skReply;
-    return h && h.found ? { inode: h.inode, uid: h.uid, state: h.state } : null;
+    return h && h.found ? { inode: h.inode, uid: h.uid, state: h.state, pid: h.pid } : null;
   }
 
   /** Retries ends still without an owner, each at most every retryMs. */

@@ -80,7 +80,10 @@ export class TopEngine {
     this.sub = this.deps.source.subscribe(
       { new: true, destroy: true, lookupSockets: this.opts.lookupSockets ?? true, ...(this.opts.rcvbuf ? { rcvbuf: this.opts.rcvbuf } : {}) },
       {
-        records: (batch) => this.acc.eventBatch(batch),
+        records: (batch) => {
+          this.acc.eventBatch(batch);
+          this.pushCandidates();
+        },
         overrun: () => {
           this.acc.overrun();
           this.needResync = true;
@@ -92,6 +95,17 @@ export class TopEngine {
     );
     await this.dump();
     this.acc.startInterval();
+  }
+
+  private lastCandidates = '';
+  /** Tells the addon's reader thread which processes to search first for new sockets. */
+  private pushCandidates(): void {
+    const pids = this.deps.owners.recentPids();
+    const key = pids.join(',');
+    if (key !== this.lastCandidates) {
+      this.lastCandidates = key;
+      this.sub?.setCandidates(pids);
+    }
   }
 
   private dump(): Promise<void> {
@@ -122,6 +136,7 @@ export class TopEngine {
       await this.dump();
     }
     this.acc.retryUnattributed();
+    this.pushCandidates();
     return this.acc.snapshot({
       groupBy: view.groupBy,
       sort: view.sort,

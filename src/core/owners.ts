@@ -10,6 +10,8 @@ export interface SockInfo {
   inode: number;
   uid: number;
   state: number;
+  /** Owner found by the addon's reader thread as the event was read (0 or absent: not found). */
+  pid?: number;
 }
 
 export interface ProcessFacts {
@@ -107,15 +109,31 @@ export class OwnerResolver {
       if (s && s.inode === 0) s = null;
     }
     if (s && end.side === 'orig' && proto === 6 && s.state === SK_LISTEN) s = null;
-    if (!s && end.side === 'reply' && end.localPort !== null) {
-      // Accepted sockets have no inode until accept(), and TIME_WAIT ones none after close:
-      // the listener (TCP) or the bound socket (UDP) on the local port owns the service.
-      this.stats.lookups++;
-      const wild: FlowEnd = { ...end, remoteAddr: family === 4 ? ZERO4 : ZERO6, remotePort: 0 };
-      const l = this.deps.lookupSocket(family, proto, wild);
-      if (l && l.inode !== 0 && (proto !== 6 || l.state === SK_LISTEN)) s = l;
-    }
+    // Accepted sockets have no inode until accept(), and TIME_WAIT ones none after close.
+    if (!s) s = this.serviceSocket(family, proto, end);
     return s;
+  }
+
+  /**
+   * The listener (TCP) or bound socket (UDP) on a reply (server) end's local port: it owns the
+   * service when the connection's own socket is not (or no longer) mapped to a process.
+   */
+  serviceSocket(family: 4 | 6, proto: number, end: FlowEnd): SockInfo | null {
+    if (end.side !== 'reply' || end.localPort === null) return null;
+    this.stats.lookups++;
+    const wild: FlowEnd = { ...end, remoteAddr: family === 4 ? ZERO4 : ZERO6, remotePort: 0 };
+    const l = this.deps.lookupSocket(family, proto, wild);
+    return l && l.inode !== 0 && (proto !== 6 || l.state === SK_LISTEN) ? l : null;
+  }
+
+  /** Pids that owned sockets most recently, newest first: where a new socket is looked for first. */
+  recentPids(max = 64): number[] {
+    return [...this.recent.keys()].slice(-max).reverse();
+  }
+
+  /** Owners the addon found while the socket still existed (its fd may be closed by now). */
+  learn(socks: Iterable<SockInfo | null>): void {
+    for (const s of socks) if (s && s.pid && s.inode && !this.inodeOwners.has(s.inode)) this.remember(s.inode, [s.pid]);
   }
 
   /** Resolves many inodes at once: one candidate scan and at most one full scan for all misses. */
@@ -202,9 +220,4 @@ export class OwnerResolver {
     return p;
   }
 
-  /** Forgets an inode (its flow ended): keeps the cache bounded by live sockets. */
-  forget(inode: number): void {
-    this.inodeOwners.delete(inode);
-    this.stats.cacheSize = this.inodeOwners.size;
-  }
 }

@@ -23,8 +23,11 @@ export interface EventOptionsNative {
   rcvbuf?: number;
   /** Upper bound the buffer may grow to after an overrun. */
   rcvbufMax?: number;
-  /** Look up the sockets of both ends with sock_diag as each NEW event is read. */
+  /** Look up the sockets of both ends with sock_diag, and their owners among the candidate
+   *  processes, on the reader thread as each NEW event is read. */
   lookupSockets?: boolean;
+  /** Root of the proc filesystem for the owner search (default /proc). */
+  procRoot?: string;
 }
 
 export type BatchCallback = (err: NativeError | null, records: Buffer | null, count: number, done: boolean) => void;
@@ -40,11 +43,18 @@ export interface ReaderStats {
   records: number;
   malformed: number;
   ignored: number;
+  bytesRead: number;
+}
+
+export interface EventStats extends ReaderStats {
   overruns: number;
   rcvbuf: number;
   lookups: number;
   lookupErrors: number;
-  bytesRead: number;
+  /** Owners found by the reader thread, processes and fds it read to find them. */
+  ownerHits: number;
+  ownerScans: number;
+  ownerFds: number;
 }
 
 export interface ParseResult {
@@ -61,7 +71,12 @@ export type Handle = object & { readonly __brand?: 'ctacct-handle' };
 
 export interface Addon {
   recordSize: number;
+  /** Starts the event reader thread; cb(err, records, count, fatal): ENOBUFS with fatal=false is an overrun. */
   openEvents(opts: EventOptionsNative, cb: BatchCallback): Handle;
+  eventsClose(handle: Handle): void;
+  eventsStats(handle: Handle): EventStats;
+  setCandidates(handle: Handle, pids: number[]): void;
+  /** Starts a dump polled on the event loop; cb(err, records, count, done). */
   dump(filter: DumpFilterNative, cb: BatchCallback): Handle;
   close(handle: Handle): void;
   stats(handle: Handle): ReaderStats;
@@ -74,6 +89,8 @@ export interface Addon {
     remote: Buffer,
     rport: number,
   ): { inode: number; uid: number; state: number } | null;
+  /** Every address of this network namespace (RTM_GETADDR), 17 bytes each: family, 16 address bytes. */
+  localAddresses(): Buffer;
 }
 
 let injected: Addon | null = null;

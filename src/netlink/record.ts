@@ -1,7 +1,7 @@
 // Decodes the addon's fixed-layout records (native/ct_record.h) into typed flow records.
 // Kernel vocabulary lives here: orig/reply, ctId, counters.
 
-export const RECORD_SIZE = 192;
+export const RECORD_SIZE = 200;
 
 export type RecordKind = 'dump' | 'new' | 'update' | 'destroy';
 const KINDS: RecordKind[] = ['dump', 'new', 'update', 'destroy'];
@@ -54,6 +54,8 @@ export interface SockHit {
   found: boolean;
   inode: number;
   uid: number;
+  /** Owner pid found by the addon's reader thread (fd scan of candidate pids), 0 if not found. */
+  pid: number;
   /** Kernel TCP state number of the socket found (10 = LISTEN; 7 = CLOSE, usual for UDP). */
   state: number;
 }
@@ -165,10 +167,11 @@ function readTuple(
 
 function readHit(view: DataView, off: number): SockHit {
   return {
-    found: view.getUint8(off + 8) === 1,
+    found: view.getUint8(off + 12) === 1,
     inode: view.getUint32(off, true),
     uid: view.getUint32(off + 4, true),
-    state: view.getUint8(off + 9),
+    pid: view.getUint32(off + 8, true),
+    state: view.getUint8(off + 13),
   };
 }
 
@@ -210,7 +213,7 @@ function decodeOne(view: DataView, bytes: Uint8Array, base: number): FlowRecord 
     stopMs: has(HAS.tsStop) ? nsToMs(view, base + 88) : null,
     eventMs: has(HAS.tsEvent) ? nsToMs(view, base + 96) : null,
     skOrig: has(HAS.skOrig) ? readHit(view, base + 168) : null,
-    skReply: has(HAS.skReply) ? readHit(view, base + 180) : null,
+    skReply: has(HAS.skReply) ? readHit(view, base + 184) : null,
   };
 }
 

@@ -1,5 +1,5 @@
 // ConntrackSource: the kernel's conntrack table and event stream as typed flow records.
-import { getAddon, type Addon, type DumpFilterNative, type Handle, type NativeError, type ReaderStats } from './addon.js';
+import { getAddon, type Addon, type DumpFilterNative, type EventStats, type Handle, type NativeError } from './addon.js';
 import { decodeRecords, type FlowRecord } from './record.js';
 
 export interface DumpFilter {
@@ -30,6 +30,7 @@ export interface EventOptions {
   rcvbuf?: number;
   rcvbufMax?: number;
   lookupSockets?: boolean;
+  procRoot?: string;
 }
 
 export interface EventHandlers {
@@ -43,7 +44,9 @@ export interface EventHandlers {
 
 export interface Subscription {
   close(): void;
-  stats(): ReaderStats;
+  stats(): EventStats;
+  /** Processes the addon searches first for the owner of a new socket. */
+  setCandidates(pids: number[]): void;
 }
 
 export interface ConntrackSource {
@@ -113,13 +116,15 @@ export class KernelConntrackSource implements ConntrackSource {
         ...(opts.rcvbuf !== undefined ? { rcvbuf: opts.rcvbuf } : {}),
         ...(opts.rcvbufMax !== undefined ? { rcvbufMax: opts.rcvbufMax } : {}),
         lookupSockets: opts.lookupSockets ?? false,
+        ...(opts.procRoot ? { procRoot: opts.procRoot } : {}),
       },
-      (err, buf, count, done) => {
+      (err, buf, count, fatal) => {
         if (closed) return;
         if (buf && count > 0) handlers.records(decodeRecords(buf, count));
-        if (err && err.code === 'ENOBUFS' && !done) handlers.overrun(err);
+        if (err && err.code === 'ENOBUFS' && !fatal) handlers.overrun(err);
         else if (err) {
           closed = true;
+          addon.eventsClose(handle);
           handlers.error(err);
         }
       },
@@ -128,9 +133,12 @@ export class KernelConntrackSource implements ConntrackSource {
       close() {
         if (closed) return;
         closed = true;
-        addon.close(handle);
+        addon.eventsClose(handle);
       },
-      stats: () => addon.stats(handle),
+      stats: () => addon.eventsStats(handle),
+      setCandidates: (pids) => {
+        if (!closed) addon.setCandidates(handle, pids);
+      },
     };
   }
 }

@@ -96,14 +96,42 @@ export function parseHexAddr(hex: string, littleEndian: boolean = HOST_LE): { fa
   return hex.length === 8 ? { family: 4, addr: formatIPv4(bytes, 0) } : { family: 6, addr: formatIPv6(bytes, 0) };
 }
 
-function hexInt(s: string | undefined): number {
-  if (s === undefined || !HEX_RE.test(s)) return NaN;
-  return parseInt(s, 16);
+/** Value of one hex digit char code, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 65 && c <= 70) return c - 55;
+  if (c >= 97 && c <= 102) return c - 87;
+  return -1;
+}
+
+/** Hex number in text[start, end); NaN if empty or not hex. */
+function hexAt(text: string, start: number, end: number): number {
+  if (end <= start) return NaN;
+  let v = 0;
+  for (let i = start; i < end; i++) {
+    const d = hexDigit(text.charCodeAt(i));
+    if (d < 0) return NaN;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+/** Decimal integer in text[start, end); NaN if empty or not digits (the kernel prints no sign here). */
+function decAt(text: string, start: number, end: number): number {
+  if (end <= start) return NaN;
+  let v = 0;
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return NaN;
+    v = v * 10 + c;
+  }
+  return v;
 }
 
 /**
  * Parses the text of /proc/net/{tcp,tcp6,udp,udp6}. `family` is the file's family (tcp6 → 6);
  * IPv4-mapped entries in tcp6 keep family 6 and read `::ffff:a.b.c.d`, as in conntrack records.
+ * Hand-rolled scanning (no split/regex per line): tables of 50k sockets are common on busy hosts.
  */
 export function parseSocketTable(
   text: string,
@@ -125,44 +153,59 @@ export function parseSocketTable(
     return a;
   };
   const nameOf = proto === 'tcp' ? tcpStateName : udpStateName;
-  let start = 0;
+  // Token boundaries of the current line: up to 10 fields (sl local rem st tx:rx tr:when retrnsmt uid timeout inode).
+  const ts = new Int32Array(10);
+  const te = new Int32Array(10);
+  const len = text.length;
+  let pos = 0;
   let first = true;
-  while (start < text.length) {
-    let end = text.indexOf('\n', start);
-    if (end < 0) end = text.length;
-    const line = text.slice(start, end);
-    start = end + 1;
+  while (pos < len) {
+    let end = text.indexOf('\n', pos);
+    if (end < 0) end = len;
+    const lineStart = pos;
+    pos = end + 1;
+    let n = 0;
+    for (let i = lineStart; i < end && n < 10; ) {
+      while (i < end && (text.charCodeAt(i) === 32 || text.charCodeAt(i) === 9)) i++;
+      if (i >= end) break;
+      ts[n] = i;
+      while (i < end && text.charCodeAt(i) !== 32 && text.charCodeAt(i) !== 9) i++;
+      te[n++] = i;
+    }
     if (first) {
       first = false;
-      if (line.trimStart().startsWith('sl')) continue; // the header
+      if (n > 0 && text.startsWith('sl', ts[0]!)) continue; // the header
     }
-    if (line.trim() === '') continue;
-    // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
-    const f = line.trim().split(/\s+/);
-    if (f.length < 10 || !f[0]!.endsWith(':')) {
+    if (n === 0) continue; // blank line
+    if (n < 10 || text.charCodeAt(te[0]! - 1) !== 58 /* ':' */) {
       malformed++;
       continue;
     }
-    const local = f[1]!.split(':');
-    const remote = f[2]!.split(':');
-    const queues = f[4]!.split(':');
-    const localAddr = local.length === 2 ? decode(local[0]!) : null;
-    const remoteAddr = remote.length === 2 ? decode(remote[0]!) : null;
-    const localPort = hexInt(local[1]);
-    const remotePort = hexInt(remote[1]);
-    const stateNum = hexInt(f[3]);
-    const txQueue = hexInt(queues[0]);
-    const rxQueue = hexInt(queues[1]);
-    const uid = Number(f[7]);
-    const inode = Number(f[9]);
+    // addr:port, the colon at a fixed place for the family.
+    const lc = ts[1]! + addrLen;
+    const rc = ts[2]! + addrLen;
+    const qc = text.indexOf(':', ts[4]!);
+    if (text.charCodeAt(lc) !== 58 || text.charCodeAt(rc) !== 58 || qc < 0 || qc >= te[4]!) {
+      malformed++;
+      continue;
+    }
+    const localAddr = decode(text.slice(ts[1]!, lc));
+    const remoteAddr = decode(text.slice(ts[2]!, rc));
+    const localPort = hexAt(text, lc + 1, te[1]!);
+    const remotePort = hexAt(text, rc + 1, te[2]!);
+    const stateNum = hexAt(text, ts[3]!, te[3]!);
+    const txQueue = hexAt(text, ts[4]!, qc);
+    const rxQueue = hexAt(text, qc + 1, te[4]!);
+    const uid = decAt(text, ts[7]!, te[7]!);
+    const inode = decAt(text, ts[9]!, te[9]!);
     if (
       localAddr === null ||
       remoteAddr === null ||
       !(localPort <= 0xffff) ||
       !(remotePort <= 0xffff) ||
       !(stateNum >= 0) ||
-      !Number.isInteger(uid) ||
-      !Number.isInteger(inode) ||
+      Number.isNaN(uid) ||
+      Number.isNaN(inode) ||
       Number.isNaN(txQueue) ||
       Number.isNaN(rxQueue)
     ) {

@@ -206,3 +206,26 @@ export function padEnd(s: string, width: number): string {
 export function padStart(s: string, width: number): string {
   return fit(s, width, 'right');
 }
+
+/**
+ * Word-wraps prose to `width` columns; continuation lines get `indent`. A word longer than a line
+ * is cut (with an ellipsis) rather than overflowing.
+ */
+export function wrap(s: string, width: number, indent = '  '): string[] {
+  if (width <= 0) return [];
+  const lines: string[] = [];
+  let line = '';
+  for (const word of s.split(/ +/)) {
+    const prefix = lines.length === 0 ? '' : indent;
+    const candidate = line === '' ? `${prefix}${word}` : `${line} ${word}`;
+    if (displayWidth(candidate) <= width) {
+      line = candidate;
+      continue;
+    }
+    if (line !== '') lines.push(line);
+    const next = lines.length === 0 ? '' : indent;
+    line = truncate(`${next}${word}`, width);
+  }
+  if (line !== '') lines.push(line);
+  return lines;
+}

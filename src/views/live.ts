@@ -1,6 +1,6 @@
 // The live loop of `ctacct top`: timers, raw mode, alternate screen, keys, resize, and putting the
 // terminal back on every exit path. It knows nothing of netlink or /proc: snapshots come from `next`.
-import type { GroupBy, SortKey, TopSnapshot } from '../core/model.js';
+import type { TopSnapshot } from '../core/model.js';
 import { initialUiState, parseKeys, reduceKey, type UiState } from './keys.js';
 import { renderTop, renderWaiting, topGeometry, type TopRenderOptions } from './top.js';
 
@@ -300,4 +300,4 @@ export function nodeTerminal(stdin: InputLike, stdout: OutputLike): LiveTerminal
   };
 }
 
-export type { GroupBy, SortKey, UiState };
+export type { UiState };

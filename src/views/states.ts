@@ -106,8 +106,9 @@ export function renderStatesBy(r: StatesResult, opts: RenderOptions): string {
   const totals = per(r);
   const grand = r.total + (r.udp?.total ?? 0);
   const udpOrder = UDP_STATE_ORDER.map((s) => `UDP:${s}`);
+  // Columns for every state in the totals, so the TOTAL row adds up even when --top hides groups.
   let states = orderStates(
-    rows.flatMap((x) => [...x.counts.keys()]),
+    [...totals.keys()],
     [...stateOrder(r.source), ...udpOrder],
   );
   const totalW = Math.max(5, String(grand).length);

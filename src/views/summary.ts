@@ -1,7 +1,7 @@
 // The exit summary of `ctacct top` (q, Ctrl-C, SIGTERM, end of --count): totals since start per row,
 // the unattributed buckets and the health counters. Plain text, no colour: it usually outlives the screen.
 import type { SortKey, TopRow, TopSnapshot } from '../core/model.js';
-import { fit, formatBytes, formatCount, formatDuration, plural, sanitize, truncate } from './format.js';
+import { fit, formatBytes, formatCount, formatDuration, plural, sanitize, truncate, wrap } from './format.js';
 import { keyColumns, layoutColumns, sortRows, tableHeader, tableRow, type Column } from './top.js';
 
 export interface SummaryOptions {
@@ -51,7 +51,9 @@ function sumRow(rows: TopRow[]): TopRow {
 /** The summary text, starting with `=== Summary ===` and ending in a newline. */
 export function renderSummary(s: TopSnapshot | null, opts: SummaryOptions = {}): string {
   const width = opts.width !== undefined ? Math.max(20, Math.floor(opts.width)) : Number.MAX_SAFE_INTEGER;
+  // Table rows are cut to the width; prose wraps, so nothing said is lost.
   const cut = (line: string) => truncate(line, width).trimEnd();
+  const say = (line: string) => out.push(...wrap(line, width));
   const out = ['=== Summary ==='];
   if (!s) {
     out.push('No refresh completed: nothing was measured.');
@@ -63,7 +65,7 @@ export function renderSummary(s: TopSnapshot | null, opts: SummaryOptions = {}):
   ]
     .filter(Boolean)
     .join(' ');
-  out.push(cut(`Totals since start by ${s.group_by}${span ? `, ${span}` : ''}, until ${sanitize(s.time)}`));
+  say(`Totals since start by ${s.group_by}${span ? `, ${span}` : ''}, until ${sanitize(s.time)}`);
 
   const sort = opts.sort ?? 'total';
   const rows = sortRows(s.rows, sort, 'total');
@@ -80,18 +82,16 @@ export function renderSummary(s: TopSnapshot | null, opts: SummaryOptions = {}):
     const line = placed
       .map(({ col, w }, i) => {
         if (!keyIds.has(col.title)) return fit(col.cell(total, w), w, 'right');
-        return (i === 0 ? 'TOTAL' : '').padEnd(w).slice(0, w);
+        return fit(i === 0 ? 'TOTAL' : '', w);
       })
       .join(' ');
     out.push(cut(line));
   }
 
   const b = s.unattributed;
-  out.push(
-    cut(
-      `Unattributed: forwarded sent ${formatBytes(b.forwarded.sent_total)} recv ${formatBytes(b.forwarded.recv_total)} (${plural(b.forwarded.flows, 'open flow')}); ` +
-        `unknown sent ${formatBytes(b.unknown.sent_total)} recv ${formatBytes(b.unknown.recv_total)} (${plural(b.unknown.flows, 'open flow')})`,
-    ),
+  say(
+    `Unattributed: forwarded sent ${formatBytes(b.forwarded.sent_total)} recv ${formatBytes(b.forwarded.recv_total)} (${plural(b.forwarded.flows, 'open flow')}); ` +
+      `unknown sent ${formatBytes(b.unknown.sent_total)} recv ${formatBytes(b.unknown.recv_total)} (${plural(b.unknown.flows, 'open flow')})`,
   );
   const h = s.health;
   const health = [
@@ -103,10 +103,10 @@ export function renderSummary(s: TopSnapshot | null, opts: SummaryOptions = {}):
   ];
   if (h.malformed) health.push(`${formatCount(h.malformed)} malformed messages skipped`);
   if (h.unattributed_flows) health.push(`${formatCount(h.unattributed_flows)} flows never attributed`);
-  out.push(cut(`Health: ${health.join(', ')}`));
-  if (h.lost_events > 0) out.push(cut('Events were lost (netlink overrun): totals were resynced from dumps and may miss flows that ended unseen.'));
+  say(`Health: ${health.join(', ')}`);
+  if (h.lost_events > 0) say('Events were lost (netlink overrun): totals were resynced from dumps and may miss flows that ended unseen.');
   const changes = (opts.changes ?? h.changes ?? []).map(sanitize);
-  if (changes.length > 0) out.push(cut(`Changed on this system: ${changes.join('; ')}`));
-  out.push(cut('Bytes are layer-3 (IP headers included), as conntrack counts them.'));
+  if (changes.length > 0) say(`Changed on this system: ${changes.join('; ')}`);
+  say('Bytes are layer-3 (IP headers included), as conntrack counts them.');
   return `${out.join('\n')}\n`;
 }

@@ -404,15 +404,14 @@ function bucketPart(name: string, b: Bucket, open: boolean): Seg[] {
 function unattributedLine(s: TopSnapshot, width: number): Line {
   const { forwarded, unknown } = s.unattributed;
   const both = (open: boolean) => joinFitting([bucketPart('forwarded', forwarded, open), bucketPart('unknown', unknown, open)], ' · ', Infinity);
-  return firstFitting([both(true), both(false), joinFitting([bucketPart('fwd', forwarded, false), bucketPart('unknown', unknown, false)], ' ', width)], width);
+  return firstFitting([both(true), both(false), [...bucketPart('fwd', forwarded, false), { text: ' ' }, ...bucketPart('unk', unknown, false)]], width);
 }
 
 export const KEYS_LINE = 'q quit  s/r/t sort  b group  m rate/total  p pause  h help';
 
 function keysLine(shared: boolean, width: number): Line {
-  const parts: Seg[][] = [[{ text: KEYS_LINE, style: ['dim'] }]];
-  if (shared) parts.push([{ text: '+ shared socket', style: ['dim'] }]);
-  return joinFitting(parts, '   ', width);
+  const keys: Line = [{ text: KEYS_LINE, style: ['dim'] }];
+  return shared ? firstFitting([[...keys, { text: '   + shared socket', style: ['dim'] }], keys], width) : keys;
 }
 
 function helpLines(o: TopRenderOptions): Line[] {
@@ -457,9 +456,10 @@ function plan(s: TopSnapshot, o: TopRenderOptions): Plan {
   const avail = () =>
     height - 1 - Number(show.traffic) - Number(show.health) - Number(show.changes) - 1 - Number(show.unattributed) - 1;
   const bodyFor = (a: number) => (help || want <= a ? Math.min(want, a) : a - 1);
-  // Small terminals: give up the less important lines before the table shrinks below 3 rows.
+  // Small terminals: give up the less important lines before the table shrinks below 3 rows
+  // (or the help below its full length: it is asked for, and gone with the next key).
   for (const drop of ['changes', 'unattributed', 'traffic', 'health'] as const) {
-    if (bodyFor(avail()) >= Math.min(3, want)) break;
+    if (bodyFor(avail()) >= (help ? want : Math.min(3, want))) break;
     show[drop] = false;
   }
   const visibleRows = Math.max(0, bodyFor(avail()));

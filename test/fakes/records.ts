@@ -50,5 +50,5 @@ export function rec(o: RecOpts): FlowRecord {
 }
 
 export function hit(inode: number, uid = 0, state = 1): SockHit {
-  return { found: true, inode, uid, state };
+  return { found: true, inode, uid, pid: 0, state };
 }

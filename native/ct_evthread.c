@@ -1,0 +1,397 @@
+#include "ct_evthread.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ct_parse.h"
+#include "ct_sock.h"
+
+#define EV_VLEN 64
+#define EV_DGRAM 4096
+#define EV_BATCH 1024
+#define OWNER_CACHE 65536 /* direct-mapped inode → pid cache, a power of two */
+#define MAX_CANDIDATES 64
+
+struct ct_evthread {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	int fd, wake_fd, diag_fd;
+	int rcvbuf, rcvbuf_max;
+	int lookup;
+	char proc_root[200];
+	ct_ev_deliver deliver;
+	void *ctx;
+	uint32_t cand[MAX_CANDIDATES];
+	size_t ncand;
+	uint32_t cache_inode[OWNER_CACHE];
+	uint32_t cache_pid[OWNER_CACHE];
+	struct ct_ev_stats st; /* under mu */
+	uint8_t rbuf[EV_VLEN * EV_DGRAM];
+	struct mmsghdr msgs[EV_VLEN];
+	struct iovec iovs[EV_VLEN];
+	struct ct_ev_batch *batch;
+};
+
+static struct ct_ev_batch *ev_batch_new(void)
+{
+	struct ct_ev_batch *b = malloc(sizeof(*b) + EV_BATCH * sizeof(struct ct_record));
+	if (b) {
+		b->kind = CT_EV_RECORDS;
+		b->err = 0;
+		b->n = 0;
+	}
+	return b;
+}
+
+static void ev_flush(struct ct_evthread *t)
+{
+	if (!t->batch || t->batch->n == 0)
+		return;
+	t->deliver(t->ctx, t->batch);
+	t->batch = ev_batch_new();
+}
+
+static void ev_signal(struct ct_evthread *t, int kind, int err)
+{
+	ev_flush(t);
+	struct ct_ev_batch *b = malloc(sizeof(*b));
+	if (!b)
+		return;
+	b->kind = kind;
+	b->err = err;
+	b->n = 0;
+	t->deliver(t->ctx, b);
+}
+
+static size_t ev_slot(uint32_t inode)
+{
+	return (inode * 2654435761u) & (OWNER_CACHE - 1);
+}
+
+static uint32_t ev_cache_get(struct ct_evthread *t, uint32_t inode)
+{
+	size_t i = ev_slot(inode);
+	return t->cache_inode[i] == inode ? t->cache_pid[i] : 0;
+}
+
+static void ev_cache_put(struct ct_evthread *t, uint32_t inode, uint32_t pid)
+{
+	size_t i = ev_slot(inode);
+	t->cache_inode[i] = inode;
+	t->cache_pid[i] = pid;
+}
+
+/* Reads one process's fd table, caching every socket inode met. Returns fds read. */
+static size_t ev_scan_pid(struct ct_evthread *t, uint32_t pid)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%u/fd", t->proc_root, pid);
+	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return 0;
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return 0;
+	}
+	size_t n = 0;
+	struct dirent *de;
+	char target[64];
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		ssize_t len = readlinkat(dirfd(d), de->d_name, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		n++;
+		target[len] = 0;
+		if (len > 9 && memcmp(target, "socket:[", 8) == 0)
+			ev_cache_put(t, (uint32_t)strtoul(target + 8, NULL, 10), pid);
+	}
+	closedir(d);
+	return n;
+}
+
+static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
+{
+	if (rec->kind != CT_KIND_NEW || (rec->proto != IPPROTO_TCP && rec->proto != IPPROTO_UDP) ||
+	    !(rec->present & CT_HAS_REPLY_TUPLE))
+		return;
+	int rc = ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->orig_src, rec->orig_sport, rec->orig_dst,
+				rec->orig_dport, &rec->sk_orig);
+	int rc2 = ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport, rec->reply_dst,
+				 rec->reply_dport, &rec->sk_reply);
+	rec->present |= CT_HAS_SK_ORIG | CT_HAS_SK_REPLY;
+	pthread_mutex_lock(&t->mu);
+	t->st.lookups += 2;
+	t->st.lookup_errors += (rc < 0) + (rc2 < 0);
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* Finds owner pids for the new sockets of records [from, to): cache first, then one pass over the
+ * candidate processes, stopping when every socket has an owner. */
+static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
+{
+	struct ct_record *r = t->batch->recs;
+	size_t missing = 0;
+	for (size_t i = from; i < to; i++) {
+		struct ct_sock_hit *h[2] = { &r[i].sk_orig, &r[i].sk_reply };
+		for (int k = 0; k < 2; k++) {
+			if (!h[k]->found || !h[k]->inode)
+				continue;
+			h[k]->pid = ev_cache_get(t, h[k]->inode);
+			if (!h[k]->pid)
+				missing++;
+		}
+	}
+	if (!missing)
+		return;
+	uint32_t cand[MAX_CANDIDATES];
+	pthread_mutex_lock(&t->mu);
+	size_t nc = t->ncand;
+	memcpy(cand, t->cand, nc * sizeof(cand[0]));
+	pthread_mutex_unlock(&t->mu);
+	size_t scans = 0, fds = 0, hits = 0;
+	for (size_t c = 0; c < nc && missing; c++) {
+		fds += ev_scan_pid(t, cand[c]);
+		scans++;
+		for (size_t i = from; i < to; i++) {
+			struct ct_sock_hit *h[2] = { &r[i].sk_orig, &r[i].sk_reply };
+			for (int k = 0; k < 2; k++) {
+				if (!h[k]->found || !h[k]->inode || h[k]->pid)
+					continue;
+				h[k]->pid = ev_cache_get(t, h[k]->inode);
+				if (h[k]->pid) {
+					missing--;
+					hits++;
+				}
+			}
+		}
+	}
+	pthread_mutex_lock(&t->mu);
+	t->st.owner_scans += (double)scans;
+	t->st.owner_fds += (double)fds;
+	t->st.owner_hits += (double)hits;
+	pthread_mutex_unlock(&t->mu);
+}
+
+static void ev_overrun(struct ct_evthread *t)
+{
+	int want = t->rcvbuf * 2 > t->rcvbuf_max ? t->rcvbuf_max : t->rcvbuf * 2;
+	int granted = 0;
+	if (want > t->rcvbuf && ct_sock_set_rcvbuf(t->fd, want, &granted) == 0 && granted > 0)
+		t->rcvbuf = granted / 2 > want ? want : granted / 2;
+	pthread_mutex_lock(&t->mu);
+	t->st.overruns++;
+	t->st.rcvbuf = t->rcvbuf;
+	pthread_mutex_unlock(&t->mu);
+	ev_signal(t, CT_EV_OVERRUN, ENOBUFS);
+}
+
+/* Drains the socket. Returns 0, or an errno that ends the thread. */
+static int ev_drain(struct ct_evthread *t)
+{
+	for (;;) {
+		for (int i = 0; i < EV_VLEN; i++) {
+			t->iovs[i].iov_base = t->rbuf + (size_t)i * EV_DGRAM;
+			t->iovs[i].iov_len = EV_DGRAM;
+			memset(&t->msgs[i].msg_hdr, 0, sizeof(t->msgs[i].msg_hdr));
+			t->msgs[i].msg_hdr.msg_iov = &t->iovs[i];
+			t->msgs[i].msg_hdr.msg_iovlen = 1;
+		}
+		int n = recvmmsg(t->fd, t->msgs, EV_VLEN, MSG_DONTWAIT, NULL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			if (errno == ENOBUFS) {
+				ev_overrun(t);
+				continue;
+			}
+			return errno;
+		}
+		double malformed = 0, ignored = 0, records = 0, bytes = 0;
+		size_t first = t->batch->n;
+		for (int i = 0; i < n; i++) {
+			bytes += t->msgs[i].msg_len;
+			if (t->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+				malformed++;
+				continue;
+			}
+			const uint8_t *p = t->rbuf + (size_t)i * EV_DGRAM;
+			size_t len = t->msgs[i].msg_len, off = 0;
+			while (off < len) {
+				if (t->batch->n == EV_BATCH) {
+					if (t->lookup)
+						ev_owners(t, first, t->batch->n);
+					ev_flush(t);
+					first = 0;
+					if (!t->batch)
+						return ENOMEM;
+				}
+				struct ct_parse_result res;
+				ct_parse_buffer(p + off, len - off, 1, t->batch->recs + t->batch->n, EV_BATCH - t->batch->n, &res);
+				if (t->lookup)
+					for (size_t k = 0; k < res.records; k++)
+						ev_lookup(t, &t->batch->recs[t->batch->n + k]);
+				t->batch->n += res.records;
+				records += (double)res.records;
+				malformed += res.malformed;
+				ignored += res.ignored;
+				if (res.consumed == 0)
+					break;
+				off += res.consumed;
+			}
+		}
+		if (t->lookup)
+			ev_owners(t, first, t->batch->n);
+		pthread_mutex_lock(&t->mu);
+		t->st.messages += n;
+		t->st.records += records;
+		t->st.malformed += malformed;
+		t->st.ignored += ignored;
+		t->st.bytes_read += bytes;
+		pthread_mutex_unlock(&t->mu);
+		ev_flush(t);
+		if (!t->batch)
+			return ENOMEM;
+		if (n < EV_VLEN)
+			return 0;
+	}
+}
+
+static void *ev_main(void *arg)
+{
+	struct ct_evthread *t = arg;
+	struct pollfd pfd[2] = { { t->fd, POLLIN, 0 }, { t->wake_fd, POLLIN, 0 } };
+	for (;;) {
+		int rc = poll(pfd, 2, -1);
+		if (rc < 0) {
+			if (errno == EINTR)
+				continue;
+			ev_signal(t, CT_EV_ERROR, errno);
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		if (pfd[0].revents & POLLERR) {
+			/* The kernel dropped events (sk_err = ENOBUFS); reading SO_ERROR clears it. */
+			int soerr = 0;
+			socklen_t sl = sizeof(soerr);
+			getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+			if (soerr == ENOBUFS)
+				ev_overrun(t);
+			else if (soerr) {
+				ev_signal(t, CT_EV_ERROR, soerr);
+				break;
+			}
+		}
+		int err = ev_drain(t);
+		if (err) {
+			ev_signal(t, CT_EV_ERROR, err);
+			break;
+		}
+	}
+	return NULL;
+}
+
+int ct_evthread_start(const struct ct_evthread_opts *o, ct_ev_deliver deliver, void *ctx, struct ct_evthread **out)
+{
+	struct ct_evthread *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->diag_fd = -1;
+	t->wake_fd = -1;
+	t->deliver = deliver;
+	t->ctx = ctx;
+	t->lookup = o->lookup;
+	t->rcvbuf_max = o->rcvbuf_max;
+	snprintf(t->proc_root, sizeof(t->proc_root), "%s", o->proc_root ? o->proc_root : "/proc");
+	pthread_mutex_init(&t->mu, NULL);
+	int granted = 0;
+	t->fd = ct_sock_open(o->groups, o->rcvbuf, &granted);
+	if (t->fd < 0) {
+		int e = t->fd;
+		pthread_mutex_destroy(&t->mu);
+		free(t);
+		return e;
+	}
+	t->rcvbuf = granted / 2 > 0 ? granted / 2 : o->rcvbuf; /* the kernel reports double */
+	t->st.rcvbuf = t->rcvbuf;
+	int e = 0;
+	t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (t->wake_fd < 0)
+		e = -errno;
+	if (!e && o->lookup) {
+		t->diag_fd = ct_diag_open();
+		if (t->diag_fd < 0) {
+			t->diag_fd = -1;
+			t->lookup = 0; /* attribution falls back to TypeScript */
+		}
+	}
+	if (!e && !(t->batch = ev_batch_new()))
+		e = -ENOMEM;
+	if (!e) {
+		int rc = pthread_create(&t->thread, NULL, ev_main, t);
+		if (rc)
+			e = -rc;
+	}
+	if (e) {
+		close(t->fd);
+		if (t->wake_fd >= 0)
+			close(t->wake_fd);
+		if (t->diag_fd >= 0)
+			close(t->diag_fd);
+		free(t->batch);
+		pthread_mutex_destroy(&t->mu);
+		free(t);
+		return e;
+	}
+	*out = t;
+	return 0;
+}
+
+void ct_evthread_stop(struct ct_evthread *t)
+{
+	uint64_t one = 1;
+	ssize_t w;
+	do
+		w = write(t->wake_fd, &one, sizeof(one));
+	while (w < 0 && errno == EINTR);
+	pthread_join(t->thread, NULL);
+	close(t->fd);
+	close(t->wake_fd);
+	if (t->diag_fd >= 0)
+		close(t->diag_fd);
+	free(t->batch);
+	pthread_mutex_destroy(&t->mu);
+	free(t);
+}
+
+void ct_evthread_set_candidates(struct ct_evthread *t, const uint32_t *pids, size_t n)
+{
+	if (n > MAX_CANDIDATES)
+		n = MAX_CANDIDATES;
+	pthread_mutex_lock(&t->mu);
+	memcpy(t->cand, pids, n * sizeof(pids[0]));
+	t->ncand = n;
+	pthread_mutex_unlock(&t->mu);
+}
+
+void ct_evthread_stats(struct ct_evthread *t, struct ct_ev_stats *out)
+{
+	pthread_mutex_lock(&t->mu);
+	*out = t->st;
+	pthread_mutex_unlock(&t->mu);
+}

@@ -1,0 +1,47 @@
+/* The event reader thread: reads the conntrack event socket as soon as the kernel queues an
+ * event, looks up the sockets of NEW flows with sock_diag and their owner pids in candidate
+ * processes' fd tables while a short-lived connection still exists, and hands batches of records
+ * to a delivery callback. Plain C and pthreads; no Node headers. */
+#ifndef CT_EVTHREAD_H
+#define CT_EVTHREAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ct_record.h"
+
+enum ct_ev_batch_kind { CT_EV_RECORDS = 0, CT_EV_OVERRUN = 1, CT_EV_ERROR = 2 };
+
+struct ct_ev_batch {
+	int kind;
+	int err; /* errno for CT_EV_OVERRUN (ENOBUFS) and CT_EV_ERROR */
+	size_t n;
+	struct ct_record recs[]; /* n records */
+};
+
+/* Takes ownership of b (free() it). Called on the reader thread. */
+typedef void (*ct_ev_deliver)(void *ctx, struct ct_ev_batch *b);
+
+struct ct_evthread_opts {
+	unsigned groups; /* CT_GROUP_* */
+	int rcvbuf, rcvbuf_max;
+	int lookup; /* sock_diag lookups + owner search for NEW records */
+	const char *proc_root;
+};
+
+struct ct_ev_stats {
+	double messages, records, malformed, ignored, overruns, lookups, lookup_errors, bytes_read;
+	double owner_hits, owner_scans, owner_fds;
+	int rcvbuf;
+};
+
+struct ct_evthread;
+
+int ct_evthread_start(const struct ct_evthread_opts *o, ct_ev_deliver deliver, void *ctx, struct ct_evthread **out);
+/* Stops and joins the thread, closes its sockets, frees it. */
+void ct_evthread_stop(struct ct_evthread *t);
+/* Processes to search first for the owner of a new socket (most likely first). */
+void ct_evthread_set_candidates(struct ct_evthread *t, const uint32_t *pids, size_t n);
+void ct_evthread_stats(struct ct_evthread *t, struct ct_ev_stats *out);
+
+#endif

@@ -1,0 +1,231 @@
+// The top frame against golden files (colour off) at 60x10, 80x24 and 132x50, plus the
+// properties every frame keeps: no line wider than the terminal, no more lines than its height.
+// Regenerate after an intended change with: UPDATE_GOLDEN=1 node --import tsx --test test/unit/views-top.test.ts
+import { strict as assert } from 'node:assert';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { GROUP_BYS, type GroupBy, type TopSnapshot } from '../../src/core/model.js';
+import { displayWidth, stripAnsi } from '../../src/views/format.js';
+import { renderTop, renderWaiting, sortRows, topGeometry, type TopRenderOptions } from '../../src/views/top.js';
+import { emptySnapshot, manyRowsSnapshot, row, snapshot, troubledSnapshot } from '../fakes/snapshots.js';
+
+const GOLDEN = join(dirname(fileURLToPath(import.meta.url)), '..', 'golden', 'top');
+const SIZES: [number, number][] = [
+  [60, 10],
+  [80, 24],
+  [132, 50],
+];
+
+function opts(width: number, height: number, over: Partial<TopRenderOptions> = {}): TopRenderOptions {
+  return { width, height, bits: false, mode: 'rate', sort: 'total', scroll: 0, paused: false, color: false, ...over };
+}
+
+function golden(name: string, actual: string): void {
+  const file = join(GOLDEN, `${name}.txt`);
+  if (process.env.UPDATE_GOLDEN === '1' || !existsSync(file)) {
+    if (process.env.UPDATE_GOLDEN !== '1') assert.fail(`missing golden file ${file}: run with UPDATE_GOLDEN=1`);
+    mkdirSync(GOLDEN, { recursive: true });
+    writeFileSync(file, `${actual}\n`);
+    return;
+  }
+  assert.equal(`${actual}\n`, readFileSync(file, 'utf8'), `frame differs from ${file}`);
+}
+
+function assertFits(frame: string, width: number, height: number): void {
+  const lines = frame.split('\n');
+  assert.ok(lines.length <= height, `${lines.length} lines > height ${height}`);
+  for (const l of lines) assert.ok(displayWidth(stripAnsi(l)) <= width, `line wider than ${width}: ${JSON.stringify(l)}`);
+}
+
+for (const g of GROUP_BYS) {
+  for (const [w, h] of SIZES) {
+    test(`top by ${g} at ${w}x${h} matches its golden file and fits`, () => {
+      const frame = renderTop(snapshot(g), opts(w, h));
+      assertFits(frame, w, h);
+      golden(`${g}-${w}x${h}`, frame);
+    });
+  }
+}
+
+const VARIANTS: [string, TopSnapshot, Partial<TopRenderOptions>][] = [
+  ['paused-totals', snapshot('process'), { mode: 'total', paused: true, sort: 'sent' }],
+  ['bits', snapshot('process'), { bits: true }],
+  ['help', snapshot('process'), { showHelp: true }],
+  ['scrolled', manyRowsSnapshot(40), { scroll: 5 }],
+  ['troubled', troubledSnapshot(), {}],
+  ['empty', emptySnapshot(), {}],
+  ['pending-group', snapshot('process'), { pendingGroupBy: 'remote' }],
+];
+for (const [name, snap, over] of VARIANTS) {
+  for (const [w, h] of SIZES) {
+    test(`top ${name} at ${w}x${h} matches its golden file and fits`, () => {
+      const frame = renderTop(snap, opts(w, h, over));
+      assertFits(frame, w, h);
+      golden(`${name}-${w}x${h}`, frame);
+    });
+  }
+}
+
+test('every width from 1 to 200 and height from 1 to 60 fits, in every group-by and mode', () => {
+  for (const g of GROUP_BYS) {
+    const s = snapshot(g);
+    for (let w = 1; w <= 200; w += 7) {
+      for (let h = 1; h <= 60; h += 5) {
+        for (const mode of ['rate', 'total'] as const) {
+          assertFits(renderTop(s, opts(w, h, { mode, bits: w % 2 === 0, showHelp: h % 10 === 1 })), w, h);
+        }
+      }
+    }
+  }
+});
+
+test('the coloured frame is the plain frame plus SGR codes', () => {
+  for (const [w, h] of SIZES) {
+    for (const s of [snapshot('process'), troubledSnapshot(), snapshot('conn')]) {
+      const plain = renderTop(s, opts(w, h, { paused: true }));
+      const colored = renderTop(s, opts(w, h, { paused: true, color: true }));
+      assert.match(colored, /\x1b\[/);
+      assert.doesNotMatch(plain, /\x1b/);
+      assert.deepEqual(
+        stripAnsi(colored).split('\n').map((l) => l.trimEnd()),
+        plain.split('\n'),
+      );
+      assertFits(colored, w, h);
+    }
+  }
+});
+
+test('colour marks lost events red and the table header in inverse video', () => {
+  const frame = renderTop(troubledSnapshot(), opts(132, 50, { color: true }));
+  assert.ok(frame.includes('\x1b[31;1m1,377 lost events\x1b[0m'));
+  const header = frame.split('\n').find((l) => l.includes('PROGRAM'))!;
+  assert.ok(header.startsWith('\x1b[7m'));
+  assert.equal(stripAnsi(header).length, 132, 'inverse header spans the width');
+});
+
+test('header shows totals, health, what ctacct changed and its own cost', () => {
+  const frame = renderTop(snapshot('process'), opts(132, 50));
+  const [title, traffic, health, changed] = frame.split('\n');
+  assert.equal(title, 'ctacct top  09:26:53 UTC  by process  sort sent+recv/s  every 1s');
+  assert.equal(traffic, 'Sent 7.44 MiB/s  Recv 12.6 MiB/s  since start: sent 47.3 GiB  recv 3.30 GiB');
+  assert.equal(health, '1,342 flows · 0 lost events · 0 resyncs · 17 w/o counters · ctacct 0.8% CPU 43.6 MiB');
+  assert.equal(changed, 'Changed: net.netfilter.nf_conntrack_acct=1 (restored on exit)');
+});
+
+test('explicit changes override the snapshot, and no changes means no line', () => {
+  const mine = renderTop(snapshot('process'), opts(132, 50, { changes: ['nft table inet ctacct (removed on exit)'] }));
+  assert.ok(mine.includes('Changed: nft table inet ctacct (removed on exit)'));
+  const none = renderTop(snapshot('process'), opts(132, 50, { changes: [] }));
+  assert.ok(!none.includes('Changed:'));
+});
+
+test('--bits shows rates in SI bits, totals stay in bytes', () => {
+  const frame = renderTop(snapshot('process'), opts(132, 50, { bits: true }));
+  assert.ok(frame.includes('Sent 62.4 Mbit/s  Recv 106 Mbit/s'));
+  const curl = frame.split('\n').find((l) => l.includes('30411'))!;
+  assert.match(curl, /492 kbit +95\.6 Mbit +1\.90 MiB +87\.3 MiB/);
+});
+
+test('process columns: PID with shared marker, user, cmdline when wide, comm when narrow; CPU%/MEM only when sampled', () => {
+  const wide = renderTop(snapshot('process'), opts(132, 50)).split('\n');
+  const nginx = wide.find((l) => l.includes(' 2816+'))!;
+  assert.match(nginx, /^ {3}2816\+ root {5}nginx: master process/);
+  assert.match(nginx, /13% 48\.0 MiB$/);
+  assert.ok(wide.some((l) => /^ {2}41877  root {5}apt-get /.test(l)), 'no cmdline: comm');
+  assert.ok(wide.at(-1)!.includes('+ shared socket'));
+  const narrowProgram = renderTop(snapshot('process'), opts(41, 24)).split('\n');
+  assert.ok(narrowProgram.some((l) => /^ {3}2816\+ nginx /.test(l)), narrowProgram.join('\n'));
+  const noUsage = renderTop(snapshot('process', { rows: snapshot('process').rows.map((r) => ({ ...r, cpu_percent: null, rss_bytes: null })) }), opts(132, 50));
+  assert.ok(!noUsage.includes('CPU%'));
+});
+
+test('narrow terminals drop whole column pairs by priority', () => {
+  const header = (w: number, g: GroupBy = 'process', mode: 'rate' | 'total' = 'rate') =>
+    renderTop(snapshot(g), opts(w, 24, { mode })).split('\n').find((l) => l.includes('SENT'))!;
+  assert.equal(header(60).replace(/ +/g, ' ').trim(), 'PID USER PROGRAM SENT/s RECV/s CONNS');
+  assert.equal(header(60, 'process', 'total').replace(/ +/g, ' ').trim(), 'PID USER PROGRAM TOTAL SENT TOTAL RECV CONNS');
+  assert.equal(header(80).replace(/ +/g, ' ').trim(), 'PID USER PROGRAM SENT/s RECV/s TOTAL SENT TOTAL RECV CONNS');
+  assert.equal(header(132).replace(/ +/g, ' ').trim(), 'PID USER PROGRAM SENT/s RECV/s TOTAL SENT TOTAL RECV CONNS NEW CPU% MEM');
+  assert.equal(header(132, 'conn').replace(/ +/g, ' ').trim(), 'PROTO LOCAL REMOTE STATE PID/PROGRAM SENT/s RECV/s TOTAL SENT TOTAL RECV');
+  assert.equal(header(80, 'port').replace(/ +/g, ' ').trim(), 'PROTO/PORT SENT/s RECV/s TOTAL SENT TOTAL RECV CONNS NEW');
+});
+
+test('sort keys reorder rows; total mode sorts by totals since start', () => {
+  const s = snapshot('process');
+  const pids = (o: Partial<TopRenderOptions>) => sortRows(s.rows, o.sort ?? 'total', o.mode ?? 'rate').map((r) => r.pid);
+  assert.deepEqual(pids({ sort: 'total' }).slice(0, 3), [30411, 2816, 7702]);
+  assert.deepEqual(pids({ sort: 'sent' }).slice(0, 3), [2816, 7702, 1544]);
+  assert.deepEqual(pids({ sort: 'recv' }).slice(0, 3), [30411, 7702, 2816]);
+  assert.deepEqual(pids({ sort: 'conns' }).slice(0, 3), [2816, 7702, 1320]);
+  assert.deepEqual(pids({ sort: 'new' }).slice(0, 3), [2816, 7702, 1320]);
+  assert.deepEqual(pids({ sort: 'total', mode: 'total' }).slice(0, 3), [1544, 2816, 7702]);
+  // Idle rows sort by their totals, after every active row.
+  assert.deepEqual(pids({ sort: 'total' }).slice(-3), [15020, 688, 41877]);
+  const frame = renderTop(s, opts(80, 24, { sort: 'sent' })).split('\n');
+  const first = frame.findIndex((l) => l.includes('PROGRAM')) + 1;
+  assert.match(frame[first]!, /^ {3}2816\+/);
+});
+
+test('scrolling: offset rows, "more" line, clamped at both ends', () => {
+  const s = manyRowsSnapshot(40);
+  const o = opts(80, 24);
+  const g = topGeometry(s, o);
+  assert.deepEqual(g, { visibleRows: 16, totalRows: 40, scroll: 0, maxScroll: 24 });
+  const top = renderTop(s, o).split('\n');
+  assert.ok(top.includes('↓ 24 more'));
+  const mid = renderTop(s, { ...o, scroll: 5 }).split('\n');
+  assert.ok(mid.some((l) => /^ {2}10005  app/.test(l)), 'first row shown is the 6th');
+  assert.ok(mid.includes('↑ 5 above  ↓ 19 more'));
+  const end = renderTop(s, { ...o, scroll: 1000 }).split('\n');
+  assert.ok(end.includes('↑ 24 above'));
+  assert.ok(end.some((l) => l.startsWith('  10039 ')));
+  assert.equal(topGeometry(s, { ...o, scroll: 1000 }).scroll, 24);
+  assert.equal(topGeometry(s, { ...o, scroll: -3 }).scroll, 0);
+});
+
+test('small heights give up optional lines before the table shrinks below 3 rows', () => {
+  const lines = renderTop(snapshot('process'), opts(80, 10)).split('\n');
+  assert.equal(lines.length, 10);
+  assert.ok(!lines.some((l) => l.startsWith('Changed:')), 'changes go first');
+  assert.equal(lines.filter((l) => /^ +\d+\+? /.test(l)).length, 3);
+  const tiny = renderTop(snapshot('process'), opts(80, 6)).split('\n');
+  assert.equal(tiny.length, 6);
+  assert.equal(tiny[0]!.startsWith('ctacct top'), true);
+  assert.equal(tiny.at(-1), 'q quit  s/r/t sort  b group  m rate/total  p pause  h help   + shared socket');
+});
+
+test('footer shows the unattributed buckets and the keys', () => {
+  const lines = renderTop(snapshot('process'), opts(80, 24)).split('\n');
+  assert.equal(lines.at(-2), 'forwarded ↑3.40 GiB ↓512 MiB 12 open · unknown ↑18.5 KiB ↓5.00 KiB 1 open');
+  assert.ok(lines.at(-1)!.startsWith('q quit  s/r/t sort  b group  m rate/total  p pause  h help'));
+  const narrow = renderTop(snapshot('process'), opts(60, 24)).split('\n');
+  assert.equal(narrow.at(-2), 'forwarded ↑3.40 GiB ↓512 MiB · unknown ↑18.5 KiB ↓5.00 KiB');
+});
+
+test('help overlay replaces the table with the keys', () => {
+  const frame = renderTop(snapshot('process'), opts(80, 24, { showHelp: true }));
+  assert.ok(frame.includes('  b / B'));
+  assert.ok(frame.includes('pause (stop refreshing; keys still work)'));
+  assert.ok(!frame.includes('30411'));
+});
+
+test('control characters in process names never reach the terminal', () => {
+  const evil = snapshot('process', {
+    rows: [row({ key: '666', pid: 666, comm: 'x\x1b[2J', cmdline: 'evil\x1b]0;pwned\x07 --tab\there\nnewline', uid: 0, user: 'root', sent_bps: 5 })],
+  });
+  const frame = renderTop(evil, opts(132, 24));
+  assert.doesNotMatch(frame, /[\x00-\x09\x0b-\x1f]/);
+  assert.ok(frame.includes('evil?]0;pwned? --tab?here?newline'));
+});
+
+test('wide characters count as two columns', () => {
+  const s = snapshot('process', { rows: [row({ key: '7', pid: 7, comm: '下载器', cmdline: '/opt/下载器/下载器 --目录 /srv/数据/很长的路径名称', uid: 0, user: 'root', sent_bps: 1 })] });
+  for (const w of [40, 60, 61, 80]) assertFits(renderTop(s, opts(w, 10)), w, 10);
+});
+
+test('a frame before the first refresh says so and fits', () => {
+  const f = renderWaiting({ width: 30, height: 2, color: false, intervalS: 1 });
+  assert.deepEqual(f.split('\n'), ['ctacct top  waiting for the f…', '(rates need two readings, 1s…']);
+});
