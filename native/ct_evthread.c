@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ct_parse.h"
@@ -21,6 +22,8 @@
 #define EV_BATCH 1024
 #define OWNER_CACHE 65536 /* direct-mapped inode → pid cache, a power of two */
 #define MAX_CANDIDATES 64
+#define NEWEST 16 /* when candidates miss: the newest processes, where a just-started client is */
+#define NEWEST_EVERY_NS 50000000ull /* at most every 50 ms */
 
 struct ct_evthread {
 	pthread_t thread;
@@ -40,6 +43,7 @@ struct ct_evthread {
 	struct mmsghdr msgs[EV_VLEN];
 	struct iovec iovs[EV_VLEN];
 	struct ct_ev_batch *batch;
+	uint64_t last_newest;
 };
 
 static struct ct_ev_batch *ev_batch_new(void)
@@ -122,6 +126,34 @@ static size_t ev_scan_pid(struct ct_evthread *t, uint32_t pid)
 	return n;
 }
 
+/* The NEWEST highest pids under proc_root, highest first. */
+static size_t ev_newest_pids(struct ct_evthread *t, uint32_t *top)
+{
+	DIR *d = opendir(t->proc_root);
+	if (!d)
+		return 0;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		uint32_t pid = (uint32_t)strtoul(de->d_name, NULL, 10);
+		/* keep top[] sorted descending */
+		size_t pos = n < NEWEST ? n : NEWEST;
+		while (pos > 0 && top[pos - 1] < pid)
+			pos--;
+		if (pos >= NEWEST)
+			continue;
+		size_t end = n < NEWEST ? n : NEWEST - 1;
+		memmove(&top[pos + 1], &top[pos], (end - pos) * sizeof(top[0]));
+		top[pos] = pid;
+		if (n < NEWEST)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
 static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
 {
 	if (rec->kind != CT_KIND_NEW || (rec->proto != IPPROTO_TCP && rec->proto != IPPROTO_UDP) ||
@@ -174,6 +206,39 @@ static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
 				if (h[k]->pid) {
 					missing--;
 					hits++;
+				}
+			}
+		}
+	}
+	if (missing) {
+		/* A process started just now is not a candidate yet; its pid is most likely among the
+		 * highest. Bounded: NEWEST fd tables, at most every NEWEST_EVERY_NS. */
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+		if (now - t->last_newest >= NEWEST_EVERY_NS) {
+			t->last_newest = now;
+			uint32_t top[NEWEST];
+			size_t ntop = ev_newest_pids(t, top);
+			for (size_t c = 0; c < ntop && missing; c++) {
+				int seen = 0;
+				for (size_t k = 0; k < nc; k++)
+					seen |= cand[k] == top[c];
+				if (seen)
+					continue;
+				fds += ev_scan_pid(t, top[c]);
+				scans++;
+				for (size_t i = from; i < to; i++) {
+					struct ct_sock_hit *h[2] = { &r[i].sk_orig, &r[i].sk_reply };
+					for (int k = 0; k < 2; k++) {
+						if (!h[k]->found || !h[k]->inode || h[k]->pid)
+							continue;
+						h[k]->pid = ev_cache_get(t, h[k]->inode);
+						if (h[k]->pid) {
+							missing--;
+							hits++;
+						}
+					}
 				}
 			}
 		}

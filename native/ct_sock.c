@@ -249,7 +249,7 @@ int ct_diag_lookup(int fd, uint8_t family, uint8_t proto, const uint8_t *local, 
 		struct nlmsghdr nlh;
 		struct inet_diag_req_v2 req;
 	} q;
-	static uint32_t seq;
+	static __thread uint32_t seq; /* per thread: the reader thread and the JS thread each have a socket */
 	memset(&q, 0, sizeof(q));
 	q.nlh.nlmsg_len = sizeof(q);
 	q.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;

@@ -16,7 +16,12 @@ export interface EndState {
   recvTotal: number;
   sentInterval: number;
   recvInterval: number;
+  /** The owner was inferred from the remote endpoint (the socket was gone before it was seen). */
+  inferred?: boolean;
 }
+
+/** How long an outbound endpoint remembers who connected to it, for inference. */
+const ENDPOINT_MEMORY_MS = 10_000;
 
 export interface FlowState {
   key: string;
@@ -120,7 +125,10 @@ export class Accounting {
     counterResets: 0,
     vanished: 0,
     retiredConnsDropped: 0,
+    inferred: 0,
   };
+  /** remote "addr port proto" → the one process that opened connections to it lately (null: several). */
+  private readonly endpoints = new Map<string, { owner: Owner | null; at: number }>();
 
   constructor(
     private readonly local: () => LocalAddresses,
@@ -302,7 +310,7 @@ export class Accounting {
   // ---- attribution ----
 
   /** Resolves owners for the given flows in one batch (one /proc scan at most for all misses). */
-  attribute(states: Iterable<FlowState>): void {
+  attribute(states: FlowState[]): void {
     const todo: EndState[] = [];
     const fam: (4 | 6)[] = [];
     const protos: number[] = [];
@@ -313,6 +321,8 @@ export class Accounting {
         const hit = e.tries === 0 ? this.newTimeHit(st.rec, e.end.side) : null;
         e.tries++;
         e.lastTry = now;
+        // A closed client connection's socket is gone for good: only inference can help it now.
+        if (st.closed && e.end.side === 'orig' && e.tries > 1) continue;
         e.sock = this.owners.socketFor(st.rec.family, st.rec.proto, e.end, hit) ?? e.sock;
         if (e.sock) {
           todo.push(e);
@@ -321,9 +331,22 @@ export class Accounting {
         }
       }
     }
-    if (todo.length === 0) return;
+    if (todo.length === 0) {
+      this.inferOwners(states, now);
+      return;
+    }
     this.owners.learn(todo.map((e) => e.sock));
-    this.owners.resolveInodes(todo.map((e) => e.sock!.inode));
+    const where = new Map<number, number>();
+    todo.forEach((e, i) => where.set(e.sock!.inode, i));
+    // Still open? The same lookup again must find the same socket (2.5 µs, against a /proc search).
+    const alive = (inode: number) => {
+      const i = where.get(inode);
+      if (i === undefined) return false;
+      const e = todo[i]!;
+      if (e.sock!.state === SK_LISTEN) return true;
+      return this.owners.socketFor(fam[i]!, protos[i]!, e.end, null)?.inode === inode;
+    };
+    this.owners.resolveInodes(todo.map((e) => e.sock!.inode), alive);
     const fallback: EndState[] = [];
     for (let i = 0; i < todo.length; i++) {
       const e = todo[i]!;
@@ -337,9 +360,39 @@ export class Accounting {
         }
       }
     }
-    if (fallback.length === 0) return;
-    this.owners.resolveInodes(fallback.map((e) => e.sock!.inode));
-    for (const e of fallback) e.owner = this.owners.ownerOf(e.sock);
+    if (fallback.length) {
+      this.owners.resolveInodes(fallback.map((e) => e.sock!.inode));
+      for (const e of fallback) e.owner = this.owners.ownerOf(e.sock);
+    }
+    this.inferOwners(states, now);
+  }
+
+  /**
+   * Client connections so short that their socket was gone (TIME_WAIT, inode 0) when the event was
+   * read: remember which process connects to each remote endpoint, and when exactly one did in the
+   * last 10 s, the orphan is its. Ambiguous endpoints (several processes) stay unknown.
+   */
+  private inferOwners(states: Iterable<FlowState>, now: number): void {
+    for (const st of states) {
+      for (const e of st.ends) {
+        if (e.end.side !== 'orig') continue;
+        const key = `${e.end.remoteAddr} ${e.end.remotePort} ${st.rec.proto}`;
+        const seen = this.endpoints.get(key);
+        const fresh = seen !== undefined && now - seen.at <= ENDPOINT_MEMORY_MS;
+        if (e.owner?.pid != null && !e.inferred) {
+          // One process, or several (null, kept until it expires: no guessing while it lasts).
+          if (fresh && seen.owner === null) continue;
+          const owner = fresh && seen.owner!.pid !== e.owner.pid ? null : e.owner;
+          this.endpoints.set(key, { owner, at: now });
+          continue;
+        }
+        if (e.owner?.pid != null || !fresh || !seen.owner) continue;
+        e.owner = seen.owner;
+        e.inferred = true;
+        this.health.inferred++;
+      }
+    }
+    if (this.endpoints.size > 50_000) this.endpoints.clear();
   }
 
   private newTimeHit(r: FlowRecord, side: 'orig' | 'reply'): SockInfo | null {
@@ -352,7 +405,6 @@ export class Accounting {
     const now = this.now();
     const due: FlowState[] = [];
     for (const st of this.flows.values()) {
-      if (st.closed && st.ends.every((e) => e.owner?.pid != null || e.sock === null)) continue;
       if (st.ends.some((e) => e.owner?.pid == null && now - e.lastTry >= this.opt.retryMs)) due.push(st);
     }
     if (due.length) this.attribute(due);
@@ -552,6 +604,7 @@ export class Accounting {
       flows_without_counters: withoutCounters,
       malformed: this.health.malformed,
       unattributed_flows: unknown.flows,
+      inferred_flows: this.health.inferred,
       ...(opts.changes ? { changes: opts.changes } : {}),
     };
     return {

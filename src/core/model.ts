@@ -67,6 +67,9 @@ export interface Health {
   malformed?: number;
   /** Flows whose owner is still unknown after retries. */
   unattributed_flows?: number;
+  /** Connections that ended before their socket could be seen, attributed to the one process that
+   *  connected to the same remote endpoint within the last 10 s (DESIGN: attribution). */
+  inferred_flows?: number;
 }
 
 export interface TopSnapshot {

@@ -136,8 +136,12 @@ export class OwnerResolver {
     for (const s of socks) if (s && s.pid && s.inode && !this.inodeOwners.has(s.inode)) this.remember(s.inode, [s.pid]);
   }
 
-  /** Resolves many inodes at once: one candidate scan and at most one full scan for all misses. */
-  resolveInodes(inodes: Iterable<number>): void {
+  /**
+   * Resolves many inodes at once: one candidate scan, then at most one full search for the misses
+   * that `alive` says still exist (a socket whose fd is closed cannot be found in any fd table;
+   * searching all of /proc for it would only burn time). Full searches are rate-limited.
+   */
+  resolveInodes(inodes: Iterable<number>, alive?: (inode: number) => boolean): void {
     const missing = new Set<number>();
     for (const i of inodes) if (i !== 0 && !this.inodeOwners.has(i)) missing.add(i);
     if (missing.size === 0) return;
@@ -146,9 +150,10 @@ export class OwnerResolver {
       this.scan(pids, missing, false);
       if (missing.size === 0) return;
     }
+    if (alive) for (const i of missing) if (!alive(i)) missing.delete(i);
     const now = this.deps.now();
     const gap = Math.max(this.opt.fullScanMinIntervalMs, this.lastFullScanMs / this.opt.fullScanMaxShare);
-    if (now - this.lastFullScan >= gap) this.scan(undefined, missing, true);
+    if (missing.size > 0 && now - this.lastFullScan >= gap) this.scan(undefined, missing, true);
     this.stats.misses += missing.size;
   }
 

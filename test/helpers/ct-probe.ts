@@ -1,7 +1,7 @@
 // Runs the conntrack source inside a test namespace (`ip netns exec NS node --import tsx ct-probe.ts …`)
 // and prints what it saw as JSON lines, so integration tests can check the real kernel path.
 //   dump                           → one line: {"flows":[…],"stats":{…}}
-//   events [--rcvbuf B] [--block-ms MS] [--update] [--lookup]
+//   events [--rcvbuf B] [--update] [--lookup]
 //          prints {"ready":true}; then {"records":[…]} / {"overrun":{code,errno}} lines; on SIGTERM or
 //          stdin EOF prints {"stats":{…}} and exits
 import { KernelConntrackSource, dumpAll } from '../../src/netlink/source.js';
@@ -25,7 +25,7 @@ if (args[0] === 'dump') {
       destroy: true,
       update: args.includes('--update'),
       lookupSockets: args.includes('--lookup'),
-      ...(rcvbuf ? { rcvbuf: Number(rcvbuf), rcvbufMax: Number(rcvbuf) } : {}),
+      ...(rcvbuf ? { rcvbuf: Number(rcvbuf) } : {}),
     },
     {
       records: (batch) => print({ records: batch }),
@@ -45,17 +45,6 @@ if (args[0] === 'dump') {
   process.stdin.on('end', finish);
   process.stdin.resume();
   print({ ready: true });
-  const block = opt('block-ms');
-  if (block) {
-    // Stall the event loop once, after the test signals the burst is under way (first stdin line).
-    process.stdin.once('data', () => {
-      const until = Date.now() + Number(block);
-      while (Date.now() < until) {
-        /* busy: the kernel's queue for this socket fills up */
-      }
-      print({ unblocked: true });
-    });
-  }
 } else {
   process.stderr.write('usage: ct-probe dump | events [...]\n');
   process.exit(2);

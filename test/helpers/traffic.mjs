@@ -5,6 +5,7 @@
 //   tcp-client HOST PORT SEND [--repeat K] [--linger-ms MS] [--hold-ms MS]
 //   udp-server PORT [--host ADDR] [--reply N]               receive datagrams, answer each with N bytes
 //   udp-client HOST PORT SIZE [--count K] [--from-port P]
+//   udp-spray HOST PORT COUNT                               one datagram to each of COUNT ports: COUNT new flows at once
 // Prints one JSON line when ready ({"ready":true,"pid":…}) and one with totals when done.
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -105,6 +106,19 @@ if (mode === 'tcp-server') {
   for (let i = 0; i < count; i++) await new Promise((r) => sock.send(Buffer.alloc(Number(sizeS), 0x64), Number(portS), host, r));
   await new Promise((r) => setTimeout(r, Number(opt('wait-ms', 200))));
   out({ done: true, sent: Number(sizeS) * count, received, datagrams: count });
+  sock.close();
+  process.exit(0);
+} else if (mode === 'udp-spray') {
+  const [host, portS, countS] = pos;
+  const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  await new Promise((r) => sock.bind(0, r));
+  out({ ready: true });
+  const count = Math.min(Number(countS), 20000);
+  let left = count;
+  await new Promise((resolve) => {
+    for (let i = 0; i < count; i++) sock.send(Buffer.from('x'), Number(portS) + i, host, () => --left === 0 && resolve());
+  });
+  out({ done: true, datagrams: count });
   sock.close();
   process.exit(0);
 } else {

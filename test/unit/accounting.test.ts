@@ -274,3 +274,36 @@ describe('accounting', () => {
     assert.equal(curl.sent_peak_bps, 3000);
   });
 });
+
+describe('inference for connections whose socket was gone', () => {
+  beforeEach(setup);
+  const conn = (id: number, sport: number, sk: ReturnType<typeof hit> | null) =>
+    rec({ kind: 'new', id, src: HOST, sport, dst: '93.184.216.34', dport: 443, orig: null, reply: null, skOrig: sk });
+
+  test('an orphan goes to the one process that connected to the same endpoint lately', () => {
+    w.sockets.set(`${HOST}:40001 93.184.216.34:443`, { inode: 6001, uid: 0, state: 1 });
+    w.fds.set(200, [6001]);
+    dump();
+    acc.startInterval();
+    acc.eventBatch([conn(11, 40001, hit(6001)), conn(12, 40002, { found: true, inode: 0, uid: 0, pid: 0, state: 6 })]);
+    acc.eventBatch([rec({ kind: 'destroy', id: 12, src: HOST, sport: 40002, dst: '93.184.216.34', dport: 443, orig: [4, 900], reply: [3, 300] })]);
+    const s = snap();
+    assert.equal(s.rows.find((r) => r.pid === 200)!.sent_total, 900);
+    assert.equal(s.health.inferred_flows, 1);
+  });
+
+  test('no guess when two processes connect to that endpoint', () => {
+    w.sockets.set(`${HOST}:40001 93.184.216.34:443`, { inode: 6001, uid: 0, state: 1 });
+    w.sockets.set(`${HOST}:40003 93.184.216.34:443`, { inode: 6003, uid: 0, state: 1 });
+    w.fds.set(200, [6001]);
+    w.fds.set(300, [6003]);
+    w.procs.set(300, { pid: 300, comm: 'wget', cmdline: 'wget', uid: 0 });
+    dump();
+    acc.startInterval();
+    acc.eventBatch([conn(11, 40001, hit(6001)), conn(13, 40003, hit(6003)), conn(12, 40002, { found: true, inode: 0, uid: 0, pid: 0, state: 6 })]);
+    acc.eventBatch([rec({ kind: 'destroy', id: 12, src: HOST, sport: 40002, dst: '93.184.216.34', dport: 443, orig: [4, 900], reply: [3, 300] })]);
+    const s = snap();
+    assert.equal(s.unattributed.unknown.sent_total, 900);
+    assert.equal(s.health.inferred_flows, 0);
+  });
+});
