@@ -24,8 +24,11 @@ export function buildCli(system: System): Argv {
       'Conntrack views need root or CAP_NET_ADMIN. `ctacct doctor` checks the kernel, privileges and settings and says how to fix each.\nDocs: README.md, docs/.',
     )
     .fail((msg, err) => {
-      if (err) throw err;
-      throw new UserError(msg ?? 'invalid arguments', EXIT.usage, 'ERR_USAGE');
+      // Errors from our handlers pass through; yargs' own (and coerce errors it re-wraps as YError)
+      // are usage errors, told on one line.
+      if (err && !(err.name === 'YError')) throw err;
+      const text = (msg ?? err?.message ?? 'invalid arguments').replace(/\s*\n\s*/g, ' ').trim();
+      throw new UserError(`${text} (see \`ctacct --help\`)`, EXIT.usage, 'ERR_USAGE');
     })
     .help()
     .alias('help', 'h');
