@@ -56,6 +56,9 @@ export interface Filters {
 }
 
 export interface AccountingOptions {
+  /** Called once for every flow that leaves the table (flow logs): on its DESTROY, or when dumps
+   *  have not shown it for goneTimeoutMs and no DESTROY came (events lost). */
+  onRetire?: (st: FlowState, reason: 'destroy' | 'vanished') => void;
   /** Keep a flow that vanished from dumps this long waiting for its DESTROY (ms). */
   goneTimeoutMs?: number;
   /** Retry an unattributed end at most this often (ms). */
@@ -115,7 +118,8 @@ export class Accounting {
   private readonly history: { from: number; t: number; groupBy: GroupBy; rates: Map<string, [number, number]> }[] = [];
   private readonly peaks = new Map<string, [number, number]>();
   private lastSnapshot: number | null = null;
-  private readonly opt: Required<AccountingOptions>;
+  private readonly opt: Required<Omit<AccountingOptions, 'onRetire'>>;
+  private readonly onRetire: AccountingOptions['onRetire'];
   readonly health = {
     events: 0,
     lostEvents: 0,
@@ -136,6 +140,7 @@ export class Accounting {
     private readonly now: () => number,
     opts: AccountingOptions = {},
   ) {
+    this.onRetire = opts.onRetire;
     this.opt = {
       goneTimeoutMs: opts.goneTimeoutMs ?? 180_000,
       retryMs: opts.retryMs ?? 2000,
@@ -186,6 +191,7 @@ export class Accounting {
       if (now - st.goneSince > this.opt.goneTimeoutMs) {
         this.health.vanished++;
         this.retire(st);
+        this.onRetire?.(st, 'vanished');
       }
     }
     this.initialDone = true;
@@ -216,6 +222,7 @@ export class Accounting {
         this.markClosed(st);
         this.retire(st);
         this.destroyed.set(key, this.gen);
+        this.onRetire?.(st, 'destroy');
       }
     }
     this.attribute(created);
