@@ -1,7 +1,7 @@
 // Per-flow deltas between readings, DESTROY settlement, totals since start, group-by and windows
 // (DESIGN.md "Accounting model"). Pure state: records in, snapshots out; the clock is injected.
-import { ctTcpStateName, protoName, type FlowRecord } from '../netlink/record.js';
-import { classify, endBytes, flowKey, formatHostPort, localEnds, type Direction, type FlowEnd, type LocalAddresses } from './flow.js';
+import { ctTcpStateName, decodeOne, HAS, protoName, readU64, RECORD_SIZE, type FlowRecord } from '../netlink/record.js';
+import { classify, endBytes, flowKey, formatHostPort, localEnds, type Direction, type FlowEnd, type FlowId, type LocalAddresses } from './flow.js';
 import { compareRows, emptyBucket, type Bucket, type GroupBy, type Health, type SortKey, type TopRow, type TopSnapshot } from './model.js';
 import { SK_LISTEN, type Owner, type OwnerResolver, type SockInfo } from './owners.js';
 
@@ -24,7 +24,7 @@ export interface EndState {
 const ENDPOINT_MEMORY_MS = 10_000;
 
 export interface FlowState {
-  key: string;
+  key: FlowId;
   rec: FlowRecord;
   dir: Direction;
   ends: EndState[];
@@ -97,7 +97,7 @@ function blankRow(key: string): TopRow {
 }
 
 export class Accounting {
-  readonly flows = new Map<string, FlowState>();
+  readonly flows = new Map<FlowId, FlowState>();
   private gen = 0;
   private initialDone = false;
   /** Totals of flows that are gone, per group-by and key (so rows keep every key since start). */
@@ -112,7 +112,7 @@ export class Accounting {
   private readonly dirtyRetired = new Set<TopRow>();
   /** Flows settled by DESTROY, by key → dump generation: a dump batch read by the kernel before
    *  the entry died may arrive after its DESTROY; it must not bring the flow back. */
-  private readonly destroyed = new Map<string, number>();
+  private readonly destroyed = new Map<FlowId, number>();
   private retiredForwarded = emptyBucket();
   private retiredUnknown = emptyBucket();
   private readonly history: { from: number; t: number; groupBy: GroupBy; rates: Map<string, [number, number]> }[] = [];
@@ -154,30 +154,77 @@ export class Accounting {
     this.gen++;
   }
 
-  /** Live counters from a dump batch. */
+  /** Live counters from a dump batch (decoded records). */
   dumpBatch(batch: FlowRecord[]): void {
     const created: FlowState[] = [];
-    for (const r of batch) {
-      const key = flowKey(r);
-      let st = this.flows.get(key);
-      if (!st) {
-        if (this.destroyed.has(key)) continue;
-        st = this.create(key, r);
-        created.push(st);
-        // Flows present at start: their earlier bytes are history, not this interval's rate.
-        // Any flow first met in a later dump began after the previous complete dump: count it whole.
-        if (!this.initialDone) {
-          st.isNew = false;
-          st.lastOrig = r.origCounters?.bytes ?? 0;
-          st.lastReply = r.replyCounters?.bytes ?? 0;
-          this.health.bytesBeforeStart += st.lastOrig + st.lastReply;
-        }
+    for (const r of batch) this.dumpOne(r, created);
+    this.attribute(created);
+  }
+
+  /**
+   * Live counters straight from the addon's record buffer. A flow already known is updated from a
+   * few fields read in place (no objects made); only new flows are decoded. This keeps a refresh
+   * close to the kernel's own dump time on big tables.
+   */
+  dumpRaw(buf: Uint8Array, count: number): void {
+    const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    const created: FlowState[] = [];
+    for (let i = 0; i < count; i++) {
+      const base = i * RECORD_SIZE;
+      const present = view.getUint32(base + 4, true);
+      const st = present & HAS.id ? this.flows.get(view.getUint32(base + 8, true)) : undefined;
+      if (
+        st !== undefined &&
+        st.rec.proto === view.getUint8(base + 2) &&
+        st.rec.orig.sport === (present & HAS.origPorts ? view.getUint16(base + 26, true) : null) &&
+        st.rec.orig.dport === (present & HAS.origPorts ? view.getUint16(base + 28, true) : null)
+      ) {
+        st.seenGen = this.gen;
+        st.goneSince = null;
+        const hasC = (present & HAS.countersOrig) !== 0 && (present & HAS.countersReply) !== 0;
+        this.applyCounters(
+          st,
+          hasC ? readU64(view, base + 56) : null,
+          hasC ? readU64(view, base + 48) : 0,
+          hasC ? readU64(view, base + 72) : null,
+          hasC ? readU64(view, base + 64) : 0,
+          present & HAS.tcpState ? view.getUint8(base + 3) : null,
+        );
+        if (present & HAS.timeout) st.rec.timeout = view.getUint32(base + 20, true);
+        continue;
       }
-      st.seenGen = this.gen;
-      st.goneSince = null;
-      this.apply(st, r);
+      this.dumpOne(decodeOne(view, buf, base), created);
     }
     this.attribute(created);
+  }
+
+  private dumpOne(r: FlowRecord, created: FlowState[]): void {
+    const key = flowKey(r);
+    let st = this.flows.get(key);
+    if (st && (st.rec.proto !== r.proto || st.rec.orig.sport !== r.orig.sport || st.rec.orig.dport !== r.orig.dport)) {
+      // The id now names another flow: the old one ended without a DESTROY we saw.
+      this.health.vanished++;
+      this.markClosed(st);
+      this.retire(st);
+      this.onRetire?.(st, 'vanished');
+      st = undefined;
+    }
+    if (!st) {
+      if (this.destroyed.has(key)) return;
+      st = this.create(key, r);
+      created.push(st);
+      // Flows present at start: their earlier bytes are history, not this interval's rate.
+      // Any flow first met in a later dump began after the previous complete dump: count it whole.
+      if (!this.initialDone) {
+        st.isNew = false;
+        st.lastOrig = r.origCounters?.bytes ?? 0;
+        st.lastReply = r.replyCounters?.bytes ?? 0;
+        this.health.bytesBeforeStart += st.lastOrig + st.lastReply;
+      }
+    }
+    st.seenGen = this.gen;
+    st.goneSince = null;
+    this.apply(st, r);
   }
 
   /** A complete dump ended: flows it did not list are gone (their DESTROY settles them). */
@@ -242,7 +289,7 @@ export class Accounting {
     this.health.resyncs++;
   }
 
-  private create(key: string, r: FlowRecord): FlowState {
+  private create(key: FlowId, r: FlowRecord): FlowState {
     const dir = classify(r, this.local());
     const st: FlowState = {
       key,
@@ -277,22 +324,51 @@ export class Accounting {
   }
 
   private apply(st: FlowState, r: FlowRecord): void {
-    // Keep the richest record: events lack counters and timeouts that dumps have.
-    if (r.kind !== 'destroy' || !st.rec.reply) st.rec = r.reply ? r : st.rec;
-    else st.rec = { ...st.rec, tcpState: r.tcpState ?? st.rec.tcpState };
-    if (r.tcpState !== null && TCP_CLOSED_STATES.has(r.tcpState)) this.markClosed(st);
-    if (!r.origCounters || !r.replyCounters) return;
+    // Events carry no counters, timeouts or (DESTROY) a full record: keep what the richer one had.
+    if (r.kind !== 'destroy') {
+      if (r.reply) st.rec = { ...r, startMs: r.startMs ?? st.rec.startMs, skOrig: st.rec.skOrig, skReply: st.rec.skReply };
+    } else {
+      st.rec = { ...st.rec, tcpState: r.tcpState ?? st.rec.tcpState, startMs: r.startMs ?? st.rec.startMs, stopMs: r.stopMs, eventMs: r.eventMs };
+    }
+    const c = r.origCounters && r.replyCounters;
+    this.applyCounters(
+      st,
+      c ? r.origCounters!.bytes : null,
+      r.origCounters?.packets ?? 0,
+      c ? r.replyCounters!.bytes : null,
+      r.replyCounters?.packets ?? 0,
+      r.tcpState,
+    );
+  }
+
+  /** One reading of a flow's counters (null bytes: the flow has none) and TCP state. */
+  private applyCounters(st: FlowState, origBytes: number | null, origPackets: number, replyBytes: number | null, replyPackets: number, tcpState: number | null): void {
+    if (tcpState !== null) {
+      st.rec.tcpState = tcpState;
+      if (TCP_CLOSED_STATES.has(tcpState)) this.markClosed(st);
+    }
+    if (origBytes === null || replyBytes === null) return;
+    // The record keeps the latest counters (flow logs read them at retirement).
+    if (st.rec.origCounters && st.rec.replyCounters) {
+      st.rec.origCounters.bytes = origBytes;
+      st.rec.origCounters.packets = origPackets;
+      st.rec.replyCounters.bytes = replyBytes;
+      st.rec.replyCounters.packets = replyPackets;
+    } else {
+      st.rec.origCounters = { bytes: origBytes, packets: origPackets };
+      st.rec.replyCounters = { bytes: replyBytes, packets: replyPackets };
+    }
     st.hasCounters = true;
-    let dOrig = r.origCounters.bytes - st.lastOrig;
-    let dReply = r.replyCounters.bytes - st.lastReply;
+    let dOrig = origBytes - st.lastOrig;
+    let dReply = replyBytes - st.lastReply;
     if (dOrig < 0 || dReply < 0) {
       // Someone zeroed the kernel's counters (conntrack -L -z): count from zero again.
       this.health.counterResets++;
-      dOrig = Math.max(0, r.origCounters.bytes - (dOrig < 0 ? 0 : st.lastOrig));
-      dReply = Math.max(0, r.replyCounters.bytes - (dReply < 0 ? 0 : st.lastReply));
+      dOrig = Math.max(0, origBytes - (dOrig < 0 ? 0 : st.lastOrig));
+      dReply = Math.max(0, replyBytes - (dReply < 0 ? 0 : st.lastReply));
     }
-    st.lastOrig = r.origCounters.bytes;
-    st.lastReply = r.replyCounters.bytes;
+    st.lastOrig = origBytes;
+    st.lastReply = replyBytes;
     if (dOrig === 0 && dReply === 0) return;
     if (st.ends.length === 0) {
       st.origTotal += dOrig;

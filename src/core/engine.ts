@@ -113,7 +113,8 @@ export class TopEngine {
     const t0 = this.deps.monotonic();
     this.dumping = (async () => {
       this.acc.beginDump();
-      await this.deps.source.dump(this.opts.kernelFilter ?? {}, (batch) => this.acc.dumpBatch(batch));
+      const stats = await this.deps.source.dumpRaw(this.opts.kernelFilter ?? {}, (buf, count) => this.acc.dumpRaw(buf, count));
+      this.acc.health.malformed += stats.malformed;
       this.acc.endDump();
       this.dumps++;
       this.lastDump = this.deps.monotonic();

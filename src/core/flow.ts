@@ -3,11 +3,16 @@ import type { FlowRecord, Tuple } from '../netlink/record.js';
 
 export type Direction = 'outbound' | 'inbound' | 'local' | 'forwarded';
 
-/** The one function that builds a flow key: conntrack id plus the original tuple (ids are reused). */
-export function flowKey(r: FlowRecord): string {
+/** A flow's identity in ctacct's state: its conntrack id (unique among live entries; reuse after
+ *  an entry dies is caught by comparing the tuple), or the tuple when the kernel sent no id. */
+export type FlowId = number | string;
+
+/** The one function that builds a flow key. */
+export function flowKey(r: FlowRecord): FlowId {
+  if (r.ctId !== null) return r.ctId;
   const o = r.orig;
   const ports = o.icmp ? `i${o.icmp.type}/${o.icmp.code}/${o.icmp.id}` : `${o.sport ?? ''}>${o.dport ?? ''}`;
-  return `${r.ctId ?? ''}|${r.proto}|${o.src}|${o.dst}|${ports}|${r.zone ?? 0}`;
+  return `${r.proto}|${o.src}|${o.dst}|${ports}|${r.zone ?? 0}`;
 }
 
 /** Which addresses are this host's (in this network namespace). */

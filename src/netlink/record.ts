@@ -186,7 +186,8 @@ export function decodeRecords(buf: Uint8Array, count: number): FlowRecord[] {
   return out;
 }
 
-function decodeOne(view: DataView, bytes: Uint8Array, base: number): FlowRecord {
+/** Decodes the record at byte offset `base` of a batch. */
+export function decodeOne(view: DataView, bytes: Uint8Array, base: number): FlowRecord {
   const present = view.getUint32(base + 4, true);
   const family: 4 | 6 = view.getUint8(base + 1) === 10 ? 6 : 4;
   const has = (bit: number) => (present & bit) !== 0;

@@ -52,6 +52,8 @@ export interface Subscription {
 export interface ConntrackSource {
   /** Streams the table in batches; resolves when the kernel says done. */
   dump(filter: DumpFilter, onBatch: (batch: FlowRecord[]) => void): Promise<DumpStats>;
+  /** The same, handing over the addon's record buffers undecoded (see record.ts for the layout). */
+  dumpRaw(filter: DumpFilter, onRaw: (records: Buffer, count: number) => void): Promise<DumpStats>;
   subscribe(opts: EventOptions, handlers: EventHandlers): Subscription;
 }
 
@@ -71,6 +73,10 @@ export class KernelConntrackSource implements ConntrackSource {
   constructor(private readonly addon: () => Addon = getAddon) {}
 
   dump(filter: DumpFilter, onBatch: (batch: FlowRecord[]) => void): Promise<DumpStats> {
+    return this.dumpRaw(filter, (buf, count) => onBatch(decodeRecords(buf, count)));
+  }
+
+  dumpRaw(filter: DumpFilter, onRaw: (records: Buffer, count: number) => void): Promise<DumpStats> {
     const addon = this.addon();
     return new Promise((resolvePromise, reject) => {
       let handle: Handle | null = null;
@@ -92,7 +98,7 @@ export class KernelConntrackSource implements ConntrackSource {
         if (settled) return;
         if (buf && count > 0) {
           try {
-            onBatch(decodeRecords(buf, count));
+            onRaw(buf, count);
           } catch (e) {
             if (handle) addon.close(handle);
             finish(e as Error);

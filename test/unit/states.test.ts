@@ -293,6 +293,10 @@ function fakeSystem(over: Partial<System> = {}): System & { out: string[] } {
     monotonic: () => 0,
     isRoot: false,
     pid: 1,
+    clock: () => {
+      throw new Error('no timers in this test');
+    },
+    liveTerminal: () => null,
     ...over,
   };
 }
@@ -329,6 +333,9 @@ test('command: --source conntrack counts flows from the source; EPERM becomes a 
       onBatch(FLOWS);
       return { records: FLOWS.length, malformed: 0, messages: 1, bytesRead: 0 };
     },
+    dumpRaw: () => {
+      throw new Error('unused');
+    },
     subscribe: () => {
       throw new Error('unused');
     },
@@ -339,6 +346,9 @@ test('command: --source conntrack counts flows from the source; EPERM becomes a 
   const denied: ConntrackSource = {
     dump: async () => {
       throw Object.assign(new Error('Operation not permitted'), { code: 'EPERM', errno: 1, syscall: 'sendmsg' });
+    },
+    dumpRaw: () => {
+      throw new Error('unused');
     },
     subscribe: () => {
       throw new Error('unused');
