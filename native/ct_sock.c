@@ -182,9 +182,12 @@ int ct_dump_request(int fd, uint32_t seq, const struct ct_dump_filter *f)
 			flags |= CTA_FILTER_F_CTA_TUPLE_ZONE;
 		}
 		ct_nest_end(&m, t);
+		/* The filter flags are NLA_U32 in host byte order (cta_filter_nla_policy), unlike
+		 * ctnetlink's other integers. */
+		uint32_t none = 0;
 		struct nlattr *fl = ct_nest_start(&m, CTA_FILTER);
-		ct_put_be32(&m, CTA_FILTER_ORIG_FLAGS, flags);
-		ct_put_be32(&m, CTA_FILTER_REPLY_FLAGS, 0);
+		ct_put(&m, CTA_FILTER_ORIG_FLAGS, &flags, sizeof(flags));
+		ct_put(&m, CTA_FILTER_REPLY_FLAGS, &none, sizeof(none));
 		ct_nest_end(&m, fl);
 	}
 	return ct_send(fd, &m);

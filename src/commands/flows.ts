@@ -1,7 +1,8 @@
 // `ctacct flows`: one snapshot of the conntrack table with counters and owners.
 import type { CommandModule } from 'yargs';
-import { classify, localAddressSet, localEnds } from '../core/flow.js';
-import { toFilters, toKernelFilter, type FilterArgs } from '../core/filters.js';
+import { classify, flowKey, localAddressSet, localEnds } from '../core/flow.js';
+import type { FlowRecord } from '../netlink/record.js';
+import { toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
 import { explainSystemError } from '../errors.js';
 import { dumpAll } from '../netlink/source.js';
@@ -38,7 +39,10 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           if (!args.json) for (const n of report.notes) system.stderr.write(`ctacct: note: ${n}\n`);
           let flows;
           try {
-            flows = (await dumpAll(system.conntrack(), toKernelFilter(args))).flows;
+            // Several kernel-filtered dumps may return one flow twice (source port = destination port).
+            const seen = new Map<number | string, FlowRecord>();
+            for (const f of toKernelFilters(args)) for (const r of (await dumpAll(system.conntrack(), f)).flows) seen.set(flowKey(r), r);
+            flows = [...seen.values()];
           } catch (e) {
             throw explainSystemError(e, 'reading the conntrack table');
           }

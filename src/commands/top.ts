@@ -2,7 +2,7 @@
 import pidusage from 'pidusage';
 import type { CommandModule } from 'yargs';
 import { TopEngine, EngineError } from '../core/engine.js';
-import { toFilters, toKernelFilter, type FilterArgs } from '../core/filters.js';
+import { toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { GROUP_BYS, SORT_KEYS, type GroupBy, type SortKey, type TopSnapshot } from '../core/model.js';
 import { EXIT, UserError, explainSystemError } from '../errors.js';
 import type { System } from '../system.js';
@@ -18,7 +18,7 @@ import { runLive, runStream } from '../views/live.js';
 export interface TopArgs extends FilterArgs {
   by: GroupBy;
   sort: SortKey;
-  interval: number;
+  interval?: number;
   count?: number;
   once: boolean;
   trace: boolean;
@@ -44,7 +44,7 @@ export function topCommand(system: System): CommandModule<object, TopArgs> {
       setupOptions(outputOptions(ownerFilterOptions(filterOptions(y))))
         .option('by', { choices: GROUP_BYS, default: 'process' as GroupBy, describe: 'Group rows by', group: 'View:' })
         .option('sort', { choices: SORT_KEYS, default: 'total' as SortKey, describe: 'Sort rows by rate sent/recv/total, open conns, or new conns', group: 'View:' })
-        .option('interval', { type: 'number', default: 1, describe: 'Seconds between refreshes', group: 'View:' })
+        .option('interval', { type: 'number', describe: 'Seconds between refreshes (default 1; with --low-overhead, the dump interval)', group: 'View:' })
         .option('count', { type: 'number', describe: 'Stop after N refreshes', group: 'View:' })
         .option('once', { type: 'boolean', default: false, describe: 'One refresh, then exit (= --count 1)', group: 'View:' })
         .option('limit', { type: 'number', describe: 'At most N rows (default: every key that had traffic)', group: 'View:' })
@@ -55,7 +55,7 @@ export function topCommand(system: System): CommandModule<object, TopArgs> {
         .option('dump-interval', { type: 'number', describe: 'Seconds between full table dumps (default: every refresh; 10 with --low-overhead)', group: 'Cost:' })
         .option('rcvbuf', { type: 'number', default: 64, describe: 'Event socket receive buffer in MiB (grows after an overrun)', group: 'Cost:' })
         .check((a) => {
-          if (!(a.interval > 0)) throw new UserError('--interval must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
+          if (a.interval !== undefined && !(a.interval > 0)) throw new UserError('--interval must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
           if (a.count !== undefined && !(Number.isInteger(a.count) && a.count >= 1)) throw new UserError('--count must be a whole number ≥ 1', EXIT.usage, 'ERR_USAGE');
           if (a.limit !== undefined && !(Number.isInteger(a.limit) && a.limit >= 1)) throw new UserError('--limit must be a whole number ≥ 1', EXIT.usage, 'ERR_USAGE');
           if (a['dump-interval'] !== undefined && !(a['dump-interval'] > 0)) throw new UserError('--dump-interval must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
@@ -106,6 +106,9 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
   const mode: 'json' | 'trace' | 'live' = args.json ? 'json' : args.trace || !system.stdout.isTTY ? 'trace' : 'live';
   const low = args['low-overhead'];
   const dumpEvery = args['dump-interval'] ?? (low ? 10 : undefined);
+  // Live counters come with dumps: refreshing more often than dumping would show a long flow's
+  // bytes as a spike in one refresh, so the low-overhead view refreshes with its dumps by default.
+  const intervalS = args.interval ?? (low ? dumpEvery! : 1);
   await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
     const changes = changeLines(report);
     if (mode !== 'json') {
@@ -122,7 +125,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
       },
       {
         ...(dumpEvery !== undefined ? { dumpEveryMs: dumpEvery * 1000 } : {}),
-        kernelFilter: toKernelFilter(args),
+        kernelFilters: toKernelFilters(args),
         filters,
         ...(args.limit !== undefined ? { limit: args.limit } : {}),
         rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
@@ -145,7 +148,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
       return s;
     };
     try {
-      await runLoop(system, { next, intervalMs: args.interval * 1000, count, args, mode, changes });
+      await runLoop(system, { next, intervalMs: intervalS * 1000, count, args, mode, changes });
     } finally {
       engine.close();
     }

@@ -4,6 +4,7 @@
 import type { ConntrackSource, DumpFilter, Subscription } from '../netlink/source.js';
 import type { NativeError } from '../netlink/addon.js';
 import { Accounting, type AccountingOptions, type Filters } from './accounting.js';
+import { matchesKernelFilters } from './filters.js';
 import { localAddressSet, type LocalAddresses } from './flow.js';
 import type { GroupBy, SortKey, TopSnapshot } from './model.js';
 import type { OwnerResolver } from './owners.js';
@@ -22,8 +23,8 @@ export interface EngineDeps {
 export interface EngineOptions extends AccountingOptions {
   /** How often a full dump refreshes live counters (ms); default every refresh. */
   dumpEveryMs?: number;
-  /** Kernel-side dump filter. */
-  kernelFilter?: DumpFilter;
+  /** Kernel-side dump filters: each is one dump per refresh (default: one unfiltered dump). */
+  kernelFilters?: DumpFilter[];
   /** Event socket receive buffer (bytes). */
   rcvbuf?: number;
   /** Look up sockets in the addon as NEW events are read (default true). */
@@ -57,6 +58,8 @@ export class TopEngine {
   /** Cost of the last dump (ms), for health and adaptive cadence. */
   lastDumpMs = 0;
   dumps = 0;
+  /** Records that crossed from the kernel in all dumps (what kernel-side filters save shows here). */
+  dumpRecords = 0;
 
   constructor(
     private readonly deps: EngineDeps,
@@ -81,7 +84,9 @@ export class TopEngine {
       { new: true, destroy: true, lookupSockets: this.opts.lookupSockets ?? true, ...(this.opts.rcvbuf ? { rcvbuf: this.opts.rcvbuf } : {}) },
       {
         records: (batch) => {
-          this.acc.eventBatch(batch);
+          // Events are not filtered in the kernel: keep only what the dumps would return.
+          const kf = this.opts.kernelFilters;
+          this.acc.eventBatch(kf && kf.length && Object.keys(kf[0]!).length ? batch.filter((r) => matchesKernelFilters(kf, r)) : batch);
           this.pushCandidates();
         },
         overrun: () => {
@@ -113,8 +118,11 @@ export class TopEngine {
     const t0 = this.deps.monotonic();
     this.dumping = (async () => {
       this.acc.beginDump();
-      const stats = await this.deps.source.dumpRaw(this.opts.kernelFilter ?? {}, (buf, count) => this.acc.dumpRaw(buf, count));
-      this.acc.health.malformed += stats.malformed;
+      for (const f of this.opts.kernelFilters ?? [{}]) {
+        const stats = await this.deps.source.dumpRaw(f, (buf, count) => this.acc.dumpRaw(buf, count));
+        this.acc.health.malformed += stats.malformed;
+        this.dumpRecords += stats.records;
+      }
       this.acc.endDump();
       this.dumps++;
       this.lastDump = this.deps.monotonic();

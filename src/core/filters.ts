@@ -47,12 +47,42 @@ export function toFilters(a: FilterArgs, uidOf: (name: string) => number | null)
   return f;
 }
 
-/** What the kernel can filter for us: family, and protocol when a family is fixed. */
-export function toKernelFilter(a: FilterArgs): DumpFilter {
-  const k: DumpFilter = {};
-  if (a['4']) k.family = 4;
-  if (a['6']) k.family = 6;
-  if (k.family && (a.proto === 'tcp' || a.proto === 'udp')) k.proto = PROTO_NUMBERS[a.proto]![0]!;
-  if (k.family && a.proto === 'icmp') k.proto = k.family === 4 ? 1 : 58;
-  return k;
+/** More kernel-side dumps than this and one unfiltered dump is cheaper. */
+const MAX_KERNEL_DUMPS = 16;
+
+/**
+ * The dumps that fetch exactly what the filters can keep, filtered in the kernel: family, protocol
+ * and orig-tuple ports (the kernel filters ports only with a family and a protocol, so
+ * `--port 443` becomes one dump per family × tcp/udp × source/destination port). A flow has the port
+ * "at either end" iff its orig tuple has it as source or destination. Returns `[{}]` (everything)
+ * when nothing narrows the dump or when it would take too many dumps.
+ */
+export function toKernelFilters(a: FilterArgs): DumpFilter[] {
+  const families: (4 | 6)[] = a['4'] ? [4] : a['6'] ? [6] : [4, 6];
+  const ports = a.port ?? [];
+  if (!a.proto && !ports.length) return families.length === 1 ? [{ family: families[0]! }] : [{}];
+  const out: DumpFilter[] = [];
+  for (const family of families) {
+    const protos = a.proto === 'icmp' ? [family === 4 ? 1 : 58] : a.proto ? [PROTO_NUMBERS[a.proto]![0]!] : [6, 17];
+    for (const proto of protos) {
+      if (!ports.length || proto === 1 || proto === 58) {
+        out.push({ family, proto });
+        continue;
+      }
+      for (const port of ports) out.push({ family, proto, dport: port }, { family, proto, sport: port });
+    }
+  }
+  // ICMP has no ports: with --port and no --proto it cannot match, and is not fetched.
+  return out.length > MAX_KERNEL_DUMPS ? [{}] : out;
+}
+
+/** Whether a record is one the kernel filters would have returned (events are not filtered). */
+export function matchesKernelFilters(filters: DumpFilter[], r: { family: 4 | 6; proto: number; orig: { sport: number | null; dport: number | null } }): boolean {
+  return filters.some(
+    (f) =>
+      (f.family === undefined || f.family === r.family) &&
+      (f.proto === undefined || f.proto === r.proto) &&
+      (f.dport === undefined || f.dport === r.orig.dport) &&
+      (f.sport === undefined || f.sport === r.orig.sport),
+  );
 }

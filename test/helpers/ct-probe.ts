@@ -1,6 +1,6 @@
 // Runs the conntrack source inside a test namespace (`ip netns exec NS node --import tsx ct-probe.ts …`)
 // and prints what it saw as JSON lines, so integration tests can check the real kernel path.
-//   dump                           → one line: {"flows":[…],"stats":{…}}
+//   dump [--filter JSON]            → one line: {"flows":[…],"stats":{…}} (stats.records: what crossed from the kernel)
 //   events [--rcvbuf B] [--update] [--lookup]
 //          prints {"ready":true}; then {"records":[…]} / {"overrun":{code,errno}} lines; on SIGTERM or
 //          stdin EOF prints {"stats":{…}} and exits
@@ -15,7 +15,8 @@ const print = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const source = new KernelConntrackSource();
 
 if (args[0] === 'dump') {
-  const r = await dumpAll(source);
+  const f = opt('filter');
+  const r = await dumpAll(source, f ? JSON.parse(f) : {});
   print(r);
 } else if (args[0] === 'events') {
   const rcvbuf = opt('rcvbuf');

@@ -85,7 +85,7 @@ export function startProbe(ns: Netns, args: string[]): JsonLines {
   return new JsonLines(ns.spawn(process.execPath, ['--import', 'tsx', PROBE, ...args], { cwd: ROOT }));
 }
 
-export async function probeDump(ns: Netns): Promise<{ flows: any[]; stats: any }> {
-  const out = await ns.exec(process.execPath, ['--import', 'tsx', PROBE, 'dump']);
+export async function probeDump(ns: Netns, filter?: object): Promise<{ flows: any[]; stats: any }> {
+  const out = await ns.exec(process.execPath, ['--import', 'tsx', PROBE, 'dump', ...(filter ? ['--filter', JSON.stringify(filter)] : [])]);
   return JSON.parse(out);
 }

@@ -129,6 +129,23 @@ describe('conntrack over a veth pair', { skip: rootSkip }, () => {
     assert.ok(b.origCounters.bytes > 2000, 'the other namespace had accounting on');
   });
 
+  test('kernel-side dump filters: only matching flows cross into user space', async () => {
+    const server = await startTraffic(pair.b, ['udp-server', '7600']);
+    await runTraffic(pair.a, ['udp-spray', '10.231.0.2', '7600', '40']); // 40 flows to ports 7600–7639
+    await runTraffic(pair.a, ['udp-client', '10.231.0.2', '7700', '10', '--count', '1', '--wait-ms', '0']);
+    server.child.kill('SIGTERM');
+    const all = await probeDump(pair.a);
+    const byPort = await probeDump(pair.a, { family: 4, proto: 17, dport: 7700 });
+    const byProto = await probeDump(pair.a, { family: 4, proto: 6 });
+    const udp6 = await probeDump(pair.a, { family: 6, proto: 17 });
+    assert.ok(all.stats.records >= 41, `unfiltered dump: ${all.stats.records}`);
+    assert.equal(byPort.stats.records, 1, 'one flow to port 7700 crossed');
+    assert.equal(byPort.flows[0].orig.dport, 7700);
+    assert.ok(byProto.flows.every((f: any) => f.proto === 6), 'protocol filter');
+    assert.equal(byProto.stats.records, all.flows.filter((f: any) => f.proto === 6 && f.family === 4).length);
+    assert.equal(udp6.stats.records, 0, 'no IPv6 UDP flows');
+  });
+
   test('an overrun of the event socket is detected and counted, and reading goes on', async () => {
     // A tiny receive buffer and a burst of 3,000 new flows within milliseconds: the kernel must drop events.
     const probe = startProbe(pair.a, ['events', '--rcvbuf', '4096', '--lookup']);
