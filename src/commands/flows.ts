@@ -2,7 +2,7 @@
 import type { CommandModule } from 'yargs';
 import { classify, flowKey, localAddressSet, localEnds } from '../core/flow.js';
 import type { FlowRecord } from '../netlink/record.js';
-import { toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
+import { flowPasses, toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
 import { explainSystemError } from '../errors.js';
 import { dumpAll } from '../netlink/source.js';
@@ -37,6 +37,8 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
         async (report) => {
           if (!args.json) for (const c of report.changes) system.stderr.write(`ctacct: changed ${c.what}: ${c.detail}\n`);
           if (!args.json) for (const n of report.notes) system.stderr.write(`ctacct: note: ${n}\n`);
+          if (!args.json && report.engagedBy === 'ctacct')
+            system.stderr.write('ctacct: note: conntrack was not tracking in this namespace until now, so this snapshot cannot show earlier flows; `ctacct top` watches from now on\n');
           let flows;
           try {
             // Several kernel-filtered dumps may return one flow twice (source port = destination port).
@@ -58,7 +60,7 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           const out: FlowView[] = [];
           for (const c of classified) {
             const attributed: AttributedEnd[] = c.ends.map((e) => ({ end: e.end, owner: resolver.ownerOf(e.sock) }));
-            if (!passes(filters, c, attributed)) continue;
+            if (!flowPasses(filters, c.r, attributed)) continue;
             out.push(toFlowView(c.r, c.dir, attributed, now));
           }
           return out;
@@ -67,18 +69,4 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
       system.stdout.write(args.json ? `${JSON.stringify(views)}\n` : renderFlowsTable(views));
     },
   };
-}
-
-function passes(f: ReturnType<typeof toFilters>, c: { r: import('../netlink/record.js').FlowRecord }, ends: AttributedEnd[]): boolean {
-  const r = c.r;
-  if (f.family && r.family !== f.family) return false;
-  if (f.proto && !f.proto.includes(r.proto)) return false;
-  if (f.ports && ![r.orig.sport, r.orig.dport].some((p) => p !== null && f.ports!.includes(p))) return false;
-  if (f.host) {
-    const remotes = ends.length ? ends.map((e) => e.end.remoteAddr) : [r.orig.src, r.orig.dst];
-    if (!remotes.some((a) => f.host!(a))) return false;
-  }
-  if (f.pids && !ends.some((e) => e.owner?.pid != null && f.pids!.includes(e.owner.pid))) return false;
-  if (f.users && !ends.some((e) => e.owner && f.users!(e.owner.uid, e.owner.user))) return false;
-  return true;
 }

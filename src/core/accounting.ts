@@ -3,6 +3,7 @@
 import { ctTcpStateName, decodeOne, HAS, protoName, readU64, RECORD_SIZE, type FlowRecord } from '../netlink/record.js';
 import { classify, endBytes, flowKey, formatHostPort, localEnds, type Direction, type FlowEnd, type FlowId, type LocalAddresses } from './flow.js';
 import { compareRows, emptyBucket, type Bucket, type GroupBy, type Health, type SortKey, type TopRow, type TopSnapshot } from './model.js';
+import { flowPasses } from './filters.js';
 import { SK_LISTEN, type Owner, type OwnerResolver, type SockInfo } from './owners.js';
 
 export interface EndState {
@@ -579,20 +580,7 @@ export class Accounting {
   }
 
   private passes(f: Filters, st: FlowState, e: EndState | null): boolean {
-    const r = st.rec;
-    if (f.family && r.family !== f.family) return false;
-    if (f.proto && !f.proto.includes(r.proto)) return false;
-    if (f.ports) {
-      const ps = [r.orig.sport, r.orig.dport];
-      if (!ps.some((p) => p !== null && f.ports!.includes(p))) return false;
-    }
-    if (f.host) {
-      const remote = e ? e.end.remoteAddr : r.orig.dst;
-      if (!f.host(remote) && (e !== null || !f.host(r.orig.src))) return false;
-    }
-    if (f.pids && (!e || e.owner?.pid == null || !f.pids.includes(e.owner.pid))) return false;
-    if (f.users && (!e || !f.users(e.owner?.uid ?? null, e.owner?.user ?? null))) return false;
-    return true;
+    return flowPasses(f, st.rec, e ? [e] : []);
   }
 
   /**

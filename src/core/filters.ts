@@ -2,6 +2,9 @@
 import { EXIT, UserError } from '../errors.js';
 import type { DumpFilter } from '../netlink/source.js';
 import type { Filters } from './accounting.js';
+import type { FlowRecord } from '../netlink/record.js';
+import type { FlowEnd } from './flow.js';
+import type { Owner } from './owners.js';
 import { cidrMatcher, parseCidr, type Cidr } from './addr.js';
 
 export interface FilterArgs {
@@ -85,4 +88,22 @@ export function matchesKernelFilters(filters: DumpFilter[], r: { family: 4 | 6; 
       (f.dport === undefined || f.dport === r.orig.dport) &&
       (f.sport === undefined || f.sport === r.orig.sport),
   );
+}
+
+/**
+ * Whether a flow passes the filters, judged from the given local ends (one for a per-end view, all
+ * of a flow's for a per-flow view; none for a forwarded flow, whose "remote" is either address).
+ * The one place filter semantics live: `top` and `flows` both call it.
+ */
+export function flowPasses(f: Filters, r: Pick<FlowRecord, 'family' | 'proto' | 'orig'>, ends: { end: FlowEnd; owner: Owner | null }[]): boolean {
+  if (f.family && r.family !== f.family) return false;
+  if (f.proto && !f.proto.includes(r.proto)) return false;
+  if (f.ports && ![r.orig.sport, r.orig.dport].some((p) => p !== null && f.ports!.includes(p))) return false;
+  if (f.host) {
+    const remotes = ends.length ? ends.map((e) => e.end.remoteAddr) : [r.orig.src, r.orig.dst];
+    if (!remotes.some((a) => f.host!(a))) return false;
+  }
+  if (f.pids && !ends.some((e) => e.owner?.pid != null && f.pids!.includes(e.owner.pid))) return false;
+  if (f.users && !ends.some((e) => f.users!(e.owner?.uid ?? null, e.owner?.user ?? null))) return false;
+  return true;
 }
