@@ -170,6 +170,24 @@ static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
 	pthread_mutex_unlock(&t->mu);
 }
 
+/* Fills the owner pid of every found socket in records [from, to) that the cache now knows;
+ * returns how many it filled. */
+static size_t ev_fill_pids(struct ct_evthread *t, size_t from, size_t to)
+{
+	struct ct_record *r = t->batch->recs;
+	size_t n = 0;
+	for (size_t i = from; i < to; i++) {
+		struct ct_sock_hit *h[2] = { &r[i].sk_orig, &r[i].sk_reply };
+		for (int k = 0; k < 2; k++) {
+			if (!h[k]->found || !h[k]->inode || h[k]->pid)
+				continue;
+			h[k]->pid = ev_cache_get(t, h[k]->inode);
+			n += h[k]->pid != 0;
+		}
+	}
+	return n;
+}
+
 /* Finds owner pids for the new sockets of records [from, to): cache first, then one pass over the
  * candidate processes, stopping when every socket has an owner. */
 static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
@@ -197,18 +215,9 @@ static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
 	for (size_t c = 0; c < nc && missing; c++) {
 		fds += ev_scan_pid(t, cand[c]);
 		scans++;
-		for (size_t i = from; i < to; i++) {
-			struct ct_sock_hit *h[2] = { &r[i].sk_orig, &r[i].sk_reply };
-			for (int k = 0; k < 2; k++) {
-				if (!h[k]->found || !h[k]->inode || h[k]->pid)
-					continue;
-				h[k]->pid = ev_cache_get(t, h[k]->inode);
-				if (h[k]->pid) {
-					missing--;
-					hits++;
-				}
-			}
-		}
+		size_t found = ev_fill_pids(t, from, to);
+		missing -= found;
+		hits += found;
 	}
 	if (missing) {
 		/* A process started just now is not a candidate yet; its pid is most likely among the
@@ -228,18 +237,9 @@ static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
 					continue;
 				fds += ev_scan_pid(t, top[c]);
 				scans++;
-				for (size_t i = from; i < to; i++) {
-					struct ct_sock_hit *h[2] = { &r[i].sk_orig, &r[i].sk_reply };
-					for (int k = 0; k < 2; k++) {
-						if (!h[k]->found || !h[k]->inode || h[k]->pid)
-							continue;
-						h[k]->pid = ev_cache_get(t, h[k]->inode);
-						if (h[k]->pid) {
-							missing--;
-							hits++;
-						}
-					}
-				}
+				size_t found = ev_fill_pids(t, from, to);
+				missing -= found;
+				hits += found;
 			}
 		}
 	}

@@ -2,15 +2,7 @@
 import type { Argv } from 'yargs';
 import { EXIT, UserError } from '../errors.js';
 
-export interface FilterArgs {
-  proto?: 'tcp' | 'udp' | 'icmp';
-  port?: number[];
-  host?: string[];
-  pid?: number[];
-  user?: string[];
-  '4'?: boolean;
-  '6'?: boolean;
-}
+export type { FilterArgs } from '../core/filters.js';
 
 export function filterOptions<T>(y: Argv<T>) {
   return y

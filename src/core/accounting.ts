@@ -2,7 +2,7 @@
 // (DESIGN.md "Accounting model"). Pure state: records in, snapshots out; the clock is injected.
 import { ctTcpStateName, decodeOne, HAS, protoName, readU64, RECORD_SIZE, type FlowRecord } from '../netlink/record.js';
 import { classify, endBytes, flowKey, formatHostPort, localEnds, type Direction, type FlowEnd, type FlowId, type LocalAddresses } from './flow.js';
-import { compareRows, emptyBucket, type Bucket, type GroupBy, type Health, type SortKey, type TopRow, type TopSnapshot } from './model.js';
+import { blankRow, compareRows, emptyBucket, type Bucket, type GroupBy, type Health, type SortKey, type TopRow, type TopSnapshot } from './model.js';
 import { flowPasses } from './filters.js';
 import { SK_LISTEN, type Owner, type OwnerResolver, type SockInfo } from './owners.js';
 
@@ -74,28 +74,6 @@ interface Acc {
 
 const TCP_CLOSED_STATES = new Set([7, 8]); // TIME_WAIT, CLOSE
 
-function blankRow(key: string): TopRow {
-  return {
-    key,
-    pid: null,
-    comm: null,
-    cmdline: null,
-    uid: null,
-    user: null,
-    remote: null,
-    port: null,
-    proto: null,
-    sent_bytes: 0,
-    recv_bytes: 0,
-    sent_bps: 0,
-    recv_bps: 0,
-    sent_total: 0,
-    recv_total: 0,
-    flows: 0,
-    new_flows: 0,
-    closed_flows: 0,
-  };
-}
 
 export class Accounting {
   readonly flows = new Map<FlowId, FlowState>();

@@ -82,6 +82,30 @@ export interface TopSnapshot {
   self: { cpu_percent: number; rss_bytes: number };
 }
 
+/** A row with every contract field present and zero/null: groupers fill in their fields. */
+export function blankRow(key: string): TopRow {
+  return {
+    key,
+    pid: null,
+    comm: null,
+    cmdline: null,
+    uid: null,
+    user: null,
+    remote: null,
+    port: null,
+    proto: null,
+    sent_bytes: 0,
+    recv_bytes: 0,
+    sent_bps: 0,
+    recv_bps: 0,
+    sent_total: 0,
+    recv_total: 0,
+    flows: 0,
+    new_flows: 0,
+    closed_flows: 0,
+  };
+}
+
 export function emptyBucket(): Bucket {
   return { sent_total: 0, recv_total: 0, flows: 0 };
 }

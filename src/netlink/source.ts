@@ -1,5 +1,5 @@
 // ConntrackSource: the kernel's conntrack table and event stream as typed flow records.
-import { getAddon, type Addon, type DumpFilterNative, type EventStats, type Handle, type NativeError } from './addon.js';
+import { getAddon, type Addon, type DumpFilterNative, type EventOptionsNative, type EventStats, type Handle, type NativeError } from './addon.js';
 import { decodeRecords, type FlowRecord } from './record.js';
 
 export interface DumpFilter {
@@ -23,15 +23,7 @@ export interface DumpStats {
   bytesRead: number;
 }
 
-export interface EventOptions {
-  new?: boolean;
-  update?: boolean;
-  destroy?: boolean;
-  rcvbuf?: number;
-  rcvbufMax?: number;
-  lookupSockets?: boolean;
-  procRoot?: string;
-}
+export type EventOptions = EventOptionsNative;
 
 export interface EventHandlers {
   /** A batch of NEW / UPDATE / DESTROY records, in kernel order. */

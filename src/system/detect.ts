@@ -303,7 +303,8 @@ export function scanIptablesSave(text: string, label: string): string[] {
   return kinds.size ? [`${label}: ${[...kinds].sort().join(', ')}`] : [];
 }
 
-function readNumber(host: Host, path: string): number | null {
+/** A number from a /proc file, or null when unreadable or not a number. */
+export function readNumber(host: Host, path: string): number | null {
   try {
     const v = Number(host.readFile(path).trim());
     return Number.isFinite(v) ? v : null;
@@ -312,7 +313,8 @@ function readNumber(host: Host, path: string): number | null {
   }
 }
 
-function readText(host: Host, path: string): string | null {
+/** A file's text, or null when it cannot be read. */
+export function readText(host: Host, path: string): string | null {
   try {
     return host.readFile(path);
   } catch {

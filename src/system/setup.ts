@@ -6,6 +6,8 @@ import type { System } from '../system.js';
 import { installSignalHandlers, type Lifecycle } from './lifecycle.js';
 import {
   SYSCTL,
+  readNumber,
+  readText,
   decodeRecord,
   detectEngagement,
   encodeRecord,
@@ -108,23 +110,6 @@ function nftError(what: string, stderr: string, status: number | null): UserErro
   return new UserError(`${what}: nft failed: ${first}`, EXIT.failure, 'ERR_NFT');
 }
 
-function readNumber(host: Host, path: string): number | null {
-  try {
-    const v = Number(host.readFile(path).trim());
-    return Number.isFinite(v) ? v : null;
-  } catch {
-    return null;
-  }
-}
-
-function tryRead(host: Host, path: string): string | null {
-  try {
-    return host.readFile(path);
-  } catch {
-    return null;
-  }
-}
-
 const noop: SetupHandle['undo'] = async () => undefined;
 
 /** One line per change and note, for the human views to print once on start. */
@@ -160,12 +145,12 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
     /* no state file then */
   }
   const stateFile = netns ? stateFilePath(deps.stateDir ?? '/run/ctacct', netns) : null;
-  const selfStart = startTimeOf(tryRead(host, proc('self/stat')) ?? '') ?? 0;
+  const selfStart = startTimeOf(readText(host, proc('self/stat')) ?? '') ?? 0;
 
   // What an earlier run left: the table's comment first (it lives and dies with this
   // namespace), else the state file (needed when ctacct changed acct but made no table).
   const table = engagement.ctacctTable;
-  const fileRecord = stateFile ? decodeRecord(tryRead(host, stateFile)) : null;
+  const fileRecord = stateFile ? decodeRecord(readText(host, stateFile)) : null;
   const fileOwnerAlive = fileRecord ? recordOwnerAlive(host, fileRecord) : false;
   const liveOwner = table?.ownerAlive ? table.record : fileOwnerAlive ? fileRecord : null;
   const staleRecord = table?.record && !table.ownerAlive ? table.record : fileRecord && !fileOwnerAlive ? fileRecord : null;

@@ -1,6 +1,6 @@
 // The exit summary of `ctacct top` (q, Ctrl-C, SIGTERM, end of --count): totals since start per row,
 // the unattributed buckets and the health counters. Plain text, no colour: it usually outlives the screen.
-import type { SortKey, TopRow, TopSnapshot } from '../core/model.js';
+import { blankRow, type SortKey, type TopRow, type TopSnapshot } from '../core/model.js';
 import { fit, formatBytes, formatCount, formatDuration, plural, sanitize, truncate, wrap } from './format.js';
 import { keyColumns, layoutColumns, sortRows, tableHeader, tableRow, type Column } from './top.js';
 
@@ -27,24 +27,10 @@ const totalsColumns = (): Column[] => [
 function sumRow(rows: TopRow[]): TopRow {
   const sum = (f: (r: TopRow) => number) => rows.reduce((a, r) => a + f(r), 0);
   return {
-    key: 'TOTAL',
-    pid: null,
-    comm: null,
-    cmdline: null,
-    uid: null,
-    user: null,
-    remote: null,
-    port: null,
-    proto: null,
-    sent_bytes: 0,
-    recv_bytes: 0,
-    sent_bps: 0,
-    recv_bps: 0,
+    ...blankRow('TOTAL'),
     sent_total: sum((r) => r.sent_total),
     recv_total: sum((r) => r.recv_total),
     flows: sum((r) => r.flows),
-    new_flows: 0,
-    closed_flows: 0,
   };
 }
 
