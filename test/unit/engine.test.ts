@@ -1,0 +1,99 @@
+// The engine's timing logic with a fake source that replays captured kernel bytes and a manual clock.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { EngineError, TopEngine } from '../../src/core/engine.js';
+import { getAddon, type NativeError } from '../../src/netlink/addon.js';
+import type { ConntrackSource, EventHandlers } from '../../src/netlink/source.js';
+import { resolver, world } from '../fakes/owners.js';
+
+const dumpBytes = readFileSync(new URL('../fixtures/netlink/dump-all-acct-ts.bin', import.meta.url));
+
+function fakeSource() {
+  const calls: string[] = [];
+  let handlers: EventHandlers | null = null;
+  const source: ConntrackSource = {
+    dump: async () => {
+      throw new Error('the engine uses dumpRaw');
+    },
+    dumpRaw: async (filter, onRaw) => {
+      calls.push(`dump ${JSON.stringify(filter)}`);
+      const r = getAddon().parse(dumpBytes, false);
+      onRaw(r.records, r.count);
+      return { records: r.count, malformed: 0, messages: 1, bytesRead: dumpBytes.length };
+    },
+    subscribe: (_opts, h) => {
+      calls.push('subscribe');
+      handlers = h;
+      return { close: () => calls.push('close'), stats: () => ({}) as never, setCandidates: (p) => calls.push(`candidates ${p.length}`) };
+    },
+  };
+  return { source, calls, handlers: () => handlers! };
+}
+
+function engine(dumpEveryMs?: number) {
+  const w = world();
+  const f = fakeSource();
+  const e = new TopEngine(
+    { source: f.source, owners: resolver(w), localAddresses: () => ['127.0.0.1'], monotonic: () => w.clock.t, now: () => 1_700_000_000_000 + w.clock.t },
+    dumpEveryMs !== undefined ? { dumpEveryMs } : {},
+  );
+  return { e, w, f };
+}
+
+const view = { groupBy: 'process' as const, sort: 'total' as const };
+
+test('subscribes before the initial dump, so no flow slips between them', async () => {
+  const { e, f } = engine();
+  await e.start();
+  assert.deepEqual(f.calls.slice(0, 2), ['subscribe', 'dump {}']);
+  const s = await e.refresh(view);
+  assert.equal(s.health.flows_tracked, 5);
+  assert.equal(e.dumps, 2);
+});
+
+test('dump cadence: with dumpEveryMs, refreshes in between read no table', async () => {
+  const { e, w } = engine(10_000);
+  await e.start();
+  w.clock.t += 1000;
+  await e.refresh(view);
+  assert.equal(e.dumps, 1);
+  w.clock.t += 9500;
+  await e.refresh(view);
+  assert.equal(e.dumps, 2);
+});
+
+test('an overrun makes the next refresh resync with a dump, whatever the cadence', async () => {
+  const { e, w, f } = engine(60_000);
+  await e.start();
+  f.handlers().overrun(Object.assign(new Error('recvmsg ENOBUFS'), { code: 'ENOBUFS', errno: -105, syscall: 'recvmsg' }) as NativeError);
+  w.clock.t += 1000;
+  const s = await e.refresh(view);
+  assert.equal(e.dumps, 2);
+  assert.equal(s.health.lost_events, 1);
+  assert.equal(s.health.resyncs, 1);
+});
+
+test('a failed subscription surfaces at the next refresh as an EngineError with the code', async () => {
+  const { e, f } = engine();
+  await e.start();
+  f.handlers().error(Object.assign(new Error('recvmsg EBADF'), { code: 'EBADF', errno: -9, syscall: 'recvmsg' }) as NativeError);
+  await assert.rejects(e.refresh(view), (err: unknown) => err instanceof EngineError && err.cause.code === 'EBADF');
+});
+
+test('kernel filters: one dump each; events outside them are dropped on arrival', async () => {
+  const w = world();
+  const f = fakeSource();
+  const e = new TopEngine(
+    { source: f.source, owners: resolver(w), localAddresses: () => ['127.0.0.1'], monotonic: () => w.clock.t, now: () => 0 },
+    { kernelFilters: [{ family: 4, proto: 6, dport: 9000 }, { family: 4, proto: 6, sport: 9000 }] },
+  );
+  await e.start();
+  assert.deepEqual(f.calls.filter((c) => c.startsWith('dump')), ['dump {"family":4,"proto":6,"dport":9000}', 'dump {"family":4,"proto":6,"sport":9000}']);
+  const events = getAddon().parse(readFileSync(new URL('../fixtures/netlink/events-new-destroy.bin', import.meta.url)), true);
+  const { decodeRecords } = await import('../../src/netlink/record.js');
+  const before = e.acc.health.events;
+  f.handlers().records(decodeRecords(events.records, events.count));
+  // Of 6 events only the TCP flow to port 9000 (NEW + DESTROY) passes.
+  assert.equal(e.acc.health.events - before, 2);
+});
