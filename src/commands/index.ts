@@ -5,7 +5,9 @@ import { doctorCommand } from './doctor.js';
 import { flowsCommand } from './flows.js';
 import { statesCommand } from './states.js';
 import { topCommand } from './top.js';
+import { serveCommand } from './serve.js';
+import { recordCommand } from './record.js';
 
 export type CommandFactory = (system: System) => CommandModule<any, any>;
 
-export const commands: CommandFactory[] = [topCommand, statesCommand, flowsCommand, doctorCommand];
+export const commands: CommandFactory[] = [topCommand, statesCommand, flowsCommand, doctorCommand, serveCommand, recordCommand];
