@@ -8,14 +8,14 @@ import type { DoctorResult } from '../../src/commands/doctor.js';
 import { hasCommand, Netns, rootSkip } from '../helpers/netns.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const MAIN = join(ROOT, 'src', 'main.ts');
+const MAIN = join(ROOT, 'bin', 'ctacct.js');
 const SUDO = 'run ctacct with sudo, or grant the capability: sudo setcap cap_net_admin+ep $(readlink -f $(which node))';
 
 function doctor(ns: Netns, prefix: string[] = []): Promise<{ code: number | null; json: DoctorResult; stderr: string }> {
   return new Promise((res, rej) => {
     execFile(
       'ip',
-      ['netns', 'exec', ns.name, ...prefix, process.execPath, '--import', 'tsx', MAIN, 'doctor', '--json'],
+      ['netns', 'exec', ns.name, ...prefix, process.execPath, MAIN, 'doctor', '--json'],
       { cwd: ROOT, timeout: 30_000 },
       (err, stdout, stderr) => {
         const code = err ? ((err as { code?: unknown }).code as number | null) : 0;

@@ -1,4 +1,4 @@
-// End to end: the real CLI process (src/main.ts via tsx) against this machine's /proc, no root
+// End to end: the built CLI (bin/ctacct.js) against this machine's /proc, no root
 // needed. A helper holds known loopback sockets on a kernel-chosen port; --port narrows to them.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -18,7 +18,7 @@ interface Run {
 /** Runs `ctacct ARGS` (bounded to 20 s); `onStdout` may act on output as it arrives. */
 function cli(args: string[], onStdout?: (sofar: string, child: ChildProcess) => void): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
+    const child = spawn(process.execPath, ['bin/ctacct.js', ...args], {
       cwd: REPO,
       env: { ...process.env, NO_COLOR: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -112,7 +112,7 @@ test('a bad argument: exit code 2, one line on stderr, nothing on stdout', async
   for (const [args, msg] of [
     [['states', '--port', '99999'], "ctacct: --port: '99999' is not a port number (0-65535)"],
     [['states', '--host', 'nope/8'], "ctacct: --host: 'nope/8' is not an address or ADDR/PREFIX"],
-    [['states', '--frobnicate'], 'ctacct: Unknown argument: frobnicate'],
+    [['states', '--frobnicate'], 'ctacct: Unknown argument: frobnicate (see `ctacct --help`)'],
   ] as const) {
     const r = await cli([...args]);
     assert.equal(r.code, 2, args.join(' '));
