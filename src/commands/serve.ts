@@ -177,6 +177,8 @@ class Exporter {
     }
     const now = this.system.monotonic();
     const time = snap.time;
+    // Totals of long-ended flows live on in the series below; the accounting may forget them.
+    this.engine.acc.pruneRetired(this.args.expire * 1000);
     this.processes.feed(snap.rows.map((r) => this.processRow(r)), now);
     this.unattributed.feed(
       [

@@ -87,6 +87,8 @@ export class Accounting {
     port: new Map(),
     user: new Map(),
   };
+  /** When each retired row last took an ended flow's bytes (monotonic ms), for pruning. */
+  private readonly retiredAt = new Map<TopRow, number>();
   /** Retired rows whose per-refresh fields are non-zero, to reset after each snapshot. */
   private readonly dirtyRetired = new Set<TopRow>();
   /** Flows settled by DESTROY, by key → dump generation: a dump batch read by the kernel before
@@ -507,8 +509,29 @@ export class Accounting {
         if (st.isNew) row.new_flows++;
         if (!st.closedCounted) row.closed_flows++;
         this.dirtyRetired.add(row);
+        this.retiredAt.set(row, this.now());
       }
     }
+  }
+
+  /**
+   * Forgets the totals of ended flows for keys that took no bytes for `idleMs` (a daemon must not
+   * keep every key it ever saw; `top` keeps them all, as its contract says). Returns rows dropped.
+   */
+  pruneRetired(idleMs: number): number {
+    const limit = this.now() - idleMs;
+    let n = 0;
+    for (const g of Object.keys(this.retired) as GroupBy[]) {
+      for (const [k, row] of this.retired[g]) {
+        if ((this.retiredAt.get(row) ?? 0) >= limit) continue;
+        this.retired[g].delete(k);
+        this.retiredAt.delete(row);
+        this.dirtyRetired.delete(row);
+        this.peaks.delete(`${g}\u0000${k}`);
+        n++;
+      }
+    }
+    return n;
   }
 
   groupKey(g: GroupBy, st: FlowState, e: EndState): string | null {

@@ -307,3 +307,19 @@ describe('inference for connections whose socket was gone', () => {
     assert.equal(s.health.inferred_flows, 0);
   });
 });
+
+describe('pruning for daemons', () => {
+  beforeEach(setup);
+  test('pruneRetired drops ended flows\' totals of keys idle longer than the limit, keeps the rest', () => {
+    dump();
+    acc.startInterval();
+    dump(outbound([1, 100], [1, 100]));
+    acc.eventBatch([outbound([1, 100], [1, 100], { kind: 'destroy' })]);
+    w.clock.t += 5000;
+    assert.equal(acc.pruneRetired(10_000), 0);
+    assert.equal(snap().rows.find((r) => r.pid === 200)!.sent_total, 100);
+    w.clock.t += 10_000;
+    assert.equal(acc.pruneRetired(10_000), 5, 'one row per group-by');
+    assert.equal(snap().rows.length, 0);
+  });
+});
