@@ -44,6 +44,7 @@ struct ct_evthread {
 	struct iovec iovs[EV_VLEN];
 	struct ct_ev_batch *batch;
 	uint64_t last_newest;
+	char netns[64]; /* "net:[inode]" of the reader's network namespace, "" if unknown */
 };
 
 static struct ct_ev_batch *ev_batch_new(void)
@@ -126,32 +127,56 @@ static size_t ev_scan_pid(struct ct_evthread *t, uint32_t pid)
 	return n;
 }
 
-/* The NEWEST highest pids under proc_root, highest first. */
+static int ev_cmp_desc(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Whether a process lives in the reader's network namespace (where the flows are): pids are
+ * global, and on a host with containers the newest processes are often someone else's. */
+static int ev_same_netns(struct ct_evthread *t, uint32_t pid)
+{
+	char path[256], target[64];
+	snprintf(path, sizeof(path), "%s/%u/ns/net", t->proc_root, pid);
+	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	if (n <= 0)
+		return 0;
+	target[n] = 0;
+	return strcmp(target, t->netns) == 0;
+}
+
+/* The NEWEST highest pids under proc_root in this network namespace, highest first. */
 static size_t ev_newest_pids(struct ct_evthread *t, uint32_t *top)
 {
 	DIR *d = opendir(t->proc_root);
 	if (!d)
 		return 0;
-	size_t n = 0;
+	size_t n = 0, cap = 1024;
+	uint32_t *all = malloc(cap * sizeof(*all));
 	struct dirent *de;
-	while ((de = readdir(d))) {
+	while (all && (de = readdir(d))) {
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
-		uint32_t pid = (uint32_t)strtoul(de->d_name, NULL, 10);
-		/* keep top[] sorted descending */
-		size_t pos = n < NEWEST ? n : NEWEST;
-		while (pos > 0 && top[pos - 1] < pid)
-			pos--;
-		if (pos >= NEWEST)
-			continue;
-		size_t end = n < NEWEST ? n : NEWEST - 1;
-		memmove(&top[pos + 1], &top[pos], (end - pos) * sizeof(top[0]));
-		top[pos] = pid;
-		if (n < NEWEST)
-			n++;
+		if (n == cap) {
+			uint32_t *more = realloc(all, 2 * cap * sizeof(*all));
+			if (!more)
+				break;
+			all = more;
+			cap *= 2;
+		}
+		all[n++] = (uint32_t)strtoul(de->d_name, NULL, 10);
 	}
 	closedir(d);
-	return n;
+	if (!all)
+		return 0;
+	qsort(all, n, sizeof(*all), ev_cmp_desc);
+	size_t k = 0;
+	for (size_t i = 0; i < n && k < NEWEST; i++)
+		if (!t->netns[0] || ev_same_netns(t, all[i]))
+			top[k++] = all[i];
+	free(all);
+	return k;
 }
 
 static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
@@ -163,9 +188,21 @@ static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
 				rec->orig_dport, &rec->sk_orig);
 	int rc2 = ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport, rec->reply_dst,
 				 rec->reply_dport, &rec->sk_reply);
+	int n = 2;
+	if (rc2 >= 0 && (!rec->sk_reply.found || !rec->sk_reply.inode)) {
+		/* An inbound connection not accept()ed yet (or already closed) has no inode: its
+		 * listener, or the bound UDP socket, owns the service. Take it while it exists. */
+		static const uint8_t zero[16];
+		struct ct_sock_hit l;
+		memset(&l, 0, sizeof(l));
+		n++;
+		if (ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport, zero, 0, &l) > 0 &&
+		    l.inode && (rec->proto != IPPROTO_TCP || l.state == 10 /* TCP_LISTEN */))
+			rec->sk_reply = l;
+	}
 	rec->present |= CT_HAS_SK_ORIG | CT_HAS_SK_REPLY;
 	pthread_mutex_lock(&t->mu);
-	t->st.lookups += 2;
+	t->st.lookups += n;
 	t->st.lookup_errors += (rc < 0) + (rc2 < 0);
 	pthread_mutex_unlock(&t->mu);
 }
@@ -383,6 +420,8 @@ int ct_evthread_start(const struct ct_evthread_opts *o, ct_ev_deliver deliver, v
 	t->lookup = o->lookup;
 	t->rcvbuf_max = o->rcvbuf_max;
 	snprintf(t->proc_root, sizeof(t->proc_root), "%s", o->proc_root ? o->proc_root : "/proc");
+	ssize_t nl = readlink("/proc/self/ns/net", t->netns, sizeof(t->netns) - 1);
+	t->netns[nl > 0 ? nl : 0] = 0;
 	pthread_mutex_init(&t->mu, NULL);
 	int granted = 0;
 	t->fd = ct_sock_open(o->groups, o->rcvbuf, &granted);

@@ -7,14 +7,15 @@ import { getAddon } from './netlink/addon.js';
 import { makeSocketLookup } from './netlink/lookup.js';
 import { formatIPv4, formatIPv6 } from './netlink/record.js';
 import { parsePasswd } from './proc/parse.js';
-import { findSocketOwners } from './proc/find.js';
+import { findSocketOwners, ownNetns } from './proc/find.js';
 import { readProcessInfo, userName } from './proc/reader.js';
 import type { System } from './system.js';
 
 export function realOwnerDeps(system: System): OwnerDeps {
+  const netns = ownNetns(system.procRoot);
   return {
     lookupSocket: makeSocketLookup(),
-    scanOwners: (want, pids) => findSocketOwners(system.procRoot, want, pids),
+    scanOwners: (want, pids, budgetMs) => findSocketOwners(system.procRoot, want, pids, budgetMs, netns),
     processInfo: (pid) => readProcessInfo(system.procRoot, pid),
     userName,
     now: () => system.monotonic(),

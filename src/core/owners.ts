@@ -33,8 +33,8 @@ export interface OwnerDeps {
    *  (the kernel falls back to a listener / unconnected UDP socket by itself). */
   lookupSocket(family: 4 | 6, proto: number, end: FlowEnd): SockInfo | null;
   /** inode → pids from /proc/PID/fd: over `pids`, or every pid newest first, stopping once all
-   *  of `want` are found (an empty `want` reads everything). */
-  scanOwners(want: ReadonlySet<number>, pids?: Iterable<number>): OwnerScanResult;
+   *  of `want` are found (an empty `want` reads everything) or after `budgetMs`. */
+  scanOwners(want: ReadonlySet<number>, pids?: Iterable<number>, budgetMs?: number): OwnerScanResult;
   processInfo(pid: number): ProcessFacts | null;
   userName(uid: number): string;
   /** Monotonic ms. */
@@ -62,9 +62,11 @@ export interface OwnerStats {
 }
 
 export interface OwnerOptions {
-  /** Minimum ms between two full /proc scans, and the share of time they may take. */
-  fullScanMinIntervalMs?: number;
+  /** Share of wall time that searches of all of /proc may take (a token bucket of that rate). */
   fullScanMaxShare?: number;
+  /** The most one search may take (ms): newest processes first, so a cut search still covers
+   *  where new sockets are most likely to be. */
+  searchBudgetMs?: number;
   /** Owner-cache bound (inodes). */
   maxCache?: number;
   /** How many recent owner pids are scanned first on a miss. */
@@ -79,8 +81,9 @@ export class OwnerResolver {
   private readonly procs = new Map<number, ProcessFacts | null>();
   /** Pids that owned sockets recently, most recent last. */
   private readonly recent = new Map<number, true>();
-  private lastFullScan = -Infinity;
-  private lastFullScanMs = 0;
+  /** Milliseconds of full search still allowed (refills at fullScanMaxShare of elapsed time). */
+  private tokens: number;
+  private tokensAt: number | null = null;
   readonly stats: OwnerStats = { lookups: 0, fullScans: 0, candidateScans: 0, scanMs: 0, cacheSize: 0, misses: 0 };
   private readonly opt: Required<OwnerOptions>;
 
@@ -89,11 +92,12 @@ export class OwnerResolver {
     opts: OwnerOptions = {},
   ) {
     this.opt = {
-      fullScanMinIntervalMs: opts.fullScanMinIntervalMs ?? 1000,
       fullScanMaxShare: opts.fullScanMaxShare ?? 0.05,
+      searchBudgetMs: opts.searchBudgetMs ?? 50,
       maxCache: opts.maxCache ?? 200_000,
       candidates: opts.candidates ?? 16,
     };
+    this.tokens = this.opt.searchBudgetMs * 4;
   }
 
   /**
@@ -139,7 +143,8 @@ export class OwnerResolver {
   /**
    * Resolves many inodes at once: one candidate scan, then at most one full search for the misses
    * that `alive` says still exist (a socket whose fd is closed cannot be found in any fd table;
-   * searching all of /proc for it would only burn time). Full searches are rate-limited.
+   * searching all of /proc for it would only burn time). Full searches spend from a token bucket
+   * (fullScanMaxShare of wall time) and each stops after searchBudgetMs.
    */
   resolveInodes(inodes: Iterable<number>, alive?: (inode: number) => boolean): void {
     const missing = new Set<number>();
@@ -152,25 +157,23 @@ export class OwnerResolver {
     }
     if (alive) for (const i of missing) if (!alive(i)) missing.delete(i);
     const now = this.deps.now();
-    const gap = Math.max(this.opt.fullScanMinIntervalMs, this.lastFullScanMs / this.opt.fullScanMaxShare);
-    if (missing.size > 0 && now - this.lastFullScan >= gap) this.scan(undefined, missing, true);
+    const cap = this.opt.searchBudgetMs * 4;
+    this.tokens = Math.min(cap, this.tokens + (this.tokensAt === null ? 0 : (now - this.tokensAt) * this.opt.fullScanMaxShare));
+    this.tokensAt = now;
+    if (missing.size > 0 && this.tokens > 0) this.scan(undefined, missing, true, Math.min(this.tokens, this.opt.searchBudgetMs));
     this.stats.misses += missing.size;
   }
 
-  private scan(pids: number[] | undefined, missing: Set<number>, full: boolean): void {
+  private scan(pids: number[] | undefined, missing: Set<number>, full: boolean, budgetMs?: number): void {
     const t0 = this.deps.now();
-    const r = this.deps.scanOwners(missing, pids);
+    const r = this.deps.scanOwners(missing, pids, budgetMs);
     const ms = this.deps.now() - t0;
     this.stats.scanMs += ms;
     if (full) {
       this.stats.fullScans++;
-      // Only a search that found nothing early costs the whole of /proc: that is what is rate-limited.
-      if (r.exhaustive) {
-        this.lastFullScanMs = ms;
-        this.lastFullScan = t0;
-        // Processes that are gone drop out of the process cache.
-        for (const pid of this.procs.keys()) if (!r.scanned.has(pid)) this.procs.delete(pid);
-      }
+      this.tokens -= ms;
+      // Processes that are gone drop out of the process cache.
+      if (r.exhaustive) for (const pid of this.procs.keys()) if (!r.scanned.has(pid)) this.procs.delete(pid);
     } else {
       this.stats.candidateScans++;
     }

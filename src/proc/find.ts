@@ -24,12 +24,36 @@ function allPids(root: string): number[] {
   return out;
 }
 
+function inNetns(root: string, pid: number, netns: string): boolean {
+  try {
+    return readlinkSync(join(root, String(pid), 'ns', 'net')) === netns;
+  } catch {
+    return true; // unreadable: do not rule it out
+  }
+}
+
+/** "net:[inode]" of this process's network namespace, or null. */
+export function ownNetns(root = '/proc'): string | null {
+  try {
+    return readlinkSync(join(root, 'self', 'ns', 'net'));
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Reads fd tables of `pids` (default: every pid, highest first) until all of `want` are found.
  * With an empty `want` it reads everything (a full refresh of the owner cache). Every socket met on
  * the way is returned, so the caller's cache fills as a side effect.
  */
-export function findSocketOwners(root: string, want: ReadonlySet<number>, pids?: Iterable<number>): FindResult {
+export function findSocketOwners(
+  root: string,
+  want: ReadonlySet<number>,
+  pids?: Iterable<number>,
+  budgetMs = Infinity,
+  netns: string | null = null,
+): FindResult {
+  const deadline = performance.now() + budgetMs;
   const order = pids ? [...pids] : allPids(root).sort((a, b) => b - a);
   const owners = new Map<number, number[]>();
   const scanned = new Set<number>();
@@ -38,6 +62,9 @@ export function findSocketOwners(root: string, want: ReadonlySet<number>, pids?:
   let i = 0;
   for (; i < order.length; i++) {
     const pid = order[i]!;
+    // A search of all processes skips other network namespaces' (containers, test hosts): their
+    // sockets are not in our conntrack table, and their fd tables can be huge.
+    if (netns && !pids && !inNetns(root, pid, netns)) continue;
     const dir = join(root, String(pid), 'fd');
     let names: string[];
     try {
@@ -67,6 +94,7 @@ export function findSocketOwners(root: string, want: ReadonlySet<number>, pids?:
     scanned.add(pid);
     // Keep reading the current pid's table (done) but stop before the next one.
     if (want.size > 0 && left <= 0) break;
+    if (performance.now() > deadline) break;
   }
   return { owners, scanned, fds, exhaustive: i >= order.length };
 }

@@ -42,5 +42,5 @@ export function fakeDeps(w: FakeWorld): OwnerDeps {
 }
 
 export function resolver(w: FakeWorld): OwnerResolver {
-  return new OwnerResolver(fakeDeps(w), { fullScanMinIntervalMs: 0 });
+  return new OwnerResolver(fakeDeps(w), { fullScanMaxShare: 1 });
 }

@@ -222,12 +222,17 @@ describe('ctacct serve', { skip: rootSkip }, () => {
     try {
       const base = 'http://127.0.0.1:9478';
       await until('/healthz', async () => (await get(ns, `${base}/healthz`)).status === 200);
-      const srv = await startNamed(ns, join(tmp, 'ctt-recv'), ['tcp-server', '7101', '--host', '127.0.0.1', '--count', '1']);
+      // The server stays up (it is the pid label under test, not how short a process may live).
+      const srv = await startNamed(ns, join(tmp, 'ctt-recv'), ['tcp-server', '7101', '--host', '127.0.0.1']);
       await startNamed(ns, join(tmp, 'ctt-sender'), ['tcp-client', '127.0.0.1', '7101', '20000']).then((c) => c.next((o) => o.done));
       const pid = String(srv.lines[0].pid);
+      let lastBody = '';
       const f = await until('pid series', async () => {
-        const t = parsePromText((await get(ns, `${base}/metrics`)).body);
+        lastBody = (await get(ns, `${base}/metrics`)).body;
+        const t = parsePromText(lastBody);
         return (sampleValue(t, 'ctacct_process_received_bytes_total', { comm: 'ctt-recv', pid }) ?? 0) >= 20000 ? t : undefined;
+      }).catch((e: Error) => {
+        throw new Error(`${e.message} (pid ${pid}); last scrape:\n${lastBody.split('\n').filter((l) => /^ctacct_(process|unattributed)_(received|sent)/.test(l)).join('\n')}`);
       });
       assert.equal(f.get('ctacct_process_received_bytes_total')!.samples.every((s) => 'pid' in s.labels), true);
       assert.equal((await get(ns, `${base}/nope`)).status, 404);
