@@ -97,9 +97,10 @@ describe('attribution with ctacct top', { skip: rootSkip }, () => {
     const cli = rowOf(a, client.pid);
     const srvShare = srv.recv_total / sum(b, 'recv_total');
     const cliShare = cli.sent_total / sum(a, 'sent_total');
-    const rows = (snap: any) => JSON.stringify(snap.rows.map((r: any) => [r.pid, r.comm, r.sent_total, r.recv_total, r.new_flows])) + JSON.stringify(snap.unattributed.unknown);
+    const rows = (snap: any) =>
+      JSON.stringify(snap.rows.map((r: any) => [r.pid, r.comm, r.sent_total, r.recv_total, r.new_flows])) + JSON.stringify(snap.unattributed.unknown) + JSON.stringify(snap.health);
     assert.ok(srvShare >= 0.99, `server share ${srvShare} (pid ${done.pid}): ${rows(b)}`);
-    assert.ok(cliShare >= 0.99, `client share ${cliShare}`);
+    assert.ok(cliShare >= 0.99, `client share ${cliShare} (pid ${client.pid}): ${rows(a)}`);
     assertL3(sum(b, 'recv_total'), 5_000_000, 'all bytes received on port 8003');
     assert.ok(srv.new_flows + srv.closed_flows >= 0);
   });
