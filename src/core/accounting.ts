@@ -21,6 +21,23 @@ export interface EndState {
   inferred?: boolean;
 }
 
+/**
+ * What is left of a finished TCP flow still waiting in the kernel's table (TIME_WAIT lasts 120 s):
+ * its totals already sit in the retired rows; the tombstone only absorbs a late delta (a last ACK)
+ * and its DESTROY. About a tenth of a FlowState's memory, and none of the per-refresh work.
+ */
+interface Tombstone {
+  proto: number;
+  sport: number | null;
+  dport: number | null;
+  lastOrig: number;
+  lastReply: number;
+  /** Per local end: the retired rows (one per group-by) its bytes go to, and whether it is unknown. */
+  ends: { side: 'orig' | 'reply'; rows: TopRow[]; unknown: boolean }[];
+  seenGen: number;
+  goneSince: number | null;
+}
+
 /** How long an outbound endpoint remembers who connected to it, for inference. */
 const ENDPOINT_MEMORY_MS = 10_000;
 
@@ -57,6 +74,9 @@ export interface Filters {
 }
 
 export interface AccountingOptions {
+  /** The run's filters: flows and ends they exclude are never counted in any row or bucket (so
+   *  totals of ended flows, kept per row, are filtered too). */
+  filters?: Filters;
   /** Called once for every flow that leaves the table (flow logs): on its DESTROY, or when dumps
    *  have not shown it for goneTimeoutMs and no DESTROY came (events lost). */
   onRetire?: (st: FlowState, reason: 'destroy' | 'vanished') => void;
@@ -77,6 +97,12 @@ const TCP_CLOSED_STATES = new Set([7, 8]); // TIME_WAIT, CLOSE
 
 export class Accounting {
   readonly flows = new Map<FlowId, FlowState>();
+  /** Finished flows whose bytes are all accounted (see Tombstone). */
+  private readonly tombs = new Map<FlowId, Tombstone>();
+  /** Tombstones of flows between the same process, remote, port and user share one `ends`. */
+  private readonly endsIntern = new Map<string, Tombstone['ends']>();
+  private readonly rowIds = new WeakMap<TopRow, number>();
+  private nextRowId = 1;
   private gen = 0;
   private initialDone = false;
   /** Totals of flows that are gone, per group-by and key (so rows keep every key since start). */
@@ -99,7 +125,8 @@ export class Accounting {
   private readonly history: { from: number; t: number; groupBy: GroupBy; rates: Map<string, [number, number]> }[] = [];
   private readonly peaks = new Map<string, [number, number]>();
   private lastSnapshot: number | null = null;
-  private readonly opt: Required<Omit<AccountingOptions, 'onRetire'>>;
+  private readonly opt: Required<Omit<AccountingOptions, 'onRetire' | 'filters'>>;
+  private readonly filters: Filters;
   private readonly onRetire: AccountingOptions['onRetire'];
   readonly health = {
     events: 0,
@@ -122,6 +149,7 @@ export class Accounting {
     opts: AccountingOptions = {},
   ) {
     this.onRetire = opts.onRetire;
+    this.filters = opts.filters ?? {};
     this.opt = {
       goneTimeoutMs: opts.goneTimeoutMs ?? 180_000,
       retryMs: opts.retryMs ?? 2000,
@@ -174,6 +202,20 @@ export class Accounting {
         if (present & HAS.timeout) st.rec.timeout = view.getUint32(base + 20, true);
         continue;
       }
+      if (st === undefined && present & HAS.id) {
+        const t = this.tombs.get(view.getUint32(base + 8, true));
+        if (
+          t !== undefined &&
+          t.proto === view.getUint8(base + 2) &&
+          t.sport === (present & HAS.origPorts ? view.getUint16(base + 26, true) : null) &&
+          t.dport === (present & HAS.origPorts ? view.getUint16(base + 28, true) : null)
+        ) {
+          t.seenGen = this.gen;
+          t.goneSince = null;
+          if (present & HAS.countersOrig && present & HAS.countersReply) this.creditTomb(t, readU64(view, base + 56), readU64(view, base + 72));
+          continue;
+        }
+      }
       this.dumpOne(decodeOne(view, buf, base), created);
     }
     this.attribute(created);
@@ -181,6 +223,16 @@ export class Accounting {
 
   private dumpOne(r: FlowRecord, created: FlowState[]): void {
     const key = flowKey(r);
+    const t = this.tombs.get(key);
+    if (t) {
+      if (t.proto === r.proto && t.sport === r.orig.sport && t.dport === r.orig.dport) {
+        t.seenGen = this.gen;
+        t.goneSince = null;
+        if (r.origCounters && r.replyCounters) this.creditTomb(t, r.origCounters.bytes, r.replyCounters.bytes);
+        return;
+      }
+      this.tombs.delete(key); // the id now names another flow
+    }
     let st = this.flows.get(key);
     if (st && (st.rec.proto !== r.proto || st.rec.orig.sport !== r.orig.sport || st.rec.orig.dport !== r.orig.dport)) {
       // The id now names another flow: the old one ended without a DESTROY we saw.
@@ -212,6 +264,29 @@ export class Accounting {
   endDump(): void {
     const now = this.now();
     for (const [k, g] of this.destroyed) if (g < this.gen - 1) this.destroyed.delete(k);
+    for (const [k, t] of this.tombs) {
+      if (t.seenGen === this.gen) continue;
+      t.goneSince ??= now;
+      if (now - t.goneSince > this.opt.goneTimeoutMs) this.tombs.delete(k);
+    }
+    // Finished TCP flows read in their final state, with owners settled, become tombstones. Not
+    // with a flow log attached: it wants every detail at the flow's DESTROY.
+    if (!this.onRetire) {
+      for (const st of this.flows.values()) {
+        if (!st.closed || st.seenGen !== this.gen || st.rec.proto !== 6) continue;
+        if (!st.ends.every((e) => e.owner?.pid != null || e.tries >= 3)) continue;
+        this.tombs.set(st.key, {
+          proto: st.rec.proto,
+          sport: st.rec.orig.sport,
+          dport: st.rec.orig.dport,
+          lastOrig: st.lastOrig,
+          lastReply: st.lastReply,
+          ends: this.intern(this.retire(st)),
+          seenGen: this.gen,
+          goneSince: null,
+        });
+      }
+    }
     for (const st of this.flows.values()) {
       if (st.seenGen === this.gen) continue;
       if (st.goneSince === null) st.goneSince = now;
@@ -233,11 +308,22 @@ export class Accounting {
       const key = flowKey(r);
       let st = this.flows.get(key);
       if (r.kind === 'new') {
-        if (!st) {
+        // A dump may have met the flow (even finished and tombstoned it) before its NEW event came.
+        const t = this.tombs.get(key);
+        if (!st && !(t && t.proto === r.proto && t.sport === r.orig.sport && t.dport === r.orig.dport)) {
           st = this.create(key, r);
           created.push(st);
         }
         continue;
+      }
+      const t = this.tombs.get(key);
+      if (t) {
+        this.tombs.delete(key);
+        if (r.kind === 'destroy' && t.proto === r.proto && t.sport === r.orig.sport && t.dport === r.orig.dport) {
+          if (r.origCounters && r.replyCounters) this.creditTomb(t, r.origCounters.bytes, r.replyCounters.bytes);
+          this.destroyed.set(key, this.gen);
+          continue;
+        }
       }
       if (!st) {
         if (r.kind !== 'destroy' || !this.initialDone) continue;
@@ -476,15 +562,24 @@ export class Accounting {
 
   // ---- output ----
 
-  private retire(st: FlowState): void {
+  /** Moves a flow's totals into the retired rows; returns, per end, the rows that took them. */
+  private retire(st: FlowState): Tombstone['ends'] {
     this.flows.delete(st.key);
     if (st.ends.length === 0) {
-      this.retiredForwarded.sent_total += st.origTotal;
-      this.retiredForwarded.recv_total += st.replyTotal;
-      return;
+      if (this.passes(this.filters, st, null) && !this.filters.pids && !this.filters.users) {
+        this.retiredForwarded.sent_total += st.origTotal;
+        this.retiredForwarded.recv_total += st.replyTotal;
+      }
+      return [];
     }
+    // Arrays built by push keep spare capacity (16 slots): tombstones live long and are many, so
+    // theirs are copied to exact size below.
+    const out: Tombstone['ends'] = [];
     for (const e of st.ends) {
-      if (e.owner?.pid == null) {
+      if (!this.passes(this.filters, st, e)) continue;
+      const unknown = e.owner?.pid == null;
+      const rows: TopRow[] = [];
+      if (unknown) {
         this.retiredUnknown.sent_total += e.sentTotal;
         this.retiredUnknown.recv_total += e.recvTotal;
       }
@@ -496,7 +591,10 @@ export class Accounting {
         if (!row) {
           row = this.describe(g, k, st, e);
           if (g === 'conn' && map.size >= this.opt.maxRetiredConns) {
-            map.delete(map.keys().next().value as string);
+            const [oldKey, oldRow] = map.entries().next().value as [string, TopRow];
+            map.delete(oldKey);
+            this.retiredAt.delete(oldRow);
+            this.dirtyRetired.delete(oldRow);
             this.health.retiredConnsDropped++;
           }
           map.set(k, row);
@@ -510,6 +608,52 @@ export class Accounting {
         if (!st.closedCounted) row.closed_flows++;
         this.dirtyRetired.add(row);
         this.retiredAt.set(row, this.now());
+        // Per-connection rows are capped and evicted: a tombstone must not keep them alive.
+        if (g !== 'conn') rows.push(row);
+      }
+      out.push({ side: e.end.side, rows: rows.slice(), unknown });
+    }
+    return out.slice();
+  }
+
+  private intern(ends: Tombstone['ends']): Tombstone['ends'] {
+    const id = (r: TopRow) => {
+      let n = this.rowIds.get(r);
+      if (n === undefined) this.rowIds.set(r, (n = this.nextRowId++));
+      return n;
+    };
+    const key = ends.map((e) => `${e.side}${e.unknown ? '?' : ''}:${e.rows.map(id).join(',')}`).join(';');
+    const seen = this.endsIntern.get(key);
+    if (seen) return seen;
+    if (this.endsIntern.size >= 100_000) this.endsIntern.clear(); // sharing is an optimisation only
+    this.endsIntern.set(key, ends);
+    return ends;
+  }
+
+  /** A late reading of a tombstoned flow: the growth goes straight to its retired rows. */
+  private creditTomb(t: Tombstone, origBytes: number, replyBytes: number): void {
+    const dOrig = Math.max(0, origBytes - t.lastOrig);
+    const dReply = Math.max(0, replyBytes - t.lastReply);
+    t.lastOrig = Math.max(t.lastOrig, origBytes);
+    t.lastReply = Math.max(t.lastReply, replyBytes);
+    if (dOrig === 0 && dReply === 0) return;
+    if (t.ends.length === 0) {
+      this.retiredForwarded.sent_total += dOrig;
+      this.retiredForwarded.recv_total += dReply;
+      return;
+    }
+    for (const e of t.ends) {
+      const b = endBytes(e.side, dOrig, dReply);
+      if (e.unknown) {
+        this.retiredUnknown.sent_total += b.sent;
+        this.retiredUnknown.recv_total += b.recv;
+      }
+      for (const row of e.rows) {
+        row.sent_total += b.sent;
+        row.recv_total += b.recv;
+        row.sent_bytes += b.sent;
+        row.recv_bytes += b.recv;
+        this.dirtyRetired.add(row);
       }
     }
   }
@@ -594,9 +738,11 @@ export class Accounting {
     const intervalS = this.lastSnapshot === null ? 0 : Math.max((now - this.lastSnapshot) / 1000, 1e-3);
     this.lastSnapshot = now;
     const g = opts.groupBy;
-    const f = opts.filters ?? {};
+    // The run's filters were applied to ended flows as they retired; a per-call filter (tests,
+    // other views) can only be applied to retired rows by their own fields.
+    const f = opts.filters ?? this.filters;
     const rows = new Map<string, TopRow>();
-    const filtered = Object.keys(f).length > 0;
+    const filtered = opts.filters !== undefined && Object.keys(opts.filters).length > 0;
     // Retired totals first (filters cannot be applied to retired aggregates by flow, so with
     // filters the rows come from the retired rows' own fields where possible).
     for (const [k, r] of this.retired[g]) {
@@ -669,7 +815,7 @@ export class Accounting {
     this.windows(g, from, now, list);
     list.sort(compareRows(opts.sort));
     const health: Health = {
-      flows_tracked: this.flows.size,
+      flows_tracked: this.flows.size + this.tombs.size,
       events: this.health.events,
       lost_events: this.health.lostEvents,
       resyncs: this.health.resyncs,

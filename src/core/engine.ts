@@ -149,7 +149,6 @@ export class TopEngine {
     return this.acc.snapshot({
       groupBy: view.groupBy,
       sort: view.sort,
-      ...(this.opts.filters ? { filters: this.opts.filters } : {}),
       ...(this.opts.limit !== undefined ? { limit: this.opts.limit } : {}),
       time: new Date(this.deps.now()).toISOString(),
       ...(view.self ? { self: view.self } : {}),

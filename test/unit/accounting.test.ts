@@ -323,3 +323,53 @@ describe('pruning for daemons', () => {
     assert.equal(snap().rows.length, 0);
   });
 });
+
+describe('finished flows become tombstones', () => {
+  beforeEach(setup);
+  test('a TIME_WAIT flow leaves the live set; late bytes and its DESTROY are still counted exactly once', () => {
+    dump();
+    acc.startInterval();
+    dump(outbound([5, 5000], [4, 400]));
+    dump(outbound([6, 5052], [5, 452], { tcpState: 7 })); // TIME_WAIT: final state
+    assert.equal(acc.flows.size, 0, 'no longer a live flow');
+    let s = snap();
+    assert.equal(s.health.flows_tracked, 1, 'still tracked, as a tombstone');
+    const curl = () => s.rows.find((r) => r.pid === 200)!;
+    assert.deepEqual([curl().sent_total, curl().recv_total, curl().closed_flows], [5052, 452, 1]);
+    dump(outbound([7, 5104], [5, 452], { tcpState: 7 })); // a late retransmission
+    s = snap();
+    assert.deepEqual([curl().sent_total, curl().sent_bytes], [5104, 52]);
+    acc.eventBatch([outbound([7, 5104], [6, 504], { kind: 'destroy', tcpState: 7 })]);
+    dump(outbound([7, 5104], [6, 504], { tcpState: 7 })); // a dump written before the entry died
+    s = snap();
+    assert.deepEqual([curl().sent_total, curl().recv_total], [5104, 504]);
+    assert.equal(s.health.flows_tracked, 0);
+  });
+
+  test('with a flow log attached, finished flows stay whole until their DESTROY', () => {
+    const retired: string[] = [];
+    acc = new Accounting(() => local, resolver(w), () => w.clock.t, { onRetire: (st, why) => retired.push(`${st.rec.ctId} ${why}`) });
+    dump();
+    acc.startInterval();
+    dump(outbound([6, 5052], [5, 452], { tcpState: 7 }));
+    assert.equal(acc.flows.size, 1);
+    acc.eventBatch([outbound([6, 5052], [5, 452], { kind: 'destroy', tcpState: 7 })]);
+    assert.deepEqual(retired, ['1 destroy']);
+  });
+});
+
+describe('event and dump races', () => {
+  beforeEach(setup);
+  test('a NEW event that arrives after a dump already tombstoned the flow does not count it again', () => {
+    dump();
+    acc.startInterval();
+    dump(outbound([6, 3320], [4, 2216], { tcpState: 7 })); // met first in a dump, already finished
+    acc.eventBatch([outbound(null, null, { kind: 'new', skOrig: hit(6000) })]); // its late NEW
+    dump(outbound([6, 3320], [4, 2216], { tcpState: 7 }));
+    acc.eventBatch([outbound([6, 3320], [4, 2216], { kind: 'destroy', tcpState: 7 })]);
+    dump();
+    const s = snap();
+    assert.equal(s.rows.find((r) => r.pid === 200)!.sent_total, 3320);
+    assert.equal(s.health.flows_tracked, 0);
+  });
+});
