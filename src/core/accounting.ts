@@ -152,7 +152,7 @@ export class Accounting {
     this.filters = opts.filters ?? {};
     this.opt = {
       goneTimeoutMs: opts.goneTimeoutMs ?? 180_000,
-      retryMs: opts.retryMs ?? 2000,
+      retryMs: opts.retryMs ?? 1000,
       maxRetiredConns: opts.maxRetiredConns ?? 20_000,
     };
   }
