@@ -137,6 +137,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
       engine.close();
       throw explainSystemError(e, 'reading conntrack');
     }
+    let warnedCost = false;
     const next = async (ui: { groupBy: GroupBy; sort: SortKey }): Promise<TopSnapshot> => {
       let s: TopSnapshot;
       try {
@@ -145,6 +146,12 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
         throw e instanceof EngineError ? explainSystemError(e.cause, 'conntrack events') : e;
       }
       if (!low) await addRowUsage(s);
+      // A refresh that spends a quarter of its interval dumping the table: say once what helps.
+      if (!warnedCost && !low && mode !== 'json' && (s.health.dump_ms ?? 0) > intervalS * 250) {
+        warnedCost = true;
+        if (mode === 'trace')
+          system.stderr.write(`ctacct: note: each refresh reads ${s.health.dump_records} conntrack entries in ${Math.round(s.health.dump_ms!)} ms; --low-overhead (or --port/--proto, filtered in the kernel) costs far less on tables this big\n`);
+      }
       return s;
     };
     try {

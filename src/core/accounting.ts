@@ -1,7 +1,7 @@
 // Per-flow deltas between readings, DESTROY settlement, totals since start, group-by and windows
 // (DESIGN.md "Accounting model"). Pure state: records in, snapshots out; the clock is injected.
 import { ctTcpStateName, decodeOne, HAS, protoName, readU64, RECORD_SIZE, type FlowRecord } from '../netlink/record.js';
-import { classify, endBytes, flowKey, formatHostPort, localEnds, type Direction, type FlowEnd, type FlowId, type LocalAddresses } from './flow.js';
+import { classify, endBytes, flowKey, formatHostPort, localEnds, rawFlowKey, type Direction, type FlowEnd, type FlowId, type LocalAddresses } from './flow.js';
 import { blankRow, compareRows, emptyBucket, type Bucket, type GroupBy, type Health, type SortKey, type TopRow, type TopSnapshot } from './model.js';
 import { flowPasses } from './filters.js';
 import { SK_LISTEN, type Owner, type OwnerResolver, type SockInfo } from './owners.js';
@@ -181,7 +181,8 @@ export class Accounting {
     for (let i = 0; i < count; i++) {
       const base = i * RECORD_SIZE;
       const present = view.getUint32(base + 4, true);
-      const st = present & HAS.id ? this.flows.get(view.getUint32(base + 8, true)) : undefined;
+      const id = rawFlowKey(view, base, present);
+      const st = id !== null ? this.flows.get(id) : undefined;
       if (
         st !== undefined &&
         st.rec.proto === view.getUint8(base + 2) &&
@@ -202,8 +203,8 @@ export class Accounting {
         if (present & HAS.timeout) st.rec.timeout = view.getUint32(base + 20, true);
         continue;
       }
-      if (st === undefined && present & HAS.id) {
-        const t = this.tombs.get(view.getUint32(base + 8, true));
+      if (st === undefined && id !== null) {
+        const t = this.tombs.get(id);
         if (
           t !== undefined &&
           t.proto === view.getUint8(base + 2) &&

@@ -60,6 +60,7 @@ export class TopEngine {
   dumps = 0;
   /** Records that crossed from the kernel in all dumps (what kernel-side filters save shows here). */
   dumpRecords = 0;
+  lastDumpRecords = 0;
 
   constructor(
     private readonly deps: EngineDeps,
@@ -118,10 +119,12 @@ export class TopEngine {
     const t0 = this.deps.monotonic();
     this.dumping = (async () => {
       this.acc.beginDump();
+      this.lastDumpRecords = 0;
       for (const f of this.opts.kernelFilters ?? [{}]) {
         const stats = await this.deps.source.dumpRaw(f, (buf, count) => this.acc.dumpRaw(buf, count));
         this.acc.health.malformed += stats.malformed;
         this.dumpRecords += stats.records;
+        this.lastDumpRecords += stats.records;
       }
       this.acc.endDump();
       this.dumps++;
@@ -146,7 +149,7 @@ export class TopEngine {
     }
     this.acc.retryUnattributed();
     this.pushCandidates();
-    return this.acc.snapshot({
+    const snap = this.acc.snapshot({
       groupBy: view.groupBy,
       sort: view.sort,
       ...(this.opts.limit !== undefined ? { limit: this.opts.limit } : {}),
@@ -154,6 +157,9 @@ export class TopEngine {
       ...(view.self ? { self: view.self } : {}),
       ...(view.changes ? { changes: view.changes } : {}),
     });
+    snap.health.dump_ms = Math.round(this.lastDumpMs * 10) / 10;
+    snap.health.dump_records = this.lastDumpRecords;
+    return snap;
   }
 
   eventStats() {

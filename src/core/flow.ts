@@ -1,18 +1,29 @@
 // Flow identity, direction and the local ends of a flow (DESIGN.md "Accounting model"). Pure.
-import type { FlowRecord, Tuple } from '../netlink/record.js';
+import { HAS, type FlowRecord, type Tuple } from '../netlink/record.js';
 
 export type Direction = 'outbound' | 'inbound' | 'local' | 'forwarded';
 
-/** A flow's identity in ctacct's state: its conntrack id (unique among live entries; reuse after
- *  an entry dies is caught by comparing the tuple), or the tuple when the kernel sent no id. */
+/**
+ * A flow's identity in ctacct's state: its conntrack id combined with the original source port (or
+ * ICMP id). The id alone is a 32-bit hash: with 250k entries in a table several pairs collide
+ * (birthday bound), and two live flows must never share a key. id × 65536 + port stays below 2^53.
+ * The tuple is the key when the kernel sent no id.
+ */
 export type FlowId = number | string;
 
 /** The one function that builds a flow key. */
 export function flowKey(r: FlowRecord): FlowId {
-  if (r.ctId !== null) return r.ctId;
   const o = r.orig;
+  if (r.ctId !== null) return r.ctId * 65536 + (o.sport ?? o.icmp?.id ?? 0);
   const ports = o.icmp ? `i${o.icmp.type}/${o.icmp.code}/${o.icmp.id}` : `${o.sport ?? ''}>${o.dport ?? ''}`;
   return `${r.proto}|${o.src}|${o.dst}|${ports}|${r.zone ?? 0}`;
+}
+
+/** The same key read straight from a record buffer (native/ct_record.h), or null without an id. */
+export function rawFlowKey(view: DataView, base: number, present: number): number | null {
+  if (!(present & HAS.id)) return null;
+  const port = present & HAS.origPorts ? view.getUint16(base + 26, true) : present & HAS.origIcmp ? view.getUint16(base + 36, true) : 0;
+  return view.getUint32(base + 8, true) * 65536 + port;
 }
 
 /** Which addresses are this host's (in this network namespace). */

@@ -70,6 +70,9 @@ export interface Health {
   /** Connections that ended before their socket could be seen, attributed to the one process that
    *  connected to the same remote endpoint within the last 10 s (DESIGN: attribution). */
   inferred_flows?: number;
+  /** Wall time of the last full table dump (ms) and the records it returned. */
+  dump_ms?: number;
+  dump_records?: number;
 }
 
 export interface TopSnapshot {

@@ -373,3 +373,25 @@ describe('event and dump races', () => {
     assert.equal(s.health.flows_tracked, 0);
   });
 });
+
+describe('conntrack id collisions', () => {
+  beforeEach(setup);
+  test('two live flows with the same 32-bit id are two flows, each counted once', () => {
+    dump();
+    acc.startInterval();
+    const a = rec({ id: 77, src: HOST, sport: 40000, dst: '93.184.216.34', dport: 443, orig: [5, 5000], reply: [5, 500] });
+    const b = rec({ id: 77, src: '198.51.100.7', sport: 51000, dst: HOST, dport: 80, orig: [6, 600], reply: [6, 6000] });
+    dump(a, b);
+    dump(a, b);
+    dump(a, b);
+    const s = snap();
+    const byPid = new Map(s.rows.map((r) => [r.pid, r]));
+    assert.equal(byPid.get(200)!.sent_total, 5000);
+    assert.equal(byPid.get(100)!.sent_total, 6000);
+    assert.equal(s.health.flows_tracked, 2);
+    assert.deepEqual(
+      s.rows.map((r) => r.new_flows).sort(),
+      [1, 1],
+    );
+  });
+});

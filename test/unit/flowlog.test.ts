@@ -155,7 +155,7 @@ describe('flow log lines', () => {
     acc.beginDump();
     acc.dumpBatch([outbound('dump', [5, 700], [4, 2000])]);
     acc.endDump();
-    const st = acc.flows.get(1)!;
+    const st = [...acc.flows.values()][0]!; // the only flow
     const [line] = flowLines(st, ctx({ reason: 'open', lastSeenMs: T0 + 10_000 }));
     assert.deepEqual([line!.end_reason, line!.state, line!.sent_bytes, line!.recv_bytes, line!.duration_s], ['open', 'ESTABLISHED', 700, 2000, 10]);
   });
