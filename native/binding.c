@@ -294,11 +294,11 @@ static void ct_reader_finalize(napi_env env, void *data, void *hint)
 	(void)env;
 	(void)hint;
 	struct ct_reader *r = data;
+	/* The JS handle is gone, but a dump still running finishes (it is bounded) and then frees
+	 * itself: a caller that kept only the callback must still get its records. */
 	r->finalized = 1;
 	if (r->uv_closed)
 		ct_reader_free(r);
-	else
-		ct_reader_close(r); /* frees itself in uv_close's callback */
 }
 
 static struct ct_reader *ct_reader_new(napi_env env, napi_value cb, int fd, const char *name)

@@ -19,6 +19,10 @@ export interface EndState {
   recvInterval: number;
   /** The owner was inferred from the remote endpoint (the socket was gone before it was seen). */
   inferred?: boolean;
+  /** This end's row key for one group-by, kept between refreshes (keys are strings to build). */
+  keyFor?: GroupBy;
+  key?: string | null;
+  keyOwner?: Owner | null;
 }
 
 /**
@@ -744,6 +748,7 @@ export class Accounting {
     const f = opts.filters ?? this.filters;
     const rows = new Map<string, TopRow>();
     const filtered = opts.filters !== undefined && Object.keys(opts.filters).length > 0;
+    const anyFilter = Object.keys(f).length > 0;
     // Retired totals first (filters cannot be applied to retired aggregates by flow, so with
     // filters the rows come from the retired rows' own fields where possible).
     for (const [k, r] of this.retired[g]) {
@@ -763,7 +768,7 @@ export class Accounting {
     for (const st of this.flows.values()) {
       if (!st.hasCounters) withoutCounters++;
       if (st.ends.length === 0) {
-        if (!this.passes(f, st, null) || f.pids || f.users) {
+        if (anyFilter && (!this.passes(f, st, null) || f.pids || f.users)) {
           st.origInterval = st.replyInterval = 0;
           continue;
         }
@@ -774,7 +779,7 @@ export class Accounting {
         continue;
       }
       for (const e of st.ends) {
-        if (!this.passes(f, st, e)) {
+        if (anyFilter && !this.passes(f, st, e)) {
           e.sentInterval = e.recvInterval = 0;
           continue;
         }
@@ -783,7 +788,12 @@ export class Accounting {
           unknown.recv_total += e.recvTotal;
           if (!st.closed) unknown.flows++;
         }
-        const k = this.groupKey(g, st, e);
+        if (e.keyFor !== g || e.keyOwner !== e.owner) {
+          e.key = this.groupKey(g, st, e);
+          e.keyFor = g;
+          e.keyOwner = e.owner;
+        }
+        const k = e.key!;
         if (k !== null) {
           let row = rows.get(k);
           if (!row) {
