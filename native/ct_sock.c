@@ -193,47 +193,6 @@ int ct_dump_request(int fd, uint32_t seq, const struct ct_dump_filter *f)
 	return ct_send(fd, &m);
 }
 
-static void ct_put_tuple(struct ct_msgbuf *m, uint16_t type, uint8_t family, uint8_t proto,
-			 const uint8_t *src, const uint8_t *dst, uint16_t sport, uint16_t dport,
-			 uint8_t icmp_type, uint8_t icmp_code, uint16_t icmp_id)
-{
-	struct nlattr *t = ct_nest_start(m, type);
-	struct nlattr *ip = ct_nest_start(m, CTA_TUPLE_IP);
-	if (family == AF_INET) {
-		ct_put(m, CTA_IP_V4_SRC, src, 4);
-		ct_put(m, CTA_IP_V4_DST, dst, 4);
-	} else {
-		ct_put(m, CTA_IP_V6_SRC, src, 16);
-		ct_put(m, CTA_IP_V6_DST, dst, 16);
-	}
-	ct_nest_end(m, ip);
-	struct nlattr *p = ct_nest_start(m, CTA_TUPLE_PROTO);
-	ct_put(m, CTA_PROTO_NUM, &proto, 1);
-	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
-		int v6 = proto == IPPROTO_ICMPV6;
-		ct_put_be16(m, v6 ? CTA_PROTO_ICMPV6_ID : CTA_PROTO_ICMP_ID, icmp_id);
-		ct_put(m, v6 ? CTA_PROTO_ICMPV6_TYPE : CTA_PROTO_ICMP_TYPE, &icmp_type, 1);
-		ct_put(m, v6 ? CTA_PROTO_ICMPV6_CODE : CTA_PROTO_ICMP_CODE, &icmp_code, 1);
-	} else {
-		ct_put_be16(m, CTA_PROTO_SRC_PORT, sport);
-		ct_put_be16(m, CTA_PROTO_DST_PORT, dport);
-	}
-	ct_nest_end(m, p);
-	ct_nest_end(m, t);
-}
-
-int ct_get_request(int fd, uint32_t seq, const struct ct_record *r)
-{
-	uint8_t buf[512];
-	struct ct_msgbuf m = { buf, sizeof(buf), 0 };
-	ct_msg_init(&m, (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, NLM_F_REQUEST, seq, r->family);
-	ct_put_tuple(&m, CTA_TUPLE_ORIG, r->family, r->proto, r->orig_src, r->orig_dst, r->orig_sport,
-		     r->orig_dport, r->orig_icmp_type, r->orig_icmp_code, r->orig_icmp_id);
-	if (r->present & CT_HAS_ZONE)
-		ct_put_be16(&m, CTA_ZONE, r->zone);
-	return ct_send(fd, &m);
-}
-
 int ct_diag_open(void)
 {
 	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);

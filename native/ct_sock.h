@@ -33,8 +33,6 @@ int ct_sock_open(unsigned groups, int rcvbuf, int *rcvbuf_out);
 int ct_sock_set_rcvbuf(int fd, int bytes, int *granted);
 /* Sends a conntrack table dump request. Returns 0 or -errno. */
 int ct_dump_request(int fd, uint32_t seq, const struct ct_dump_filter *f);
-/* Sends a CT_GET for one flow by its orig tuple (the reply arrives as a dump message). */
-int ct_get_request(int fd, uint32_t seq, const struct ct_record *tuple);
 
 /* sock_diag: one blocking socket used for exact lookups. */
 int ct_diag_open(void);

@@ -7,7 +7,7 @@ import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.
 import { explainSystemError } from '../errors.js';
 import { dumpAll } from '../netlink/source.js';
 import type { System } from '../system.js';
-import { withSystemSetup } from '../system/setup.js';
+import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { renderFlowsTable } from '../views/flows.js';
 import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
 import { filterOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
@@ -35,8 +35,7 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
         system,
         { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true },
         async (report) => {
-          if (!args.json) for (const c of report.changes) system.stderr.write(`ctacct: changed ${c.what}: ${c.detail}\n`);
-          if (!args.json) for (const n of report.notes) system.stderr.write(`ctacct: note: ${n}\n`);
+          if (!args.json) system.stderr.write(formatSetupReport(report));
           if (!args.json && report.engagedBy === 'ctacct')
             system.stderr.write('ctacct: note: conntrack was not tracking in this namespace until now, so this snapshot cannot show earlier flows; `ctacct top` watches from now on\n');
           let flows;

@@ -13,7 +13,7 @@ import { CgroupReader } from '../proc/cgroup.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { FdSink, RotatingFile, parseSize, type LineSink } from '../system/rotate.js';
-import { withSystemSetup } from '../system/setup.js';
+import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
 import { filterOptions, ownerFilterOptions, setupOptions } from './options.js';
 import { changeLines } from './top.js';
@@ -151,8 +151,7 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
   };
   try {
     await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
-      for (const c of changeLines(report)) system.stderr.write(`ctacct: changed ${c} — undone on exit\n`);
-      for (const n of report.notes) system.stderr.write(`ctacct: note: ${n}\n`);
+      system.stderr.write(formatSetupReport(report));
       const seen = new Sightings(() => system.now());
       const cgroups = new CgroupReader(system.procRoot);
       let writing = true;

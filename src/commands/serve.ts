@@ -14,7 +14,7 @@ import { readSocketTable } from '../proc/reader.js';
 import { tcpStateName } from '../proc/parse.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
-import { withSystemSetup } from '../system/setup.js';
+import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { CounterSet, PrometheusView, type ExportModel, type FeedRow } from '../views/prometheus.js';
 import { interfaceAddresses, makeOwnerResolver } from '../wiring.js';
 import { setupOptions } from './options.js';
@@ -299,8 +299,7 @@ async function runServe(system: System, args: ServeArgs): Promise<void> {
   };
   try {
     await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
-      for (const c of changeLines(report)) system.stderr.write(`ctacct: changed ${c} — undone on exit\n`);
-      for (const n of report.notes) system.stderr.write(`ctacct: note: ${n}\n`);
+      system.stderr.write(formatSetupReport(report));
       const engine = new TopEngine(
         {
           source: system.conntrack(),

@@ -7,7 +7,7 @@ import { GROUP_BYS, SORT_KEYS, type GroupBy, type SortKey, type TopSnapshot } fr
 import { EXIT, UserError, explainSystemError } from '../errors.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
-import { withSystemSetup, type SetupReport } from '../system/setup.js';
+import { formatSetupReport, withSystemSetup, type SetupReport } from '../system/setup.js';
 import { renderJsonLine } from '../views/json.js';
 import { renderSummary } from '../views/summary.js';
 import { renderTrace } from '../views/trace.js';
@@ -112,8 +112,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
   await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
     const changes = changeLines(report);
     if (mode !== 'json') {
-      for (const c of changes) system.stderr.write(`ctacct: changed ${c} — undone on exit\n`);
-      for (const n of report.notes) system.stderr.write(`ctacct: note: ${n}\n`);
+      system.stderr.write(formatSetupReport(report));
     }
     const engine = new TopEngine(
       {

@@ -834,6 +834,7 @@ export class Accounting {
       malformed: this.health.malformed,
       unattributed_flows: unknown.flows,
       inferred_flows: this.health.inferred,
+      retired_conns_dropped: this.health.retiredConnsDropped,
       ...(opts.changes ? { changes: opts.changes } : {}),
     };
     return {

@@ -70,6 +70,8 @@ export interface Health {
   /** Connections that ended before their socket could be seen, attributed to the one process that
    *  connected to the same remote endpoint within the last 10 s (DESIGN: attribution). */
   inferred_flows?: number;
+  /** Ended connections' rows dropped from `--by conn` (capped at 20,000 to bound memory). */
+  retired_conns_dropped?: number;
   /** Wall time of the last full table dump (ms) and the records it returned. */
   dump_ms?: number;
   dump_records?: number;

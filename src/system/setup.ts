@@ -114,8 +114,8 @@ const noop: SetupHandle['undo'] = async () => undefined;
 
 /** One line per change and note, for the human views to print once on start. */
 export function formatSetupReport(report: SetupReport): string {
-  const lines = report.changes.map((c) => `ctacct changed ${c.what}: ${c.detail}`);
-  for (const n of report.notes) lines.push(`note: ${n}`);
+  const lines = report.changes.map((c) => `ctacct: changed ${c.what}: ${c.detail}`);
+  for (const n of report.notes) lines.push(`ctacct: note: ${n}`);
   return lines.length ? `${lines.join('\n')}\n` : '';
 }
 

@@ -217,8 +217,8 @@ test('--no-setup: changes nothing and says what is missing', async () => {
   });
   assert.equal(
     formatSetupReport(handle.report),
-    'note: accounting off (net.netfilter.nf_conntrack_acct=0): counters will be null — run without --no-setup, or `sudo sysctl -w net.netfilter.nf_conntrack_acct=1`\n' +
-      'note: conntrack does not track in this network namespace (no rule uses it): no flows will appear — run without --no-setup to engage it\n',
+    'ctacct: note: accounting off (net.netfilter.nf_conntrack_acct=0): counters will be null — run without --no-setup, or `sudo sysctl -w net.netfilter.nf_conntrack_acct=1`\n' +
+      'ctacct: note: conntrack does not track in this network namespace (no rule uses it): no flows will appear — run without --no-setup to engage it\n',
   );
 });
 
@@ -301,9 +301,9 @@ test('formatSetupReport: one line per change, then notes', async () => {
   const { handle } = await prepare({ acct: 0 });
   assert.equal(
     formatSetupReport(handle.report),
-    'ctacct changed net.netfilter.nf_conntrack_acct: 0 → 1 (restored to 0 on exit)\n' +
-      'ctacct changed nft table inet ctacct: engages conntrack in this network namespace; removed on exit\n' +
-      `note: ${ACCT_NOTE}\nnote: ${COST_NOTE}\n`,
+    'ctacct: changed net.netfilter.nf_conntrack_acct: 0 → 1 (restored to 0 on exit)\n' +
+      'ctacct: changed nft table inet ctacct: engages conntrack in this network namespace; removed on exit\n' +
+      `ctacct: note: ${ACCT_NOTE}\nctacct: note: ${COST_NOTE}\n`,
   );
   await handle.undo();
 });
