@@ -1,6 +1,6 @@
 // Benchmark: one `ctacct states` with 10k and 50k TCP sockets vs the ss/netstat pipelines it
 // replaces, on the same sockets, in a throwaway namespace. Root only; bounded (< 3 min).
-//   node --import tsx bench/states.ts            → prints a markdown table, writes docs/benchmarks-states.md
+//   node --import tsx bench/states.ts            → prints a markdown table, writes bench/out/benchmarks-states.md (its figures are kept in docs/benchmarks.md)
 // The CLI is compiled to bench/out/dist (git-ignored) so node startup is measured without tsx.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -193,8 +193,8 @@ async function main() {
   ];
   const md = lines.join('\n');
   process.stdout.write(md);
-  mkdirSync(`${REPO}docs`, { recursive: true });
-  writeFileSync(`${REPO}docs/benchmarks-states.md`, md);
+  mkdirSync(`${REPO}bench/out`, { recursive: true });
+  writeFileSync(`${REPO}bench/out/benchmarks-states.md`, md);
   console.error(`done in ${((Date.now() - START) / 1000).toFixed(0)} s`);
 }
 
