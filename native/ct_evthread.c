@@ -234,18 +234,12 @@ static size_t ev_fill_pids(struct ct_evthread *t, size_t from, size_t to)
  * candidate processes, stopping when every socket has an owner. */
 static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
 {
-	struct ct_record *r = t->batch->recs;
 	size_t missing = 0;
 	for (size_t i = from; i < to; i++) {
-		struct ct_sock_hit *h[2] = { &r[i].sk_orig, &r[i].sk_reply };
-		for (int k = 0; k < 2; k++) {
-			if (!h[k]->found || !h[k]->inode)
-				continue;
-			h[k]->pid = ev_cache_get(t, h[k]->inode);
-			if (!h[k]->pid)
-				missing++;
-		}
+		const struct ct_record *r = &t->batch->recs[i];
+		missing += (r->sk_orig.found && r->sk_orig.inode) + (r->sk_reply.found && r->sk_reply.inode);
 	}
+	missing -= ev_fill_pids(t, from, to); /* the cache knows these already */
 	if (!missing)
 		return;
 	uint32_t cand[MAX_CANDIDATES];

@@ -1,7 +1,7 @@
 // Top snapshots for view tests: realistic figures for a busy web/db host (long command lines,
 // a socket shared after fork, idle rows, forwarded and unknown traffic). Rows come sorted by
 // total rate, as the engine sends them.
-import { compareRows, type GroupBy, type TopRow, type TopSnapshot } from '../../src/core/model.js';
+import { blankRow, compareRows, type GroupBy, type TopRow, type TopSnapshot } from '../../src/core/model.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -11,23 +11,7 @@ export const TIME = '2025-03-14T09:26:53.000Z';
 
 export function row(p: Partial<TopRow> & { key: string }): TopRow {
   return {
-    pid: null,
-    comm: null,
-    cmdline: null,
-    uid: null,
-    user: null,
-    remote: null,
-    port: null,
-    proto: null,
-    sent_bytes: 0,
-    recv_bytes: 0,
-    sent_bps: 0,
-    recv_bps: 0,
-    sent_total: 0,
-    recv_total: 0,
-    flows: 0,
-    new_flows: 0,
-    closed_flows: 0,
+    ...blankRow(p.key),
     ...p,
   };
 }
