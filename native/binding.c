@@ -336,15 +336,21 @@ static napi_value ct_reader_wrap(napi_env env, struct ct_reader *r)
 	return ext;
 }
 
-static struct ct_reader *ct_reader_unwrap(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv)
+/* The External handle in argv[0] (after reading the arguments), or NULL with a TypeError thrown. */
+static void *ct_unwrap(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv, const char *what)
 {
 	void *data = NULL;
 	if (napi_get_cb_info(env, info, argc, argv, NULL, NULL) != napi_ok || *argc < 1 ||
 	    napi_get_value_external(env, argv[0], &data) != napi_ok) {
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected a reader handle");
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", what);
 		return NULL;
 	}
 	return data;
+}
+
+static struct ct_reader *ct_reader_unwrap(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv)
+{
+	return ct_unwrap(env, info, argc, argv, "expected a reader handle");
 }
 
 /* ---- events: a reader thread (native/ct_evthread.c) delivering through a threadsafe function ---- */
@@ -493,13 +499,7 @@ static napi_value ct_open_events(napi_env env, napi_callback_info info)
 
 static struct ct_events *ct_events_unwrap(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv)
 {
-	void *data = NULL;
-	if (napi_get_cb_info(env, info, argc, argv, NULL, NULL) != napi_ok || *argc < 1 ||
-	    napi_get_value_external(env, argv[0], &data) != napi_ok) {
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected an events handle");
-		return NULL;
-	}
-	return data;
+	return ct_unwrap(env, info, argc, argv, "expected an events handle");
 }
 
 static napi_value ct_events_close_js(napi_env env, napi_callback_info info)

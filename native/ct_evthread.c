@@ -407,6 +407,18 @@ static void *ev_main(void *arg)
 	return NULL;
 }
 
+static void ev_free(struct ct_evthread *t)
+{
+	close(t->fd);
+	if (t->wake_fd >= 0)
+		close(t->wake_fd);
+	if (t->diag_fd >= 0)
+		close(t->diag_fd);
+	free(t->batch);
+	pthread_mutex_destroy(&t->mu);
+	free(t);
+}
+
 int ct_evthread_start(const struct ct_evthread_opts *o, ct_ev_deliver deliver, void *ctx, struct ct_evthread **out)
 {
 	struct ct_evthread *t = calloc(1, sizeof(*t));
@@ -451,14 +463,7 @@ int ct_evthread_start(const struct ct_evthread_opts *o, ct_ev_deliver deliver, v
 			e = -rc;
 	}
 	if (e) {
-		close(t->fd);
-		if (t->wake_fd >= 0)
-			close(t->wake_fd);
-		if (t->diag_fd >= 0)
-			close(t->diag_fd);
-		free(t->batch);
-		pthread_mutex_destroy(&t->mu);
-		free(t);
+		ev_free(t);
 		return e;
 	}
 	*out = t;
@@ -473,13 +478,7 @@ void ct_evthread_stop(struct ct_evthread *t)
 		w = write(t->wake_fd, &one, sizeof(one));
 	while (w < 0 && errno == EINTR);
 	pthread_join(t->thread, NULL);
-	close(t->fd);
-	close(t->wake_fd);
-	if (t->diag_fd >= 0)
-		close(t->diag_fd);
-	free(t->batch);
-	pthread_mutex_destroy(&t->mu);
-	free(t);
+	ev_free(t);
 }
 
 void ct_evthread_set_candidates(struct ct_evthread *t, const uint32_t *pids, size_t n)
