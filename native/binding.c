@@ -639,7 +639,7 @@ static napi_value ct_dump(napi_env env, napi_callback_info info)
 	return ct_reader_wrap(env, r);
 }
 
-/* close(handle): stops a reader (event subscription or an unfinished dump). */
+/* close(handle): stops an unfinished dump (event subscriptions have eventsClose). */
 static napi_value ct_close(napi_env env, napi_callback_info info)
 {
 	size_t argc = 1;

@@ -81,6 +81,19 @@ function safely(f: () => void): unknown {
   }
 }
 
+/** Ends a loop: runs the exit hook (after the terminal is restored), then settles `done`. */
+function settleLoop(
+  settle: { resolve(r: LiveResult): void; reject(e: unknown): void },
+  result: LiveResult,
+  error: unknown,
+  onExit: ((result: LiveResult, error?: unknown) => void) | undefined,
+): void {
+  const hookError = onExit ? safely(() => onExit(result, error)) : undefined;
+  const err = error ?? hookError;
+  if (err !== undefined) settle.reject(err);
+  else settle.resolve(result);
+}
+
 export function runLive(deps: LiveDeps): LiveHandle {
   const { terminal, clock } = deps;
   let ui = initialUiState({ ...deps.ui, quit: false });
@@ -141,11 +154,7 @@ export function runLive(deps: LiveDeps): LiveHandle {
     // Restore even if writing fails half-way: each step on its own.
     safely(() => terminal.write(LEAVE_SCREEN));
     safely(() => terminal.setRawMode?.(false));
-    const result: LiveResult = { last, ui, refreshes };
-    const hookError = deps.onExit ? safely(() => deps.onExit!(result, error)) : undefined;
-    const err = error ?? hookError;
-    if (err !== undefined) settle.reject(err);
-    else settle.resolve(result);
+    settleLoop(settle, { last, ui, refreshes }, error, deps.onExit);
   }
 
   async function refresh(): Promise<void> {
@@ -224,11 +233,7 @@ export function runStream(deps: StreamDeps): LiveHandle {
     if (finished) return;
     finished = true;
     if (timer !== null) safely(() => deps.clock.clearInterval(timer));
-    const result: LiveResult = { last, ui, refreshes };
-    const hookError = deps.onExit ? safely(() => deps.onExit!(result, error)) : undefined;
-    const err = error ?? hookError;
-    if (err !== undefined) settle.reject(err);
-    else settle.resolve(result);
+    settleLoop(settle, { last, ui, refreshes }, error, deps.onExit);
   }
 
   async function refresh(): Promise<void> {
