@@ -2,6 +2,7 @@
 import type { CommandModule } from 'yargs';
 import { classify, flowKey, localAddressSet, localEnds } from '../core/flow.js';
 import type { FlowRecord } from '../netlink/record.js';
+import type { Owner } from '../core/owners.js';
 import { flowPasses, toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
 import { explainSystemError } from '../errors.js';
@@ -9,14 +10,15 @@ import { dumpAll } from '../netlink/source.js';
 import type { System } from '../system.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { renderFlowsTable } from '../views/flows.js';
-import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
-import { filterOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
+import { enterNetns, interfaceAddresses, makeForeignAttributor, makeOwnerResolver, uidOfUser } from '../wiring.js';
+import { filterOptions, netnsOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
 
 interface FlowsArgs extends FilterArgs {
   json: boolean;
   setup: boolean;
   'keep-acct': boolean;
   owners: boolean;
+  netns?: string;
 }
 
 export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
@@ -24,12 +26,13 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
     command: 'flows',
     describe: 'One snapshot of tracked flows with counters and owner (needs CAP_NET_ADMIN)',
     builder: (y) =>
-      setupOptions(outputOptions(ownerFilterOptions(filterOptions(y))))
+      netnsOptions(setupOptions(outputOptions(ownerFilterOptions(filterOptions(y)))))
         .option('owners', { type: 'boolean', default: true, describe: 'Find the owning process of each flow (--no-owners skips the /proc scan)', group: 'Output:' })
         .example('sudo ctacct flows', 'every tracked flow with counters and owner')
         .example('sudo ctacct flows --proto tcp --port 443 --json', 'HTTPS flows as a JSON array')
         .example('sudo ctacct flows --host 10.0.0.0/8 -4', 'flows whose remote end is in 10/8') as never,
     handler: async (args) => {
+      enterNetns(system, args.netns);
       const filters = toFilters(args, uidOfUser);
       const views = await withSystemSetup(
         system,
@@ -49,16 +52,20 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           }
           const resolver = makeOwnerResolver(system);
           const local = localAddressSet(interfaceAddresses());
+          const foreign = args.owners ? makeForeignAttributor(system) : null;
           const classified = flows.map((r) => {
             const dir = classify(r, local);
-            const ends = localEnds(r, dir).map((end) => ({ end, sock: args.owners ? resolver.socketFor(r.family, r.proto, end, null) : null }));
+            const ends = localEnds(r, dir).map((end) => ({ end, sock: args.owners ? resolver.socketFor(r.family, r.proto, end, null) : null, owner: undefined as Owner | null | undefined }));
+            // No end here: ends in containers' namespaces on this host are looked up there.
+            if (dir === 'forwarded' && foreign)
+              for (const f of foreign.endsOf(r)) ends.push({ end: f.end, sock: null, owner: foreign.resolve(r.family, r.proto, f.end, f.netns).owner });
             return { r, dir, ends };
           });
           resolver.resolveInodes(classified.flatMap((c) => c.ends.map((e) => e.sock?.inode ?? 0)));
           const now = system.now();
           const out: FlowView[] = [];
           for (const c of classified) {
-            const attributed: AttributedEnd[] = c.ends.map((e) => ({ end: e.end, owner: resolver.ownerOf(e.sock) }));
+            const attributed: AttributedEnd[] = c.ends.map((e) => ({ end: e.end, owner: e.owner !== undefined ? e.owner : resolver.ownerOf(e.sock) }));
             if (!flowPasses(filters, c.r, attributed)) continue;
             out.push(toFlowView(c.r, c.dir, attributed, now));
           }

@@ -2,6 +2,7 @@
 // the local port → unknown; inode → pid from a cache of /proc/PID/fd links, rescanned only on a
 // miss (candidate pids first, a full scan rate-limited). All I/O comes in through OwnerDeps.
 import type { FlowEnd } from './flow.js';
+import type { ContainerRef } from './model.js';
 
 /** Kernel TCP socket states used here. */
 export const SK_LISTEN = 10;
@@ -19,6 +20,10 @@ export interface ProcessFacts {
   comm: string;
   cmdline: string;
   uid: number;
+  /** Where it lives: network namespace inode, container, systemd unit (absent: not read). */
+  netns?: number | null;
+  container?: ContainerRef | null;
+  unit?: string | null;
 }
 
 export interface OwnerScanResult {
@@ -50,6 +55,9 @@ export interface Owner {
   comm: string | null;
   cmdline: string | null;
   inode: number;
+  netns?: number | null;
+  container?: ContainerRef | null;
+  unit?: string | null;
 }
 
 export interface OwnerStats {
@@ -216,6 +224,7 @@ export class OwnerResolver {
       comm: info?.comm ?? null,
       cmdline: info?.cmdline ?? null,
       inode: sock.inode,
+      ...(info && info.netns !== undefined ? { netns: info.netns, container: info.container ?? null, unit: info.unit ?? null } : {}),
     };
   }
 

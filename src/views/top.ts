@@ -202,6 +202,21 @@ export function keyColumns(groupBy: GroupBy): Column[] {
           cell: (r) => (r.uid === null || r.uid === undefined ? text(r.user ?? r.key) : `${text(r.user ?? String(r.uid))}/${r.uid}`),
         },
       ];
+    case 'container':
+      return [
+        {
+          title: 'CONTAINER',
+          align: 'left',
+          width: 14,
+          flex: true,
+          comfort: 40,
+          pri: 0,
+          cut: 'middle',
+          cell: (r) => (r.container ? `${sanitize(r.container.runtime)}:${sanitize(r.container.name ?? r.container.id.slice(0, 12))}` : text(r.key)),
+        },
+      ];
+    case 'unit':
+      return [{ title: 'UNIT', align: 'left', width: 14, flex: true, comfort: 40, pri: 0, cut: 'middle', cell: (r) => text(r.unit ?? r.key) }];
   }
 }
 

@@ -88,6 +88,8 @@ describe('flow log lines', () => {
       user: 'root',
       unit: 'fetch.service',
       cgroup: '/system.slice/fetch.service',
+      netns: null,
+      container: null,
       shared: false,
       inferred: false,
       mark: 0,

@@ -39,12 +39,12 @@ test('s r t c n pick the sort and go back to the top', () => {
 test('b cycles the group-by forward, B backward', () => {
   let ui = initialUiState();
   const seen: string[] = [];
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 7; i++) {
     ui = reduceKey(ui, 'b');
     seen.push(ui.groupBy);
   }
-  assert.deepEqual(seen, ['conn', 'remote', 'port', 'user', 'process']);
-  assert.equal(reduceKey(initialUiState(), 'B').groupBy, 'user');
+  assert.deepEqual(seen, ['conn', 'remote', 'port', 'user', 'container', 'unit', 'process']);
+  assert.equal(reduceKey(initialUiState(), 'B').groupBy, 'unit');
   assert.equal(reduceKey(initialUiState({ scroll: 3 }), 'b').scroll, 0);
 });
 
