@@ -484,6 +484,7 @@ export class Accounting {
     const todo: EndState[] = [];
     const fam: (4 | 6)[] = [];
     const protos: number[] = [];
+    const foreign: { e: EndState; family: 4 | 6; proto: number; end: FlowEnd; netns: number[] }[] = [];
     const now = this.now();
     for (const st of states) {
       for (const e of st.ends) {
@@ -493,12 +494,8 @@ export class Accounting {
         e.lastTry = now;
         // A closed client connection's socket is gone for good: only inference can help it now.
         if (st.closed && e.end.side === 'orig' && e.tries > 1) continue;
-        if (e.netns && this.foreign) {
-          const f = this.foreign.resolve(st.rec.family, st.rec.proto, e.end, e.netns);
-          e.sock = f.sock ?? e.sock;
-          e.owner = f.owner;
-          e.reason = f.reason;
-          if (f.owner?.pid != null) e.netns = [f.netns];
+        if (e.netns) {
+          foreign.push({ e, family: st.rec.family, proto: st.rec.proto, end: e.end, netns: e.netns });
           continue;
         }
         e.sock = this.owners.socketFor(st.rec.family, st.rec.proto, e.end, hit) ?? e.sock;
@@ -508,6 +505,16 @@ export class Accounting {
           protos.push(st.rec.proto);
         }
       }
+    }
+    if (foreign.length && this.foreign) {
+      // Ends in containers' namespaces: looked up there, in one batch.
+      this.foreign.resolveAll(foreign).forEach((f, i) => {
+        const e = foreign[i]!.e;
+        e.sock = f.sock ?? e.sock;
+        e.owner = f.owner;
+        e.reason = f.reason;
+        if (f.owner?.pid != null) e.netns = [f.netns];
+      });
     }
     if (todo.length === 0) {
       this.inferOwners(states, now);

@@ -5,7 +5,7 @@
 // process living in that namespace. Pure: namespaces and resolvers come in through ForeignDeps.
 import type { FlowRecord } from '../netlink/record.js';
 import { endOf, type FlowEnd } from './flow.js';
-import type { Owner, OwnerResolver, SockInfo } from './owners.js';
+import { SK_LISTEN, type Owner, type OwnerResolver, type SockInfo } from './owners.js';
 
 export interface ForeignDeps {
   /** Namespaces other than ours where `addr` is configured. */
@@ -47,39 +47,75 @@ export class ForeignAttributor {
     return out;
   }
 
+  /** The socket and owner of one foreign end (see resolveAll). */
+  resolve(family: 4 | 6, proto: number, end: FlowEnd, netns: number[]): ForeignResult {
+    return this.resolveAll([{ family, proto, end, netns }])[0]!;
+  }
+
   /**
-   * The socket and owner of one foreign end: exact lookup in each candidate namespace (the
-   * listener / bound socket for a server end), then inode → pid among that namespace's processes.
+   * Sockets and owners of many foreign ends at once: first every exact lookup in the candidate
+   * namespaces (a socket can be gone within a millisecond, so lookups come before any /proc
+   * search), then one inode → pid search per namespace among its processes, then the listener /
+   * bound socket for server ends whose own socket has no process any more.
    */
-  resolve(family: 4 | 6, proto: number, end: FlowEnd, netns: number[]): { netns: number; sock: SockInfo | null; owner: Owner | null; reason: UnattributedReason | null } {
-    let first: { netns: number; sock: SockInfo | null; owner: Owner | null; reason: UnattributedReason | null } | null = null;
-    for (const ns of netns) {
-      const res = this.deps.resolver(ns);
-      if (!res) {
-        first ??= { netns: ns, sock: null, owner: null, reason: 'no_permission' };
-        continue;
+  resolveAll(items: { family: 4 | 6; proto: number; end: FlowEnd; netns: number[] }[]): ForeignResult[] {
+    const out: ForeignResult[] = [];
+    const perNs = new Map<number, { res: OwnerResolver; inodes: number[] }>();
+    for (const it of items) {
+      let r: ForeignResult | null = null;
+      let first: ForeignResult | null = null;
+      for (const ns of it.netns) {
+        const res = this.deps.resolver(ns);
+        if (!res) {
+          first ??= { netns: ns, sock: null, owner: null, reason: 'no_permission' };
+          continue;
+        }
+        this.stats.lookups++;
+        const sock = res.socketFor(it.family, it.proto, it.end, null);
+        if (!sock) continue;
+        r = { netns: ns, sock, owner: null, reason: 'no_process' };
+        let g = perNs.get(ns);
+        if (!g) perNs.set(ns, (g = { res, inodes: [] }));
+        g.inodes.push(sock.inode);
+        break;
       }
-      this.stats.lookups++;
-      const sock = res.socketFor(family, proto, end, null);
-      if (!sock) {
-        first ??= { netns: ns, sock: null, owner: null, reason: 'not_found_in_netns' };
-        continue;
-      }
-      res.resolveInodes([sock.inode]);
-      let owner = res.ownerOf(sock);
-      let s = sock;
-      if (owner?.pid == null && end.side === 'reply' && sock.state !== 10) {
+      out.push(r ?? first ?? { netns: it.netns[0] ?? 0, sock: null, owner: null, reason: 'not_found_in_netns' });
+    }
+    for (const g of perNs.values()) g.res.resolveInodes(g.inodes);
+    const fallback = new Map<number, { res: OwnerResolver; inodes: number[] }>();
+    const late: number[] = [];
+    out.forEach((r, i) => {
+      if (!r.sock) return;
+      const res = perNs.get(r.netns)!.res;
+      r.owner = res.ownerOf(r.sock);
+      const it = items[i]!;
+      if (r.owner?.pid == null && it.end.side === 'reply' && r.sock.state !== SK_LISTEN) {
         // An accepted socket already closed: the listener's process owns the service.
-        const l = res.serviceSocket(family, proto, end);
+        const l = res.serviceSocket(it.family, it.proto, it.end);
         if (l) {
-          res.resolveInodes([l.inode]);
-          owner = res.ownerOf(l);
-          s = l;
+          r.sock = l;
+          let g = fallback.get(r.netns);
+          if (!g) fallback.set(r.netns, (g = { res, inodes: [] }));
+          g.inodes.push(l.inode);
+          late.push(i);
         }
       }
-      if (owner?.pid != null) this.stats.found++;
-      return { netns: ns, sock: s, owner, reason: owner?.pid != null ? null : 'no_process' };
+    });
+    for (const g of fallback.values()) g.res.resolveInodes(g.inodes);
+    for (const i of late) out[i]!.owner = perNs.get(out[i]!.netns)!.res.ownerOf(out[i]!.sock);
+    for (const r of out) {
+      if (r.owner?.pid != null) {
+        r.reason = null;
+        this.stats.found++;
+      }
     }
-    return first ?? { netns: netns[0] ?? 0, sock: null, owner: null, reason: 'not_found_in_netns' };
+    return out;
   }
+}
+
+export interface ForeignResult {
+  netns: number;
+  sock: SockInfo | null;
+  owner: Owner | null;
+  reason: UnattributedReason | null;
 }
