@@ -159,7 +159,7 @@ export function netnsPath(value: string, procRoot = '/proc', runDir = '/run/netn
     st = statSync(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const what = /^\d+$/.test(v) ? `no process ${v}` : code === 'EACCES' ? `${path}: permission denied` : `${path} does not exist`;
+    const what = code === 'EACCES' || code === 'EPERM' ? `${path}: permission denied` : /^\d+$/.test(v) ? `no process ${v}` : `${path} does not exist`;
     return { error: `--netns ${v}: ${what}` };
   }
   if (st.isDirectory()) return { error: `--netns ${v}: ${path} is a directory, not a namespace file` };
