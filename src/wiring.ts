@@ -5,7 +5,8 @@ import { networkInterfaces } from 'node:os';
 import { ForeignAttributor } from './core/foreign.js';
 import { OwnerResolver, type OwnerDeps, type OwnerOptions, type ProcessFacts } from './core/owners.js';
 import { CgroupReader, ContainerNamer, parseContainer } from './proc/cgroup.js';
-import { discoverNetns, NetnsRegistry, netnsOfPid, netnsPath } from './proc/netns.js';
+import { discoverNetns, NetnsRegistry, netnsOfPid, netnsPath, parseFibTrieLocal, parseIfInet6 } from './proc/netns.js';
+import { join } from 'node:path';
 import { EXIT, UserError } from './errors.js';
 import { getAddon } from './netlink/addon.js';
 import { makeSocketLookup } from './netlink/lookup.js';
@@ -57,7 +58,17 @@ export function makeForeignAttributor(system: System, opts: OwnerOptions = {}): 
   const registry = new NetnsRegistry(
     {
       discover: () => discoverNetns(system.procRoot),
-      addresses: (path) => decodeAddresses(getAddon().netnsAddresses(path)),
+      addresses: (e) => {
+        try {
+          return decodeAddresses(getAddon().netnsAddresses(e.path));
+        } catch (err) {
+          // Not allowed to enter (no CAP_SYS_ADMIN): a process's view of its namespace still
+          // names the addresses, so its flows are known to be a container's (reason no_permission).
+          if (e.pid === null) throw err;
+          const net = join(system.procRoot, String(e.pid), 'net');
+          return [...parseFibTrieLocal(readFileSync(join(net, 'fib_trie'), 'utf8')), ...parseIfInet6(readFileSync(join(net, 'if_inet6'), 'utf8'))];
+        }
+      },
       now: () => system.monotonic(),
     },
     self,

@@ -11,6 +11,8 @@ export interface NetnsEntry {
   path: string;
   /** Names under /run/netns. */
   names: string[];
+  /** A process living in it, if any (its /proc/PID/net shows the namespace's tables). */
+  pid: number | null;
 }
 
 /** "net:[4026531840]" → 4026531840. */
@@ -38,7 +40,7 @@ export function discoverNetns(procRoot = '/proc', runDir = '/run/netns'): Map<nu
         const ino = statSync(path).ino;
         const e = out.get(ino);
         if (e) e.names.push(name);
-        else out.set(ino, { inode: ino, path, names: [name] });
+        else out.set(ino, { inode: ino, path, names: [name], pid: null });
       } catch {
         /* a stale name (not mounted): skip */
       }
@@ -56,16 +58,57 @@ export function discoverNetns(procRoot = '/proc', runDir = '/run/netns'): Map<nu
     const c = name.charCodeAt(0);
     if (c < 48 || c > 57) continue;
     const ino = netnsOfPid(procRoot, Number(name));
-    if (ino === null || out.has(ino)) continue;
-    out.set(ino, { inode: ino, path: join(procRoot, name, 'ns', 'net'), names: [] });
+    if (ino === null) continue;
+    const e = out.get(ino);
+    if (e) e.pid ??= Number(name);
+    else out.set(ino, { inode: ino, path: join(procRoot, name, 'ns', 'net'), names: [], pid: Number(name) });
+  }
+  return out;
+}
+
+/**
+ * Local IPv4 addresses from /proc/PID/net/fib_trie (the `/32 host LOCAL` leaves) and IPv6 ones
+ * from /proc/PID/net/if_inet6: a namespace's addresses without entering it (no CAP_SYS_ADMIN).
+ */
+export function parseFibTrieLocal(text: string): string[] {
+  const out = new Set<string>();
+  let last: string | null = null;
+  for (const line of text.split('\n')) {
+    const leaf = /\|-- (\d+\.\d+\.\d+\.\d+)\s*$/.exec(line);
+    if (leaf) last = leaf[1]!;
+    else if (last && /\/32 host LOCAL/.test(line)) out.add(last);
+  }
+  return [...out];
+}
+
+export function parseIfInet6(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const hex = line.trim().split(/\s+/)[0];
+    if (!hex || !/^[0-9a-f]{32}$/.test(hex)) continue;
+    const groups = hex.match(/.{4}/g)!.map((g) => g.replace(/^0{1,3}/, ''));
+    // Shortest form, as the addon's formatter writes it (longest zero run → "::").
+    let best = -1;
+    let len = 0;
+    for (let i = 0; i < 8; i++) {
+      if (groups[i] !== '0') continue;
+      let j = i;
+      while (j < 8 && groups[j] === '0') j++;
+      if (j - i > len && j - i > 1) {
+        best = i;
+        len = j - i;
+      }
+      i = j;
+    }
+    out.push(best < 0 ? groups.join(':') : `${groups.slice(0, best).join(':')}::${groups.slice(best + len).join(':')}`);
   }
   return out;
 }
 
 export interface NetnsRegistryDeps {
   discover(): Map<number, NetnsEntry>;
-  /** Addresses configured inside the namespace at path (throws when it cannot be entered). */
-  addresses(path: string): string[];
+  /** Addresses configured inside the namespace (throws when it can be neither entered nor read). */
+  addresses(e: NetnsEntry): string[];
   /** Monotonic ms. */
   now(): number;
 }
@@ -92,7 +135,7 @@ export class NetnsRegistry {
   constructor(
     private readonly deps: NetnsRegistryDeps,
     private readonly self: number | null,
-    private readonly minRefreshMs = 500,
+    private readonly minRefreshMs = 1000,
     private readonly maxAgeMs = 10_000,
   ) {}
 
@@ -106,7 +149,7 @@ export class NetnsRegistry {
     for (const e of this.entries.values()) {
       let addrs: string[];
       try {
-        addrs = this.deps.addresses(e.path);
+        addrs = this.deps.addresses(e);
       } catch {
         denied++;
         continue;

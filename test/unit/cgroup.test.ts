@@ -3,7 +3,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { dockerName, parseCgroup, parseContainer } from '../../src/proc/cgroup.js';
-import { parseNsLink, netnsPath } from '../../src/proc/netns.js';
+import { netnsPath, parseFibTrieLocal, parseIfInet6, parseNsLink } from '../../src/proc/netns.js';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const ID = 'a3f9c2e1b0d4c5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0';
 const ID2 = '0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0';
@@ -94,4 +97,11 @@ test('namespace links and --netns values', () => {
   assert.match((netnsPath('no-such-ns-ctt') as { error: string }).error, /^--netns no-such-ns-ctt: \/run\/netns\/no-such-ns-ctt does not exist$/);
   assert.match((netnsPath('999999999') as { error: string }).error, /no process 999999999/);
   assert.match((netnsPath('/proc') as { error: string }).error, /is a directory/);
+});
+
+test("a namespace's addresses read from a process's /proc/PID/net (captured), without entering it", () => {
+  const dir = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'proc', 'netns');
+  assert.deepEqual(parseFibTrieLocal(readFileSync(join(dir, 'fib_trie.txt'), 'utf8')), ['10.231.250.7', '127.0.0.1']);
+  assert.deepEqual(parseIfInet6(readFileSync(join(dir, 'if_inet6.txt'), 'utf8')), ['fd00:231::7', 'fe80::7ccc:1cff:feba:9f23', '::1', 'fe80::14bc:1cff:fe41:ea34']);
+  assert.deepEqual(parseIfInet6('20010db8000000000001000000000000 02 40 00 80 eth0\n'), ['2001:db8:0:1::']);
 });
