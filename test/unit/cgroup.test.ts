@@ -103,5 +103,5 @@ test("a namespace's addresses read from a process's /proc/PID/net (captured), wi
   const dir = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'proc', 'netns');
   assert.deepEqual(parseFibTrieLocal(readFileSync(join(dir, 'fib_trie.txt'), 'utf8')), ['10.231.250.7', '127.0.0.1']);
   assert.deepEqual(parseIfInet6(readFileSync(join(dir, 'if_inet6.txt'), 'utf8')), ['fd00:231::7', 'fe80::7ccc:1cff:feba:9f23', '::1', 'fe80::14bc:1cff:fe41:ea34']);
-  assert.deepEqual(parseIfInet6('20010db8000000000001000000000000 02 40 00 80 eth0\n'), ['2001:db8:0:1::']);
+  assert.deepEqual(parseIfInet6('20010db8000000000001000000000000 02 40 00 80 eth0\n'), ['2001:db8:0:0:1::']);
 });
