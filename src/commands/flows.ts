@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import { classify, flowKey, localAddressSet, localEnds } from '../core/flow.js';
 import type { FlowRecord } from '../netlink/record.js';
 import type { Owner } from '../core/owners.js';
+import type { FlowEnd } from '../core/flow.js';
 import { flowPasses, toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
 import { explainSystemError } from '../errors.js';
@@ -53,14 +54,21 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           const resolver = makeOwnerResolver(system);
           const local = localAddressSet(interfaceAddresses());
           const foreign = args.owners ? makeForeignAttributor(system) : null;
+          const inner: { family: 4 | 6; proto: number; end: FlowEnd; netns: number[]; set: (o: Owner | null) => void }[] = [];
           const classified = flows.map((r) => {
             const dir = classify(r, local);
             const ends = localEnds(r, dir).map((end) => ({ end, sock: args.owners ? resolver.socketFor(r.family, r.proto, end, null) : null, owner: undefined as Owner | null | undefined }));
             // No end here: ends in containers' namespaces on this host are looked up there.
             if (dir === 'forwarded' && foreign)
-              for (const f of foreign.endsOf(r)) ends.push({ end: f.end, sock: null, owner: foreign.resolve(r.family, r.proto, f.end, f.netns).owner });
+              for (const f of foreign.endsOf(r)) {
+                const e = { end: f.end, sock: null, owner: null as Owner | null | undefined };
+                ends.push(e);
+                inner.push({ family: r.family, proto: r.proto, end: f.end, netns: f.netns, set: (o) => (e.owner = o) });
+              }
             return { r, dir, ends };
           });
+          // Container ends: every lookup first, then one owner search per namespace.
+          if (foreign && inner.length) foreign.resolveAll(inner).forEach((f, i) => inner[i]!.set(f.owner));
           resolver.resolveInodes(classified.flatMap((c) => c.ends.map((e) => e.sock?.inode ?? 0)));
           const now = system.now();
           const out: FlowView[] = [];
