@@ -4,6 +4,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { accessSync, constants, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { dumpAll } from '../netlink/source.js';
+import { entryIds, lockPath, openNftSession, probeTracking, removeEntriesExcept, type NftSession, type TrackingProbe } from './engage.js';
 import type { System } from '../system.js';
 
 export interface RunResult {
@@ -38,6 +39,17 @@ export interface Host {
   which(cmd: string): string | null;
   /** One ctnetlink dump round trip; rejects with the addon's coded error. */
   probeCtnetlink(): Promise<void>;
+  /** nf_tables over netlink (no binary); throws the addon's coded error. */
+  openNft(): NftSession;
+  /** Whether conntrack tracks loopback UDP here now, per family (null: cannot tell). */
+  probeTracking(): Promise<TrackingProbe>;
+  /** Conntrack ids in the table now. */
+  entryIds(): Promise<number[]>;
+  /** Deletes TCP/UDP entries not in `keep`; how many went. */
+  removeEntriesExcept(keep: ReadonlySet<number>): Promise<number>;
+  /** Exclusive lock on a file (created 0600); returns release. */
+  lock(path: string): () => void;
+  mkdir(path: string): void;
   pid: number;
 }
 
@@ -75,7 +87,12 @@ export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' |
     writeFileAtomic(p, d) {
       mkdirSync(join(p, '..'), { recursive: true, mode: 0o755 });
       const tmp = `${p}.${system.pid}.tmp`;
-      writeFileSync(tmp, d, { mode: 0o644 });
+      try {
+        unlinkSync(tmp); // a crashed run with the same pid
+      } catch {
+        /* none */
+      }
+      writeFileSync(tmp, d, { mode: 0o600, flag: 'wx' });
       renameSync(tmp, p);
     },
     unlink: (p) => unlinkSync(p),
@@ -102,6 +119,12 @@ export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' |
         return runResultOf(err, String(err.stdout ?? ''), String(err.stderr ?? ''));
       }
     },
+    openNft: () => openNftSession(),
+    probeTracking: () => probeTracking(system.conntrack()),
+    entryIds: () => entryIds(system.conntrack()),
+    removeEntriesExcept: (keep) => removeEntriesExcept(system.conntrack(), keep),
+    lock: (p) => lockPath(p),
+    mkdir: (p) => void mkdirSync(p, { recursive: true, mode: 0o700 }),
     async probeCtnetlink() {
       // A mark no flow carries: the kernel walks the table but copies nothing to us.
       await dumpAll(system.conntrack(), { mark: 0x43544143, markMask: 0xffffffff });
