@@ -273,6 +273,7 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
             }
           }
           tryUnlink(host, join(dir, OTHERS));
+          tryUnlink(host, join(dir, BEFORE)); // the async path read it first
         }
       } else if (plan.restoreAcct) {
         // No reference count (state dir not writable): this run alone restores what it changed.
@@ -314,7 +315,6 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
             /* doctor reports leftovers */
           }
         }
-        if (dir) tryUnlink(host, join(dir, BEFORE));
         if (failures.length) throw failed();
       })();
       return undoing;
@@ -335,6 +335,17 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
   try {
     const live = dir ? pruneMembers(host, dir, nft) : [];
     const first = live.length === 0;
+    // Join the reference count before changing anything: whatever happens next, the undo (of
+    // this run, or of the last member) sees what to restore.
+    if (dir) {
+      const file = join(dir, `member-${host.pid}-${selfStart}`);
+      try {
+        host.writeFileAtomic(file, '-\n');
+        plan.member = file;
+      } catch {
+        /* not writable: this run restores alone (plan.restoreAcct) */
+      }
+    }
 
     // 1. Accounting before tracking starts, so flows ctacct makes trackable get counters.
     const marked = dir ? readText(host, join(dir, ACCT_MARK)) !== null : false;
@@ -342,13 +353,8 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
       if (acct !== 0) return;
       const restore = !opts.keepAcct;
       if (restore) {
-        if (dir) {
-          try {
-            host.writeFileAtomic(join(dir, ACCT_MARK), `${host.pid}\n`); // before the write: a crash still restores
-          } catch {
-            plan.restoreAcct = true;
-          }
-        } else plan.restoreAcct = true;
+        if (plan.member) host.writeFileAtomic(join(dir!, ACCT_MARK), `${host.pid}\n`); // before the write: a crash still restores
+        else plan.restoreAcct = true;
       }
       try {
         host.writeFile(acctPath, '1\n');
@@ -452,16 +458,8 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
       if (acct === 1) report.accounting = true;
     }
 
-    // 5. Join the reference count last: from now on the last member out restores.
-    if (dir) {
-      const file = join(dir, `member-${host.pid}-${selfStart}`);
-      try {
-        host.writeFileAtomic(file, `${plan.table && !plan.owned ? plan.table : '-'}\n`);
-        plan.member = file;
-      } catch {
-        if (readText(host, join(dir, ACCT_MARK)) !== null) plan.restoreAcct = true;
-      }
-    }
+    // 5. A table the kernel does not own is named in the member record, so a later run can delete it.
+    if (plan.member && plan.table && !plan.owned) host.writeFileAtomic(plan.member, `${plan.table}\n`);
   } catch (e) {
     release();
     try {
