@@ -15,7 +15,7 @@ import { lifecycle } from '../system/lifecycle.js';
 import { FdSink, RotatingFile, parseSize, type LineSink } from '../system/rotate.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
-import { filterOptions, ownerFilterOptions, setupOptions } from './options.js';
+import { checkPositive, filterOptions, ownerFilterOptions, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
 export interface RecordArgs extends FilterArgs {
@@ -47,6 +47,7 @@ export function recordCommand(system: System): CommandModule<object, RecordArgs>
         .option('dump-interval', { type: 'number', default: 10, describe: 'Seconds between full conntrack table dumps (live counters; flows gone without a DESTROY)', group: 'Cost:' })
         .option('rcvbuf', { type: 'number', default: 64, describe: 'Event socket receive buffer in MiB (grows after an overrun)', group: 'Cost:' })
         .check((a) => {
+          checkPositive('rcvbuf', a.rcvbuf);
           if (parseSize(a['max-size']) === null) throw new UserError(`--max-size: '${a['max-size']}' is not a size (e.g. 500k, 100M, 1G)`, EXIT.usage, 'ERR_USAGE');
           if (!(Number.isInteger(a.keep) && a.keep >= 0)) throw new UserError('--keep must be a whole number ≥ 0', EXIT.usage, 'ERR_USAGE');
           if (!(a['dump-interval'] > 0)) throw new UserError('--dump-interval must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');

@@ -17,7 +17,7 @@ import { lifecycle } from '../system/lifecycle.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { CounterSet, PrometheusView, type ExportModel, type FeedRow } from '../views/prometheus.js';
 import { interfaceAddresses, makeOwnerResolver } from '../wiring.js';
-import { setupOptions } from './options.js';
+import { checkPositive, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
 // Read here, not from cli.ts: cli.ts imports every command module.
@@ -70,6 +70,7 @@ export function serveCommand(system: System): CommandModule<object, ServeArgs> {
         .option('dump-interval', { type: 'number', default: 10, describe: 'Seconds between full conntrack table dumps (events settle finished flows in between)', group: 'Cost:' })
         .option('rcvbuf', { type: 'number', default: 64, describe: 'Event socket receive buffer in MiB (grows after an overrun)', group: 'Cost:' })
         .check((a) => {
+          checkPositive('rcvbuf', a.rcvbuf);
           parseListen(a.listen);
           if (!(a.expire > 0)) throw new UserError('--expire must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
           if (!(a['dump-interval'] > 0)) throw new UserError('--dump-interval must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');

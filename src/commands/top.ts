@@ -12,7 +12,7 @@ import { renderJsonLine } from '../views/json.js';
 import { renderSummary } from '../views/summary.js';
 import { renderTrace } from '../views/trace.js';
 import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
-import { filterOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
+import { checkPositive, filterOptions, outputOptions, ownerFilterOptions, setupOptions, usage } from './options.js';
 import { runLive, runStream } from '../views/live.js';
 
 export interface TopArgs extends FilterArgs {
@@ -44,17 +44,19 @@ export function topCommand(system: System): CommandModule<object, TopArgs> {
       setupOptions(outputOptions(ownerFilterOptions(filterOptions(y))))
         .option('by', { choices: GROUP_BYS, default: 'process' as GroupBy, describe: 'Group rows by', group: 'View:' })
         .option('sort', { choices: SORT_KEYS, default: 'total' as SortKey, describe: 'Sort rows by rate sent/recv/total, open conns, or new conns', group: 'View:' })
-        .option('interval', { type: 'number', describe: 'Seconds between refreshes (default 1; with --low-overhead, the dump interval)', group: 'View:' })
-        .option('count', { type: 'number', describe: 'Stop after N refreshes', group: 'View:' })
+        .option('interval', { alias: ['d', 'delay', 'watch'], type: 'number', describe: 'Seconds between refreshes (default 1; with --low-overhead, the dump interval); -d as in nethogs', group: 'View:' })
+        .option('count', { alias: 'c', type: 'number', describe: 'Stop after N refreshes', group: 'View:' })
         .option('once', { type: 'boolean', default: false, describe: 'One refresh, then exit (= --count 1)', group: 'View:' })
-        .option('limit', { type: 'number', describe: 'At most N rows (default: every key that had traffic)', group: 'View:' })
-        .option('trace', { type: 'boolean', default: false, describe: 'Plain text lines per refresh, like `nethogs -t` (default when stdout is not a terminal)', group: 'Output:' })
+        .option('limit', { alias: 'top', type: 'number', describe: 'At most N rows (default: every key that had traffic)', group: 'View:' })
+        .option('trace', { alias: 't', type: 'boolean', default: false, describe: 'Plain text lines per refresh, like `nethogs -t` (default when stdout is not a terminal)', group: 'Output:' })
         .option('bits', { type: 'boolean', default: false, describe: 'Rates in bits per second', group: 'Output:' })
         .option('color', { type: 'boolean', default: true, describe: 'Colour in the live view (also off with NO_COLOR)', group: 'Output:' })
         .option('low-overhead', { type: 'boolean', default: false, describe: 'For busy servers: full dumps every 10 s (or --dump-interval), events in between, no per-row CPU sampling', group: 'Cost:' })
         .option('dump-interval', { type: 'number', describe: 'Seconds between full table dumps (default: every refresh; 10 with --low-overhead)', group: 'Cost:' })
         .option('rcvbuf', { type: 'number', default: 64, describe: 'Event socket receive buffer in MiB (grows after an overrun)', group: 'Cost:' })
         .check((a) => {
+          if (a.json && a.trace) throw usage('--json and --trace are two output formats: choose one');
+          checkPositive('rcvbuf', a.rcvbuf);
           if (a.interval !== undefined && !(a.interval > 0)) throw new UserError('--interval must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
           if (a.count !== undefined && !(Number.isInteger(a.count) && a.count >= 1)) throw new UserError('--count must be a whole number ≥ 1', EXIT.usage, 'ERR_USAGE');
           if (a.limit !== undefined && !(Number.isInteger(a.limit) && a.limit >= 1)) throw new UserError('--limit must be a whole number ≥ 1', EXIT.usage, 'ERR_USAGE');

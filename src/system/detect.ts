@@ -4,6 +4,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { accessSync, constants, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { dumpAll } from '../netlink/source.js';
+import { findTool, realToolEnv as toolEnv } from './tools.js';
 import { entryIds, lockPath, openNftSession, probeTracking, removeEntriesExcept, type NftSession, type TrackingProbe } from './engage.js';
 import type { System } from '../system.js';
 
@@ -65,20 +66,8 @@ function runResultOf(err: (Error & { code?: unknown; status?: number | null }) |
 /** The real host: node:fs, execFile and the addon of `system`. */
 export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' | 'pid'>): Host {
   const env = { ...system.env, LC_ALL: 'C' } as NodeJS.ProcessEnv;
-  const which = (cmd: string): string | null => {
-    if (cmd.includes('/')) return cmd;
-    const dirs = [...(system.env.PATH ?? '').split(delimiter).filter(Boolean), ...SBIN];
-    for (const d of dirs) {
-      const p = join(d, cmd);
-      try {
-        accessSync(p, constants.X_OK);
-        return p;
-      } catch {
-        /* next */
-      }
-    }
-    return null;
-  };
+  // As root only trusted system paths (src/system/tools.ts); PATH is not consulted.
+  const which = (cmd: string): string | null => findTool(cmd, { ...toolEnv(), path: system.env.PATH ?? '' });
   return {
     procRoot: system.procRoot,
     pid: system.pid,
@@ -100,7 +89,8 @@ export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' |
     readlink: (p) => readlinkSync(p),
     which,
     run(cmd, args, input) {
-      const path = which(cmd) ?? cmd;
+      const path = which(cmd);
+      if (!path) return Promise.resolve({ status: null, stdout: '', stderr: '', errorCode: 'ENOENT' });
       return new Promise((res) => {
         const child = execFile(path, args, { env, maxBuffer: 64 << 20, timeout: 10_000 }, (err, stdout, stderr) =>
           res(runResultOf(err as never, String(stdout), String(stderr))),
@@ -110,7 +100,8 @@ export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' |
       });
     },
     runSync(cmd, args, input) {
-      const path = which(cmd) ?? cmd;
+      const path = which(cmd);
+      if (!path) return { status: null, stdout: '', stderr: '', errorCode: 'ENOENT' };
       try {
         const stdout = execFileSync(path, args, { env, input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'], timeout: 10_000 });
         return { status: 0, stdout: String(stdout), stderr: '' };
