@@ -113,6 +113,16 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
   const intervalS = args.interval ?? (low ? dumpEvery! : 1);
   await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
     const changes = changeLines(report);
+    if (report.tracking === 'not-tracking' && mode !== 'live') {
+      // A script must not mistake "not tracking" for "no traffic".
+      const why = report.notes.find((n) => n.code === 'not-tracking')?.message ?? 'conntrack does not track in this network namespace';
+      throw new UserError(`${why} (exit 4: not tracking)`, EXIT.unsupported, 'ERR_NOT_TRACKING');
+    }
+    const setupFacts = {
+      tracking: report.tracking,
+      notes: report.notes,
+      systemChanges: report.changes.map((c) => ({ code: c.code, message: `${c.what}: ${c.detail}` })),
+    };
     if (mode !== 'json') {
       system.stderr.write(formatSetupReport(report));
     }
@@ -142,7 +152,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
     const next = async (ui: { groupBy: GroupBy; sort: SortKey }): Promise<TopSnapshot> => {
       let s: TopSnapshot;
       try {
-        s = await engine.refresh({ groupBy: ui.groupBy, sort: ui.sort, self: await selfUsage(system.pid), changes });
+        s = await engine.refresh({ groupBy: ui.groupBy, sort: ui.sort, self: await selfUsage(system.pid), changes, ...setupFacts });
       } catch (e) {
         throw e instanceof EngineError ? explainSystemError(e.cause, 'conntrack events') : e;
       }

@@ -413,13 +413,12 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
     plan.othersAbsent = others === false;
 
     // 3. Engage with a table of this process where nothing else tracks.
+    const name = tableName(host.pid);
     if (others !== true) {
-      const name = tableName(host.pid);
-      const s = nft();
-      if (!s) throw new UserError('engaging conntrack: nf_tables unavailable', EXIT.unsupported, 'ERR_NFT');
       plan.table = name;
       plan.owned = true;
       try {
+        const s = nft()!;
         try {
           s.engage(name, true);
         } catch (e) {
@@ -431,8 +430,16 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
         plan.table = null;
         const code = (e as { code?: string }).code;
         if (code === 'EPERM' || code === 'EACCES') throw privilegeError('engaging conntrack (nf_tables)', root);
-        throw new UserError(`engaging conntrack (nf_tables table inet ${name}): ${(e as Error).message}`, code === 'EPROTONOSUPPORT' ? EXIT.unsupported : EXIT.failure, code ?? 'ERR_NFT');
+        // No nf_tables (module missing, kernel without it…): go on, and say so everywhere.
+        report.engaged = others === false ? false : null;
+        report.notes.push({
+          code: 'not-tracking',
+          message: `conntrack ${others === false ? 'does not track' : 'may not track'} in this network namespace and ctacct cannot engage it (nf_tables: ${code ?? (e as Error).message}): no flows will appear — load nf_tables (\`modprobe nf_tables\`) or add a rule that uses conntrack`,
+        });
+        if (others === false) report.tracking = 'not-tracking';
       }
+    }
+    if (others !== true && plan.table) {
       report.engaged = true;
       report.engagedBy = 'ctacct';
       report.tracking = 'engaged-by-ctacct';
@@ -444,7 +451,7 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
           : 'engages conntrack in this network namespace; removed on exit (this kernel has no owned tables)',
       });
       report.notes.push({ code: 'engage-cost', message: COST_NOTE });
-    } else {
+    } else if (others === true) {
       report.engaged = true;
       report.engagedBy = 'existing';
       report.tracking = 'engaged-by-others';
