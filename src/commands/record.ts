@@ -12,7 +12,9 @@ import type { ConntrackSource } from '../netlink/source.js';
 import { CgroupReader } from '../proc/cgroup.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
-import { FdSink, RotatingFile, parseSize, type LineSink } from '../system/rotate.js';
+import { FdSink, RotatingFile, UnsafeOutputError, parseSize, type LineSink } from '../system/rotate.js';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
 import { checkPositive, filterOptions, ownerFilterOptions, setupOptions } from './options.js';
@@ -62,10 +64,19 @@ export function recordCommand(system: System): CommandModule<object, RecordArgs>
 
 function openSink(args: RecordArgs): LineSink {
   if (!args.output) return new FdSink(1);
+  const open = () => new RotatingFile(args.output!, { maxBytes: parseSize(args['max-size'])!, keep: args.keep });
   try {
-    return new RotatingFile(args.output, { maxBytes: parseSize(args['max-size'])!, keep: args.keep });
+    try {
+      return open();
+    } catch (e) {
+      // A missing last directory (e.g. /var/log/ctacct) is created, owner-only; deeper paths are not.
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      mkdirSync(dirname(args.output), { mode: 0o750 });
+      return open();
+    }
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'ERR_CTACCT';
+    if (e instanceof UnsafeOutputError) throw new UserError(`refusing to write ${args.output}: ${e.message}`, EXIT.failure, e.code);
     const why: Record<string, string> = {
       ENOENT: 'its directory does not exist',
       EISDIR: 'it is a directory',
