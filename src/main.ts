@@ -3,11 +3,17 @@ import { hideBin } from 'yargs/helpers';
 import { buildCli } from './cli.js';
 import { UserError } from './errors.js';
 import { realSystem } from './system.js';
+import { EXIT_PIPE, installSignalHandlers, isEpipe } from './system/lifecycle.js';
 
 const argv = hideBin(process.argv);
 const debug = argv.includes('--debug');
 
 function fatal(err: unknown): void {
+  if (isEpipe(err)) {
+    // The reader of our output went away (`| head`): quiet, like a tool killed by SIGPIPE.
+    process.exitCode = EXIT_PIPE;
+    return;
+  }
   if (err instanceof UserError) {
     process.stderr.write(`ctacct: ${err.message}\n`);
     if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
@@ -20,8 +26,11 @@ function fatal(err: unknown): void {
   process.exitCode = 1;
 }
 
+const system = realSystem();
+// Every exit path (signals, a closed output, uncaught errors) runs the registered cleanup.
+installSignalHandlers(system);
 try {
-  await buildCli(realSystem()).parseAsync(argv);
+  await buildCli(system).parseAsync(argv);
 } catch (err) {
   fatal(err);
 }

@@ -55,6 +55,11 @@ export interface Bucket {
   flows: number;
 }
 
+export interface HealthItem {
+  code: string;
+  message: string;
+}
+
 export interface Health {
   flows_tracked: number;
   events: number;
@@ -72,6 +77,14 @@ export interface Health {
   inferred_flows?: number;
   /** Ended connections' rows dropped from `--by conn` (capped at 20,000 to bound memory). */
   retired_conns_dropped?: number;
+  /** Who makes conntrack track in this network namespace; "not-tracking": no flow will appear. */
+  tracking?: 'engaged-by-ctacct' | 'engaged-by-others' | 'not-tracking';
+  /** Conditions worth a script's attention, each with a stable code (acct-off, not-tracking, dump-failed…). */
+  notes?: HealthItem[];
+  /** `changes` as objects with a stable code (acct-on, acct-adopted, table-engaged). */
+  system_changes?: HealthItem[];
+  /** Table dumps that failed (retried with back-off; the view keeps running on events). */
+  dump_failures?: number;
   /** Wall time of the last full table dump (ms) and the records it returned. */
   dump_ms?: number;
   dump_records?: number;
