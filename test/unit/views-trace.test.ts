@@ -94,7 +94,7 @@ describe('--trace (nethogs -t format)', () => {
 
   test('names cannot break the line format', () => {
     const s = snapshot('process', { rows: [row({ key: '5', pid: 5, comm: 'a\tb\nc', uid: 0 })] });
-    assert.ok(renderTrace(s).includes('\na?b?c/5/0\t0\t0\n'));
+    assert.ok(renderTrace(s).includes('\na\\x09b\\x0ac/5/0\t0\t0\n'));
   });
 });
 
