@@ -315,7 +315,7 @@ test('command: states --json is the DESIGN.md shape', async () => {
   assert.deepEqual(j, { source: 'sockets', states: { ...ZERO, LISTEN: 6, ESTABLISHED: 14, CLOSE_WAIT: 3, FIN_WAIT2: 3, TIME_WAIT: 3, SYN_SENT: 3 }, total: 32 });
   // Zero-filled, in the netstat order: `jq .states.CLOSING` reads 0, not null.
   assert.deepEqual(Object.keys(j.states), [...stateOrder('sockets')]);
-  assert.equal(j.states.CLOSING, 0);
+  assert.equal((j.states as Record<string, number>).CLOSING, 0);
 });
 
 test('command: --by port --json has groups with key/states/total', async () => {
