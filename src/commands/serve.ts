@@ -199,7 +199,6 @@ class Exporter {
       this.ports.feed(s.rows.map((r) => ({ source: r.key, labels: { proto: r.proto ?? '', port: r.port === null ? '' : String(r.port) }, totals: [r.sent_total, r.recv_total] })), now);
     }
     if (this.args['tcp-states'] && now - this.states.at >= STATES_EVERY_MS) this.states = { at: now, counts: this.readStates() };
-    const cpu = process.cpuUsage();
     const model: ExportModel = {
       version: VERSION,
       processLabels: this.processLabels,
@@ -224,7 +223,7 @@ class Exporter {
         seriesExpired: this.processes.expired + (this.remotes?.expired ?? 0) + (this.ports?.expired ?? 0),
       },
       scrapeSeconds: (this.system.monotonic() - t0) / 1000,
-      self: { cpuSeconds: (cpu.user + cpu.system) / 1e6, residentBytes: process.memoryUsage.rss(), startTimeSeconds: this.startTimeSeconds },
+      self: { startTimeSeconds: this.startTimeSeconds },
     };
     return this.view.render(model) + trackingMetrics(this.tracking, this.engine.dumpFailures);
   }

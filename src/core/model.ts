@@ -28,6 +28,10 @@ export interface TopRow {
   recv_bytes: number;
   sent_bps: number;
   recv_bps: number;
+  /** The same rates as whole bytes per second, named by their unit (the --json output adds them;
+   *  `*_bps` stay as deprecated aliases until 1.0). */
+  sent_bytes_per_s?: number;
+  recv_bytes_per_s?: number;
   /** Since ctacct started, flows that ended included. */
   sent_total: number;
   recv_total: number;
