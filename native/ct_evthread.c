@@ -189,20 +189,16 @@ static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
 	int rc2 = ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport, rec->reply_dst,
 				 rec->reply_dport, &rec->sk_reply);
 	int n = 2;
-	/* An accepted connection's socket is new, so finding its process means reading fd tables
-	 * (a busy server's has thousands of entries). Its listener's owner is usually known: take
-	 * the listener then, and read no fd table at all. */
-	int known = rec->sk_reply.found && rec->sk_reply.inode && ev_cache_get(t, rec->sk_reply.inode);
-	if (rc2 >= 0 && (!rec->sk_reply.found || !rec->sk_reply.inode || (!known && rec->sk_reply.state != 10))) {
-		/* An inbound connection not accept()ed yet (or already closed) has no inode: its
-		 * listener, or the bound UDP socket, owns the service. Take it while it exists. */
+	/* An inbound connection not accept()ed yet (or already closed) has no inode: its listener, or
+	 * the bound UDP socket, owns the service provisionally (TypeScript moves the flow to the
+	 * accepted socket's holder later). A socket with an inode is the flow's own: never swapped. */
+	if (rc2 >= 0 && (!rec->sk_reply.found || !rec->sk_reply.inode)) {
 		static const uint8_t zero[16];
 		struct ct_sock_hit l;
 		memset(&l, 0, sizeof(l));
 		n++;
 		if (ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport, zero, 0, &l) > 0 &&
-		    l.inode && (rec->proto != IPPROTO_TCP || l.state == 10 /* TCP_LISTEN */) &&
-		    (!rec->sk_reply.found || !rec->sk_reply.inode || ev_cache_get(t, l.inode)))
+		    l.inode && (rec->proto != IPPROTO_TCP || l.state == 10 /* TCP_LISTEN */))
 			rec->sk_reply = l;
 	}
 	rec->present |= CT_HAS_SK_ORIG | CT_HAS_SK_REPLY;

@@ -23,6 +23,9 @@ export interface TopRow {
   state?: string | null;
   /** The socket is shared by several processes (after fork); pid is the lowest. */
   shared?: boolean;
+  /** With pid, the process identity: its start time in clock ticks after boot (/proc/PID/stat
+   *  field 22). A reused pid is another process, with another row. */
+  start_time?: number | null;
   /** This refresh. */
   sent_bytes: number;
   recv_bytes: number;
@@ -72,6 +75,11 @@ export interface Health {
   inferred_flows?: number;
   /** Ended connections' rows dropped from `--by conn` (capped at 20,000 to bound memory). */
   retired_conns_dropped?: number;
+  /** Dumps that failed or were interrupted (they close no flow). */
+  dump_failures?: number;
+  /** Inbound connections that ended while their listener still owned them: never accepted, or
+   *  accepted and closed between two looks (their bytes stay with the listening service). */
+  accepts_missed?: number;
   /** Wall time of the last full table dump (ms) and the records it returned. */
   dump_ms?: number;
   dump_records?: number;
