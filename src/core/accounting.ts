@@ -401,6 +401,11 @@ export class Accounting {
         }
         continue;
       }
+      if (r.kind === 'update') {
+        // The addon saw the accepted socket of a connection its NEW gave to the listener.
+        if (st && sameFlow(st.shape, r)) this.accepted(st, r);
+        continue;
+      }
       const t = this.tombs.get(key);
       const el = r.kind === 'destroy' ? this.earlier.get(key) : undefined;
       if (el && sameFlow(el, r) && r.origCounters && r.replyCounters) {
@@ -632,10 +637,34 @@ export class Accounting {
     if (!(provisional || e.owner.shared || (server && st.isNew))) return;
     e.unsettled = true;
     e.firstSeen ??= now;
+    if (now - e.firstSeen >= SETTLE_MS && !provisional && !e.owner.shared) {
+      e.unsettled = false;
+      return;
+    }
     e.every = 1;
     e.nextCheck = now + 1;
     this.unsettled.add(st);
     this.recheckAt = Math.min(this.recheckAt, e.nextCheck);
+  }
+
+  /** The accepted socket of an inbound connection, seen by the addon as it appeared: the flow
+   *  moves to its holder (and keeps being looked at for SETTLE_MS, see markUnsettled). */
+  private accepted(st: FlowState, r: FlowRecord): void {
+    const h = r.skReply;
+    const e = st.ends.find((x) => x.end.side === 'reply');
+    if (!h || !h.found || !h.inode || h.state === SK_LISTEN || !e) return;
+    const sock: SockInfo = { inode: h.inode, uid: h.uid, state: h.state, pid: h.pid };
+    this.owners.learn([sock]);
+    this.owners.resolveInodes([sock.inode]);
+    const owner = this.owners.ownerOf(sock);
+    const now = this.now();
+    if (owner?.pid == null) return; // the JS recheck keeps looking
+    if (owner.pid !== e.owner?.pid || owner.startTime !== e.owner?.startTime) this.health.moved++;
+    e.sock = sock;
+    e.owner = owner;
+    e.inferred = false;
+    e.firstSeen ??= now;
+    if (!e.unsettled) this.markUnsettled(st, e, now);
   }
 
   /** Monotonic ms when recheck() has work next (Infinity: none). */
@@ -675,7 +704,7 @@ export class Accounting {
     const s = this.owners.exactSocket(st.rec.family, st.rec.proto, e.end);
     const wasListener = e.sock!.state === SK_LISTEN;
     if (!s || s.inode === 0 || s.state === SK_LISTEN) {
-      if (s && (s.state === SK_LISTEN || NOT_ACCEPTED_YET.has(s.state))) return; // not accepted yet
+      if (wasListener && s && (s.state === SK_LISTEN || NOT_ACCEPTED_YET.has(s.state))) return; // not accepted yet
       // Gone. A connection last seen unaccepted that is gone now was accepted and closed between
       // two looks (or never accepted): it stays with the listening service; count the first.
       if (wasListener) this.health.acceptsMissed++;
