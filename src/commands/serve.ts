@@ -238,7 +238,9 @@ class Exporter {
       unit: r.pid !== null ? unitLabel(this.cgroups.of(r.pid)) : '',
     };
     if (this.args['label-pid']) labels.pid = r.pid !== null ? String(r.pid) : '';
-    return { source: r.key, labels, totals: [r.sent_total, r.recv_total], adds: [0, 0, r.new_flows], gauge: r.flows };
+    // A process is (pid, start time): a reused pid is a new source, never the old one's series.
+    const source = r.start_time != null ? `${r.key}@${r.start_time}` : r.key;
+    return { source, labels, totals: [r.sent_total, r.recv_total], adds: [0, 0, r.new_flows], gauge: r.flows };
   }
 
   private readStates(): Record<string, number> | null {
