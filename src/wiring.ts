@@ -13,7 +13,7 @@ import { makeSocketLookup } from './netlink/lookup.js';
 import { formatIPv4, formatIPv6 } from './netlink/record.js';
 import { parsePasswd } from './proc/parse.js';
 import { findSocketOwners, ownNetns } from './proc/find.js';
-import { readProcessInfo, userName } from './proc/reader.js';
+import { readFamily, readProcessInfo, readStartTime, userName } from './proc/reader.js';
 import type { System } from './system.js';
 
 /** Process facts plus where the process lives: network namespace, container, systemd unit. */
@@ -38,6 +38,8 @@ export function realOwnerDeps(system: System, inner?: { netns: number; fd: numbe
     scanOwners: (want, pids, budgetMs) =>
       findSocketOwners(system.procRoot, want, inner && pids ? [...pids].filter((p) => netnsOfPid(system.procRoot, p) === inner.netns) : pids, budgetMs, netns),
     processInfo: processFacts(system.procRoot),
+    startTime: (pid) => readStartTime(system.procRoot, pid),
+    family: (pid) => readFamily(system.procRoot, pid),
     userName,
     now: () => system.monotonic(),
   };
