@@ -7,7 +7,9 @@ import { statesCommand } from './states.js';
 import { topCommand } from './top.js';
 import { serveCommand } from './serve.js';
 import { recordCommand } from './record.js';
+import { collectCommand } from './collect.js';
+import { reportCommand } from './report.js';
 
 export type CommandFactory = (system: System) => CommandModule<any, any>;
 
-export const commands: CommandFactory[] = [topCommand, statesCommand, flowsCommand, doctorCommand, serveCommand, recordCommand];
+export const commands: CommandFactory[] = [topCommand, statesCommand, flowsCommand, doctorCommand, serveCommand, recordCommand, collectCommand, reportCommand];
