@@ -46,6 +46,18 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
   };
   let written = 0;
   let lost = 0;
+  let finished = false;
+  /** Closes the database for readers and says what was written; once, on whichever exit path. */
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    try {
+      store.closeForReaders();
+    } catch {
+      store.close();
+    }
+    system.stderr.write(`ctacct: wrote ${written} minute${written === 1 ? '' : 's'} to ${store.path}${lost ? `; ${lost} could not be written` : ''}\n`);
+  };
   try {
     if (server && listen) await bind(server, listen.host, listen.port, args.listen!);
     await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
@@ -146,6 +158,7 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
               /* what was read so far is still written */
             }
             flush(current);
+            finish();
             resolve();
           },
           () => {
@@ -157,6 +170,7 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
             } catch {
               /* the grace period ran out: the current minute is lost, as on kill -9 */
             }
+            finish();
           },
         );
       });
@@ -172,12 +186,7 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
     });
   } finally {
     stopServer();
-    try {
-      store.closeForReaders();
-    } catch {
-      store.close();
-    }
-    system.stderr.write(`ctacct: wrote ${written} minute${written === 1 ? '' : 's'} to ${store.path}${lost ? `; ${lost} could not be written` : ''}\n`);
+    finish();
   }
 }
 

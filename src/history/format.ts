@@ -1,6 +1,6 @@
 // `report` output (pure): a table with a bar per row and a sparkline over the period, CSV, JSON.
 // Names come from other users' processes: sanitized for the terminal, neutralised for spreadsheets.
-import { displayWidth, fit, formatBytes, formatCount, sanitize } from '../views/format.js';
+import { displayWidth, fit, formatBytes, formatCount, sanitize, truncate } from '../views/format.js';
 import type { Report, ReportRow } from './query.js';
 
 const SPARKS = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -29,16 +29,18 @@ function labelHeads(r: Report): string[] {
 export function renderReport(r: Report, width: number, names: (row: ReportRow, i: number) => string = (row, i) => row.labels[i]!): string {
   const heads = labelHeads(r);
   const nums = ['SENT', 'RECV', 'TOTAL'];
-  const numW = 10;
-  const sparkW = r.total.series.length;
-  const fixed = nums.length * (numW + 1) + 1;
-  const barW = 12;
-  const labelRoom = Math.max(12, width - fixed - (barW + 1) - (sparkW + 1));
+  const numW = 9;
+  // Narrow terminals get half the sparkline cells (pairs summed) so the names keep their room.
+  const halve = width < 110 && r.total.series.length % 2 === 0;
+  const spark = (v: number[]) => sparkline(halve ? v.filter((_, i) => i % 2 === 0).map((x, i) => x + v[2 * i + 1]!) : v);
+  const sparkW = halve ? r.total.series.length / 2 : r.total.series.length;
+  const barW = width < 110 ? 8 : 12;
+  const labelRoom = Math.max(12, width - nums.length * (numW + 1) - (barW + 1) - (sparkW + 1));
   const labelW = heads.length === 1 ? [labelRoom] : [Math.ceil(labelRoom / 2) - 1, Math.floor(labelRoom / 2)];
   const lines: string[] = [];
-  lines.push(`ctacct report ${r.since} → ${r.until} by ${r.by.join(',')} (${formatSlot(r.slot_seconds)} per sparkline cell)`);
+  lines.push(truncate(`ctacct report ${r.since} → ${r.until} by ${r.by.join(',')} (${formatSlot((r.slot_seconds * r.total.series.length) / sparkW)}/cell)`, width));
   lines.push(
-    [...heads.map((h, i) => fit(h, labelW[i]!)), ...nums.map((n) => fit(n, numW, 'right')), fit('SHARE', barW), 'OVER THE PERIOD'].join(' ').trimEnd(),
+    [...heads.map((h, i) => fit(h, labelW[i]!)), ...nums.map((n) => fit(n, numW, 'right')), fit('SHARE', barW), fit('OVER TIME', sparkW)].join(' ').trimEnd(),
   );
   const total = r.total.total_bytes;
   const row = (labels: string[], sent: number, recv: number, tot: number, series: number[] | null) =>
@@ -48,7 +50,7 @@ export function renderReport(r: Report, width: number, names: (row: ReportRow, i
       fit(formatBytes(recv), numW, 'right'),
       fit(formatBytes(tot), numW, 'right'),
       bar(total > 0 ? tot / total : 0, barW),
-      series ? sparkline(series) : '',
+      series ? spark(series) : '',
     ]
       .join(' ')
       .trimEnd();
@@ -60,6 +62,7 @@ export function renderReport(r: Report, width: number, names: (row: ReportRow, i
 }
 
 function formatSlot(s: number): string {
+  s = Math.round(s);
   if (s >= 86400 && s % 86400 === 0) return `${s / 86400} d`;
   if (s >= 3600 && s % 3600 === 0) return `${s / 3600} h`;
   if (s >= 60 && s % 60 === 0) return `${s / 60} min`;
@@ -81,15 +84,12 @@ export function csvCell(v: string | number | boolean | null): string {
   return /[",\n]/.test(s) || s !== s.trim() ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-/** CSV: one line per shown row, then the rest and the total; exact byte counts. */
+/** CSV: one line per shown row (its names per --by key), then the rest and the total; exact byte counts. */
 export function reportCsv(r: Report): string {
-  const fieldNames = [...new Set(r.rows.flatMap((x) => Object.keys(x.fields)))];
-  const head = [...r.by, ...fieldNames, 'sent_bytes', 'recv_bytes', 'total_bytes', 'flows'];
-  const lines = [head.join(',')];
-  for (const x of r.rows)
-    lines.push([...x.labels, ...fieldNames.map((f) => x.fields[f] ?? null), x.sent_bytes, x.recv_bytes, x.total_bytes, x.flows].map(csvCell).join(','));
-  const blanks = fieldNames.map(() => null);
-  if (r.rest) lines.push([`(${r.rest.groups} more)`, ...r.by.slice(1).map(() => ''), ...blanks, r.rest.sent_bytes, r.rest.recv_bytes, r.rest.total_bytes, r.rest.flows].map(csvCell).join(','));
-  lines.push(['TOTAL', ...r.by.slice(1).map(() => ''), ...blanks, r.total.sent_bytes, r.total.recv_bytes, r.total.total_bytes, r.total.flows].map(csvCell).join(','));
+  const lines = [[...r.by, 'sent_bytes', 'recv_bytes', 'total_bytes', 'flows'].join(',')];
+  const blanks = r.by.slice(1).map(() => '');
+  for (const x of r.rows) lines.push([...x.labels, x.sent_bytes, x.recv_bytes, x.total_bytes, x.flows].map(csvCell).join(','));
+  if (r.rest) lines.push([`(${r.rest.groups} more)`, ...blanks, r.rest.sent_bytes, r.rest.recv_bytes, r.rest.total_bytes, r.rest.flows].map(csvCell).join(','));
+  lines.push(['TOTAL', ...blanks, r.total.sent_bytes, r.total.recv_bytes, r.total.total_bytes, r.total.flows].map(csvCell).join(','));
   return lines.join('\n') + '\n';
 }

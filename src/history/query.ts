@@ -84,7 +84,7 @@ export function parseWindow(since: string, until: string | undefined, nowS: numb
   return { from, to };
 }
 
-/** The grouped query: one row per group and sparkline slot. Parameters: from, to (per level), then from, slots, span. */
+/** The grouped query: one row per group and sparkline slot. Parameters: from, slots, span, then from, to per level. */
 export function groupedSql(by: ReportKey[]): { sql: string; names: string[] } {
   const cols = by.flatMap((k, n) => COLUMNS[k].map(([name, expr]) => ({ name: `k${n}_${name}`, expr })));
   const names = cols.map((c) => c.name);
@@ -136,7 +136,8 @@ function label(k: ReportKey, f: Record<string, string | number | boolean | null>
     case 'process': {
       if (f.comm === null && f.exe === null) return f.uid !== null ? `(unknown, user ${f.user ?? f.uid})` : '(unknown)';
       const name = String(f.comm ?? f.exe);
-      return f.user !== null || f.uid !== null ? `${name} (${f.user ?? f.uid})` : name;
+      const who = [f.user ?? f.uid, f.exe].filter((x) => x !== null);
+      return who.length ? `${name} (${who.join(', ')})` : name;
     }
     case 'exe':
       return f.exe !== null ? String(f.exe) : f.comm !== null ? `[${f.comm}]` : '(unknown)';

@@ -33,7 +33,7 @@ export async function runReport(system: System, args: ReportArgs): Promise<void>
   try {
     const { sql } = groupedSql(by);
     const span = win.to - win.from;
-    rows = store.db.prepare(sql).all(win.from, win.to, win.from, win.to, win.from, win.to, win.from, SLOTS, span) as GroupedRow[];
+    rows = store.db.prepare(sql).all(win.from, SLOTS, span, win.from, win.to, win.from, win.to, win.from, win.to) as GroupedRow[];
   } catch (e) {
     throw e instanceof UserError ? e : sqliteError(args.db, e);
   } finally {
