@@ -153,10 +153,10 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
             await inflight?.catch(() => undefined);
             try {
               await engine.refresh({ groupBy: 'process', sort: 'total' });
-              tap.sample(engine.acc.flows.values());
             } catch {
               /* what was read so far is still written */
             }
+            tap.sample(engine.acc.flows.values(), true);
             flush(current);
             finish();
             resolve();

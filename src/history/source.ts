@@ -57,9 +57,10 @@ export class UsageTap {
     this.primed = true;
   }
 
-  /** After a refresh: credits the growth of every open flow. */
-  sample(flows: Iterable<FlowState>): void {
-    for (const st of flows) this.credit(st, false);
+  /** After a refresh: credits the growth of every open flow (`final`: also of ends still being
+   *  attributed, as they are now — at shutdown nothing may be left uncredited). */
+  sample(flows: Iterable<FlowState>, final = false): void {
+    for (const st of flows) this.credit(st, final);
   }
 
   /** The accounting's onRetire: the flow's last bytes, then it is forgotten. */
