@@ -3,7 +3,7 @@
 // Optionally serves the same /metrics as `ctacct serve`, from the same engine.
 import { createServer } from 'node:http';
 import { EngineError, TopEngine } from '../core/engine.js';
-import { explainSystemError } from '../errors.js';
+import { UserError, explainSystemError } from '../errors.js';
 import { CgroupReader, unitLabel } from '../proc/cgroup.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
@@ -13,7 +13,7 @@ import { bind, Exporter, handle, parseListen, type ServeArgs } from '../commands
 import { bucketStart, capRemotes, MinuteRollup } from './rollup.js';
 import { procIdentityDeps, UsageTap } from './source.js';
 import { loadSqlite } from './sqlite.js';
-import { UsageStore, sqliteError } from './store.js';
+import { processStart, UsageStore, sqliteError } from './store.js';
 
 export interface CollectArgs {
   db: string;
@@ -36,6 +36,12 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
   const Sqlite = await loadSqlite();
   const listen = args.listen ? parseListen(args.listen) : null;
   const store = UsageStore.open(Sqlite, args.db, { minuteS: args['minute-seconds'] });
+  try {
+    store.claimWriter({ pid: process.pid, start: processStart(process.pid) }, (pid, start) => start !== '' && processStart(pid) === start);
+  } catch (e) {
+    store.close();
+    throw e instanceof UserError ? e : sqliteError(args.db, e);
+  }
   const minuteS = store.minuteS;
   const server = listen ? createServer((req, res) => handle(req, res, () => exporter, (e) => failure?.(e))) : null;
   let exporter: Exporter | null = null;

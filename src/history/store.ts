@@ -1,7 +1,7 @@
 // The usage database (SQLite through better-sqlite3): schema and its version, one transaction per
 // minute, folding minutes → hours → days, and the grouped sums `report` reads. No policy here
 // beyond the SQL: the roll-up math is in rollup.ts, the choice of keys in query.ts.
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { EXIT, UserError } from '../errors.js';
 import { foldCuts, identKey, seriesKey, sizes, type Identity, type Retention, type RollupRow } from './rollup.js';
@@ -191,6 +191,27 @@ export class UsageStore {
     return id;
   }
 
+  /**
+   * Marks this process as the database's one writer: two collectors on one database would each
+   * count every flow. A claim by a process that is gone (kill -9) is taken over; the process is
+   * known by pid and start time, so a reused pid does not hold the claim.
+   */
+  claimWriter(self: { pid: number; start: string }, alive: (pid: number, start: string) => boolean): void {
+    this.db.transaction(() => {
+      const row = this.db.prepare("SELECT value FROM meta WHERE key = 'writer'").get() as { value: string } | undefined;
+      if (row) {
+        const [pid, start] = row.value.split(' ');
+        if (Number(pid) !== self.pid && alive(Number(pid), start ?? ''))
+          throw refuse(this.path, `another \`ctacct collect\` (pid ${pid}) is writing to it; one collector per database`, 'ERR_CTACCT_DB_BUSY');
+      }
+      this.db.prepare("INSERT INTO meta (key, value) VALUES ('writer', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(`${self.pid} ${self.start}`);
+    })();
+  }
+
+  releaseWriter(pid: number): void {
+    this.db.prepare("DELETE FROM meta WHERE key = 'writer' AND value LIKE ?").run(`${pid} %`);
+  }
+
   /** Adds one minute's rows in one transaction (added to what is there: a restart in the same minute adds). */
   writeMinute(t: number, rows: RollupRow[]): void {
     const s = this.prepared();
@@ -262,9 +283,20 @@ export class UsageStore {
    */
   closeForReaders(): void {
     if (!this.db.open) return;
+    this.releaseWriter(process.pid);
     this.db.pragma('wal_checkpoint(TRUNCATE)');
     this.db.pragma('journal_mode = DELETE');
     this.db.close();
+  }
+}
+
+/** A process's start time (clock ticks since boot, /proc/PID/stat field 22), or '' when gone. */
+export function processStart(pid: number, procRoot = '/proc'): string {
+  try {
+    const stat = readFileSync(`${procRoot}/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  } catch {
+    return '';
   }
 }
 

@@ -15,7 +15,7 @@ import { buildReport, groupedSql, parseBy, parseTime, parseWindow, type GroupedR
 import { bucketStart, capRemotes, EMPTY_IDENT, foldCuts, MinuteRollup, OTHER, type Identity, type RollupRow } from '../../src/history/rollup.js';
 import { UsageTap } from '../../src/history/source.js';
 import { loadSqlite } from '../../src/history/sqlite.js';
-import { SCHEMA_VERSION, UsageStore } from '../../src/history/store.js';
+import { processStart, SCHEMA_VERSION, UsageStore } from '../../src/history/store.js';
 import { displayWidth } from '../../src/views/format.js';
 import { hit, rec } from '../fakes/records.js';
 import { resolver, world } from '../fakes/owners.js';
@@ -230,6 +230,24 @@ describe('store', async () => {
     s.close();
     assert.equal(code(() => UsageStore.open(Sqlite, p, { minuteS: 60 })), 'ERR_CTACCT_DB_MINUTE');
     assert.equal(code(() => UsageStore.open(Sqlite, join(dir, 'none.db'), { readonly: true })), 'ENOENT');
+  });
+
+  test('one writer per database: a live claim refuses a second collector, a dead one is taken over', () => {
+    const s = fresh();
+    s.claimWriter({ pid: 111, start: '500' }, () => true);
+    const again = UsageStore.open(Sqlite, s.path);
+    assert.throws(
+      () => again.claimWriter({ pid: 222, start: '900' }, (pid, start) => pid === 111 && start === '500'),
+      (e: unknown) => e instanceof UserError && e.code === 'ERR_CTACCT_DB_BUSY' && /pid 111/.test(e.message),
+    );
+    again.claimWriter({ pid: 222, start: '900' }, () => false); // 111 is gone (or its pid was reused)
+    assert.equal((s.db.prepare("SELECT value FROM meta WHERE key = 'writer'").get() as { value: string }).value, '222 900');
+    again.releaseWriter(222);
+    assert.equal(s.db.prepare("SELECT value FROM meta WHERE key = 'writer'").get(), undefined);
+    assert.match(processStart(process.pid), /^\d+$/);
+    assert.equal(processStart(2 ** 30), '');
+    again.close();
+    s.close();
   });
 
   test('the grouped query and report over a stored window: totals equal the stored sums', () => {
