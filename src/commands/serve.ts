@@ -102,7 +102,7 @@ function listenError(e: NodeJS.ErrnoException, listen: string): UserError {
   }
 }
 
-function bind(server: Server, host: string, port: number, listen: string): Promise<void> {
+export function bind(server: Server, host: string, port: number, listen: string): Promise<void> {
   return new Promise((res, rej) => {
     const onError = (e: NodeJS.ErrnoException) => rej(listenError(e, listen));
     server.once('error', onError);
@@ -123,7 +123,7 @@ function readCount(path: string): number | null {
 }
 
 /** Everything a scrape needs from the running engine, kept between scrapes. */
-class Exporter {
+export class Exporter {
   readonly view: PrometheusView;
   private readonly processes: CounterSet;
   private readonly remotes: CounterSet | null;
@@ -273,7 +273,7 @@ export function trackingMetrics(tracking: SetupReport['tracking'], dumpFailures:
   );
 }
 
-function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Exporter | null, fail: (e: unknown) => void): void {
+export function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Exporter | null, fail: (e: unknown) => void): void {
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
