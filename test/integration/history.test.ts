@@ -3,7 +3,7 @@
 // roll-ups must equal the kernel's own counters (conntrack -L, layer-3 bytes) and `top`'s totals;
 // folding must keep them; kill -9 must lose at most the minute under way and count nothing twice.
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -43,9 +43,9 @@ async function stop(p: JsonLines, sig: NodeJS.Signals = 'SIGTERM'): Promise<numb
 
 const started = (c: JsonLines) => until(() => c.stderrText.includes('collecting into'), `collect to start (${c.stderrText})`);
 
-/** One client connection sending `size` bytes; resolves with its local port once closed. */
-async function transfer(pair: Pair, port: number, size: number): Promise<number> {
-  const c = await startTraffic(pair.a, ['tcp-client', '10.231.0.2', String(port), String(size)]);
+/** One client connection sending `size` bytes (held open `holdMs` so a dump sees its process). */
+async function transfer(pair: Pair, port: number, size: number, holdMs = 0): Promise<number> {
+  const c = await startTraffic(pair.a, ['tcp-client', '10.231.0.2', String(port), String(size), '--hold-ms', String(holdMs)]);
   const done = await c.next((o) => o.done || o.error, 20000);
   assert.ok(done.done, JSON.stringify(done));
   return c.child.pid!;
@@ -96,7 +96,7 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     assert.equal(second.stderr.trim().split('\n').length, 1);
     const sizes = [20_000, 31_000, 45_000, 70_000];
     for (const size of sizes) {
-      await transfer(pair, PORT, size);
+      await transfer(pair, PORT, size, 1200);
       await new Promise((r) => setTimeout(r, 2100)); // the next one in another minute
     }
     const kernel = await kernelFlows(pair, PORT);
@@ -129,7 +129,11 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     assert.equal(row.flows, sizes.length);
     assert.equal(j.total.total_bytes, kOrig + kReply);
     const byExe = JSON.parse((await runCtacct(pair.a, ['report', '--db', db, '--since', '10m', '--by', 'process,remote', '--json'])).stdout);
-    assert.ok(byExe.rows.length >= 1 && byExe.rows.every((r: any) => r.labels[1] === '10.231.0.2' && r.fields.comm === 'node'), JSON.stringify(byExe.rows));
+    // Each client lived across a dump: attributed, with its executable.
+    assert.deepEqual(
+      byExe.rows.map((r: any) => [r.labels[1], r.fields.comm, r.fields.exe, r.sent_bytes, r.flows]),
+      [['10.231.0.2', 'node', realpathSync(process.execPath), kOrig, sizes.length]],
+    );
     assert.equal(byExe.total.sent_bytes, kOrig);
 
     // Folding minute → hour → day (a day is 48 min with 2 s minutes): the same totals.
