@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { createPair, rootSkip } from '../helpers/netns.js';
 import { moreSnapshots, runCtacct, startCtacct, stopTop } from '../helpers/ctacct.js';
 import { startTraffic, type JsonLines } from '../helpers/procs.js';
+import { parsePromText } from '../helpers/promtext.js';
 import { loadSqlite } from '../../src/history/sqlite.js';
 import { UsageStore } from '../../src/history/store.js';
 
@@ -87,7 +88,7 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     const db = join(tmp, 'a.db');
     const PORT = 7300;
     const server = await startTraffic(pair.b, ['tcp-server', String(PORT), '--reply', '3000']);
-    const collect = startCtacct(pair.a, ['collect', '--db', db, '--minute-seconds', '2', '--interval', '1', '--top-remotes', '5']);
+    const collect = startCtacct(pair.a, ['collect', '--db', db, '--minute-seconds', '2', '--interval', '1', '--top-remotes', '5', '--listen', '127.0.0.1:9477']);
     const top = startCtacct(pair.a, ['top', '--json', '--interval', '0.5', '--by', 'port']);
     await Promise.all([started(collect), moreSnapshots(top, 1)]);
     const second = await runCtacct(pair.a, ['collect', '--db', db, '--minute-seconds', '2', '--interval', '1']);
@@ -101,7 +102,13 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     }
     const kernel = await kernelFlows(pair, PORT);
     assert.equal(kernel.length, sizes.length, 'one conntrack entry per connection (TIME_WAIT)');
+    const kOrig = kernel.reduce((n, f) => n + f.orig, 0);
+    const kReply = kernel.reduce((n, f) => n + f.reply, 0);
     await moreSnapshots(top, 2);
+    // --listen: the same counters as `ctacct serve`, from the collector's own engine.
+    const metrics = parsePromText(await pair.a.exec('curl', ['-sf', 'http://127.0.0.1:9477/metrics']));
+    const nodeSent = metrics.get('ctacct_process_sent_bytes_total')!.samples.filter((x) => x.labels.comm === 'node').reduce((n, x) => n + x.value, 0);
+    assert.equal(nodeSent, kOrig, '/metrics: bytes sent by the clients');
     const snap = await stopTop(top);
     assert.equal(await stop(collect), 143);
     server.child.kill('SIGTERM');
@@ -109,8 +116,6 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
 
     const rows = read(db);
     const out = sum(rows, PORT, 'out');
-    const kOrig = kernel.reduce((n, f) => n + f.orig, 0);
-    const kReply = kernel.reduce((n, f) => n + f.reply, 0);
     assert.deepEqual(out, { sent: kOrig, recv: kReply, flows: sizes.length }, 'stored = kernel L3 bytes, one flow each');
     for (const size of sizes) assert.ok(kernel.some((f) => f.orig > size && f.orig < size + 2000), `flow of ${size} B present`);
     const minutes = new Set(rows.filter((r) => r.port === PORT).map((r) => r.t));
