@@ -79,7 +79,9 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
           monotonic: () => system.monotonic(),
           now: () => system.now(),
         },
-        { dumpEveryMs: args.interval * 1000, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st) },
+        // Every refresh dumps: the ticks set the cadence (one per --interval, aligned to the clock),
+        // and the last reading at shutdown must be a fresh dump.
+        { dumpEveryMs: 0, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st) },
       );
       try {
         await engine.start();
