@@ -126,6 +126,7 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
       system.stderr.write(`ctacct: collecting into ${store.path} (a ${minuteS === 60 ? 'minute' : `${minuteS} s "minute"`} per transaction)\n`);
       if (server) {
         exporter = new Exporter(system, serveDefaults(args), engine);
+        exporter.tracking = report.tracking;
         const addr = server.address();
         const shown = addr && typeof addr === 'object' ? (addr.family === 'IPv6' ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`) : args.listen;
         system.stderr.write(`ctacct: serving http://${shown}/metrics\n`);
