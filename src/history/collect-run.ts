@@ -104,9 +104,20 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
           throw sqliteError(store.path, e);
         }
       };
+      let lostSeen = 0;
+      let dumpFailuresSeen = 0;
       const tick = async () => {
         try {
-          await engine.refresh({ groupBy: 'process', sort: 'total' });
+          const snap = await engine.refresh({ groupBy: 'process', sort: 'total' });
+          // Never silent about lost data: overruns (resynced with a dump) and failed dumps.
+          if (snap.health.lost_events > lostSeen) {
+            system.stderr.write(`ctacct: warning: ${snap.health.lost_events - lostSeen} conntrack event overrun(s); resynced with a dump (flows that began and ended in between may be missing)\n`);
+            lostSeen = snap.health.lost_events;
+          }
+          if (engine.dumpFailures > dumpFailuresSeen) {
+            system.stderr.write(`ctacct: warning: a conntrack dump failed (${engine.dumpFailures - dumpFailuresSeen}); retried with back-off, open flows' bytes wait for the next dump\n`);
+            dumpFailuresSeen = engine.dumpFailures;
+          }
         } catch (e) {
           throw e instanceof EngineError ? explainSystemError(e.cause, 'conntrack events') : e;
         }
