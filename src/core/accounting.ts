@@ -658,7 +658,10 @@ export class Accounting {
     this.owners.resolveInodes([sock.inode]);
     const owner = this.owners.ownerOf(sock);
     const now = this.now();
-    if (owner?.pid == null) return; // the JS recheck keeps looking
+    if (owner?.pid == null) {
+      e.sock = sock; // its holder is searched for by recheck() while the socket lasts
+      return;
+    }
     if (owner.pid !== e.owner?.pid || owner.startTime !== e.owner?.startTime) this.health.moved++;
     e.sock = sock;
     e.owner = owner;
@@ -704,10 +707,13 @@ export class Accounting {
     const s = this.owners.exactSocket(st.rec.family, st.rec.proto, e.end);
     const wasListener = e.sock!.state === SK_LISTEN;
     if (!s || s.inode === 0 || s.state === SK_LISTEN) {
-      if (wasListener && s && (s.state === SK_LISTEN || NOT_ACCEPTED_YET.has(s.state))) return; // not accepted yet
+      // Not accepted yet: in the accept queue or a request (inode 0). The kernel answers with the
+      // listener when the tuple has no socket at all: before the handshake completes, or gone.
+      if (wasListener && s && NOT_ACCEPTED_YET.has(s.state)) return;
+      if (wasListener && s?.state === SK_LISTEN && (st.rec.tcpState ?? 0) < 3 && now - e.firstSeen! < 1000) return;
       // Gone. A connection last seen unaccepted that is gone now was accepted and closed between
       // two looks (or never accepted): it stays with the listening service; count the first.
-      if (wasListener) this.health.acceptsMissed++;
+      if (wasListener || e.owner?.inode !== e.sock!.inode) this.health.acceptsMissed++;
       e.unsettled = false;
       return;
     }

@@ -185,7 +185,10 @@ export class OwnerResolver {
     this.stats.scanMs += this.deps.now() - t0;
     this.stats.candidateScans++;
     // Every table in `look` was read in full: their sockets' holder lists are exact there.
-    for (const [i, owners] of r.owners) if (i === inode || !this.inodeOwners.has(i)) this.remember(i, owners);
+    for (const [i, owners] of r.owners) {
+      if (i === inode) this.remember(i, owners);
+      else this.merge(i, owners);
+    }
     const got = r.owners.get(inode);
     if (!got) return [];
     return got;
@@ -228,10 +231,19 @@ export class OwnerResolver {
     } else {
       this.stats.candidateScans++;
     }
+    // A search that stops early sees only some holders of a shared socket (a listener): add
+    // them to what is known, never replace a longer list with a shorter one.
     for (const [inode, owners] of r.owners) {
-      this.remember(inode, owners);
+      this.merge(inode, owners);
       missing.delete(inode);
     }
+  }
+
+  private merge(inode: number, pids: number[]): void {
+    const had = this.inodeOwners.get(inode);
+    if (!had) return this.remember(inode, pids);
+    for (const p of pids) if (!had.includes(p)) had.push(p);
+    had.sort((a, b) => a - b);
   }
 
   private remember(inode: number, pids: number[]): void {
