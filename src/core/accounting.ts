@@ -633,8 +633,10 @@ export class Accounting {
   private markUnsettled(st: FlowState, e: EndState, now: number): void {
     if (e.owner?.pid == null || !e.sock) return;
     const server = st.rec.proto === 6 && e.end.side === 'reply';
-    const provisional = server && e.sock.state === SK_LISTEN;
-    if (!(provisional || e.owner.shared || (server && st.isNew))) return;
+    // A listener with one holder and no children: its process is the one that accepts (fd passing
+    // aside), so nothing is looked at again; the per-connection cost stays that of one lookup.
+    const provisional = server && e.sock.state === SK_LISTEN && this.owners.multiProcess(e.sock.inode);
+    if (!(provisional || e.owner.shared)) return;
     e.unsettled = true;
     e.firstSeen ??= now;
     if (now - e.firstSeen >= SETTLE_MS && !provisional && !e.owner.shared) {

@@ -88,8 +88,15 @@ const ZERO6 = '::';
 
 export class OwnerResolver {
   private readonly inodeOwners = new Map<number, number[]>();
-  /** Listener inodes whose holders were searched across the family (searchFamily). */
-  private readonly familyDone = new Set<number>();
+  /** Listener inodes whose holders were searched across the family (searchFamily), and whether
+   *  several processes may accept on it (several holders, or a holder with children). */
+  private readonly familyDone = new Map<number, boolean>();
+
+  /** Whether a listener's connections may be accepted by another process than its one holder:
+   *  several holders (pre-fork), or a holder with children (fork-after-accept). Unknown: true. */
+  multiProcess(listenerInode: number): boolean {
+    return this.familyDone.get(listenerInode) ?? true;
+  }
   /** When each holder's family was last read for learned sockets (monotonic ms). */
   private readonly familyAt = new Map<number, number>();
   private readonly procs = new Map<number, { facts: ProcessFacts | null; checked: number }>();
@@ -316,9 +323,11 @@ export class OwnerResolver {
     let pids = this.inodeOwners.get(sock.inode);
     if (pids && sock.state === SK_LISTEN && !this.familyDone.has(sock.inode)) {
       // A listener is shared by a server's processes: find them all once, for the lowest pid.
-      this.familyDone.add(sock.inode);
       const all = this.searchFamily(sock.inode, pids);
       if (all.length) pids = all;
+      const kids = pids.some((p) => (this.deps.family?.(p).children.length ?? 0) > 0);
+      this.familyDone.set(sock.inode, pids.length > 1 || kids);
+      if (this.familyDone.size > 10_000) this.familyDone.clear();
     }
     const pid = pids && pids.length > 0 ? pids[0]! : null;
     if (pid !== null) {
