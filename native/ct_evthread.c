@@ -10,9 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sched.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -567,20 +564,11 @@ static int ev_drain(struct ct_evthread *t)
 static void *ev_main(void *arg)
 {
 	struct ct_evthread *t = arg;
-	int rt = 0;
 	struct pollfd pfd[2] = { { t->fd, POLLIN, 0 }, { t->wake_fd, POLLIN, 0 } };
 	for (;;) {
-		/* A connection that lives a few ms after accept() is attributable only if this thread
-		 * looks every millisecond while accepts are pending; on a loaded host a normal thread
-		 * wakes tens of ms late (measured: first look 8.8 ms late at load 11 on 2 cores, 1.05 ms
-		 * with SCHED_FIFO). So only while accepts are pending, the thread runs SCHED_FIFO at
-		 * the lowest priority, and each look is bounded (PENDING_PER_TICK lookups). Without
-		 * the privilege it stays as it is. */
-		if (t->lookup && !!t->npend != rt) {
-			struct sched_param sp = { .sched_priority = t->npend ? 1 : 0 };
-			if (pthread_setschedparam(pthread_self(), t->npend ? SCHED_FIFO : SCHED_OTHER, &sp) == 0)
-				rt = !!t->npend;
-		}
+		/* While accepts are pending the thread looks every millisecond. It stays a normal
+		 * thread: SCHED_FIFO made it look on time on a loaded host, but it then took CPU from
+		 * the servers it watches (see docs/decisions.md). */
 		int rc = poll(pfd, 2, t->npend ? 1 : -1);
 		if (rc < 0) {
 			if (errno == EINTR)
