@@ -26,6 +26,8 @@ export interface EndState {
   /** Monotonic ms when this end was first resolved to a socket, when it is looked at next, and the
    *  current gap between looks (doubling up to RECHECK_MAX_MS). */
   firstSeen?: number;
+  /** The listener this end was provisionally given to: its holders are searched first. */
+  listener?: number;
   nextCheck?: number;
   every?: number;
   /** This end's row key for one group-by, kept between refreshes (keys are strings to build). */
@@ -656,6 +658,7 @@ export class Accounting {
     const e = st.ends.find((x) => x.end.side === 'reply');
     if (!h || !h.found || !h.inode || h.state === SK_LISTEN || !e) return;
     const sock: SockInfo = { inode: h.inode, uid: h.uid, state: h.state, pid: h.pid };
+    if (e.sock?.state === SK_LISTEN) e.listener = e.sock.inode;
     this.owners.learn([sock]);
     this.owners.resolveInodes([sock.inode]);
     const owner = this.owners.ownerOf(sock);
@@ -719,8 +722,9 @@ export class Accounting {
       e.unsettled = false;
       return;
     }
-    const base = this.owners.holdersOf(e.sock!.inode);
-    let holders = this.owners.searchFamily(s.inode, base.length ? base : this.owners.recentPids(16));
+    if (wasListener) e.listener = e.sock!.inode;
+    const base = new Set([...this.owners.holdersOf(e.sock!.inode), ...(e.listener ? this.owners.holdersOf(e.listener) : [])]);
+    let holders = this.owners.searchFamily(s.inode, base.size ? base : this.owners.recentPids(16));
     if (!holders.length) {
       this.owners.resolveInodes([s.inode], () => true);
       holders = [...this.owners.holdersOf(s.inode)];
