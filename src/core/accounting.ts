@@ -151,6 +151,8 @@ export class Accounting {
   };
   /** When each retired row last took an ended flow's bytes (monotonic ms), for pruning. */
   private readonly retiredAt = new Map<TopRow, number>();
+  /** Walks the retired per-connection rows oldest first, for evicting past maxRetiredConns. */
+  private connEvict: Iterator<[string, TopRow]> | null = null;
   /** Retired rows whose per-refresh fields are non-zero, to reset after each snapshot. */
   private readonly dirtyRetired = new Set<TopRow>();
   /** Flows settled by DESTROY, by key → dump generation: a dump batch read by the kernel before
@@ -813,7 +815,11 @@ export class Accounting {
         if (!row) {
           row = this.describe(g, k, st, e);
           if (g === 'conn' && map.size >= this.opt.maxRetiredConns) {
-            const [oldKey, oldRow] = map.entries().next().value as [string, TopRow];
+            // The oldest row, from one long-lived iterator: a fresh `map.entries().next()` walks over
+            // every hole earlier deletions left (~48 µs at 20k rows, per new connection).
+            let next = this.connEvict?.next();
+            if (!next || next.done) next = (this.connEvict = map.entries()).next();
+            const [oldKey, oldRow] = next.value as [string, TopRow];
             map.delete(oldKey);
             this.retiredAt.delete(oldRow);
             this.dirtyRetired.delete(oldRow);

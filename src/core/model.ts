@@ -31,6 +31,10 @@ export interface TopRow {
   recv_bytes: number;
   sent_bps: number;
   recv_bps: number;
+  /** The same rates as whole bytes per second, named by their unit (the --json output adds them;
+   *  `*_bps` stay as deprecated aliases until 1.0). */
+  sent_bytes_per_s?: number;
+  recv_bytes_per_s?: number;
   /** Since ctacct started, flows that ended included. */
   sent_total: number;
   recv_total: number;
@@ -58,6 +62,11 @@ export interface Bucket {
   flows: number;
 }
 
+export interface HealthItem {
+  code: string;
+  message: string;
+}
+
 export interface Health {
   flows_tracked: number;
   events: number;
@@ -75,7 +84,13 @@ export interface Health {
   inferred_flows?: number;
   /** Ended connections' rows dropped from `--by conn` (capped at 20,000 to bound memory). */
   retired_conns_dropped?: number;
-  /** Dumps that failed or were interrupted (they close no flow). */
+  /** Who makes conntrack track in this network namespace; "not-tracking": no flow will appear. */
+  tracking?: 'engaged-by-ctacct' | 'engaged-by-others' | 'not-tracking';
+  /** Conditions worth a script's attention, each with a stable code (acct-off, not-tracking, dump-failed…). */
+  notes?: HealthItem[];
+  /** `changes` as objects with a stable code (acct-on, acct-adopted, table-engaged). */
+  system_changes?: HealthItem[];
+  /** Table dumps that failed or were interrupted (retried with back-off; they close no flow). */
   dump_failures?: number;
   /** Inbound connections that ended while their listener still owned them: never accepted, or
    *  accepted and closed between two looks (their bytes stay with the listening service). */
