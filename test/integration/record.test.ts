@@ -137,7 +137,12 @@ describe('ctacct record', { skip: rootSkip }, () => {
     // Those not yet settled were written at shutdown as finished (TIME_WAIT): none was lost.
     assert.ok(lines.some((l) => l.end_reason === 'closed'));
     assert.ok(lines.every((l) => ['destroy', 'closed'].includes(l.end_reason)), 'without --include-open no open flow is written');
-    assert.ok(lines.every((l) => l.pid === client.child.pid || l.pid === null || typeof l.pid === 'number'));
+    // Attribution: a line names the client process or, when its socket was gone before it was
+    // seen, nobody — never another process; and one process is one (pid, start time).
+    const owned = lines.filter((l) => l.pid !== null);
+    assert.deepEqual([...new Set(owned.map((l) => l.pid))], [client.child.pid], 'owned lines name the client, only');
+    assert.equal(new Set(owned.map((l) => l.start_time)).size, 1, 'one start time for the one client process');
+    assert.equal(typeof owned[0].start_time, 'number');
     assert.ok(rec.stderrText.includes(`wrote ${lines.length} flow lines`), rec.stderrText);
   });
 
