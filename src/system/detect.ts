@@ -185,6 +185,10 @@ export interface Detection {
   engagement: Engagement;
   /** Network namespace identity, e.g. `net:[4026531840]`; null when unreadable. */
   netns: string | null;
+  /** The loopback probe (no rule set needed): does conntrack track each family here now? */
+  probe: TrackingProbe;
+  /** nf_tables tables of running ctacct processes (`inet ctacct-PID`), from the reference count. */
+  ctacctRuns: number[];
 }
 
 export const CAP_NET_ADMIN = 12;
@@ -401,6 +405,24 @@ export async function detectEngagement(host: Host, nft: string | null, count: nu
   return { byOthers, evidence, ctacctTable, rulesetRead };
 }
 
+/** Pids of running ctacct processes in the reference count directory `dir`. */
+export function liveCtacctRuns(host: Host, dir: string): number[] {
+  let names: string[] = [];
+  try {
+    names = host.readdir(dir);
+  } catch {
+    return [];
+  }
+  const pids: number[] = [];
+  for (const n of names) {
+    const m = /^member-(\d+)-(\d+)$/.exec(n);
+    if (!m) continue;
+    const stat = readText(host, join(host.procRoot, m[1]!, 'stat'));
+    if (stat !== null && startTimeOf(stat) === Number(m[2]) && Number(m[1]) !== host.pid) pids.push(Number(m[1]));
+  }
+  return pids.sort((a, b) => a - b);
+}
+
 function conntrackAvailable(host: Host): boolean {
   const release = readText(host, join(host.procRoot, 'sys/kernel/osrelease'))?.trim();
   if (!release) return false;
@@ -457,5 +479,7 @@ export async function detect(host: Host): Promise<Detection> {
     max,
     engagement: await detectEngagement(host, nft, count),
     netns,
+    probe: netlinkError === null ? await host.probeTracking().catch(() => ({ v4: null, v6: null })) : { v4: null, v6: null },
+    ctacctRuns: netns ? liveCtacctRuns(host, join('/run/ctacct', netns.replace(/[^0-9a-z]+/gi, '-').replace(/-+$/, ''))) : [],
   };
 }
