@@ -1,5 +1,5 @@
 // The one place that runs cleanup (undo system changes, restore the terminal) exactly once, on
-// every exit path: normal end, SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGPIPE, a closed output (EPIPE),
+// every exit path: normal end, SIGINT/SIGTERM/SIGHUP/SIGQUIT, a closed output (EPIPE),
 // an uncaught error, and process 'exit'. A closed output ends quietly with status 141 (128 +
 // SIGPIPE), as a C tool killed by SIGPIPE under `| head` does.
 
@@ -16,7 +16,10 @@ export interface ProcessLike {
   stderr?: { on(event: string, l: (...args: any[]) => void): unknown; removeListener(event: string, l: (...args: any[]) => void): unknown };
 }
 
-export const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGPIPE: 13, SIGTERM: 15 } as const;
+// SIGPIPE is not here on purpose: Node ignores it, and must — it also comes from a scraper that
+// hung up on `serve` or a child whose stdin closed. A closed output shows up as EPIPE on that
+// output (onClosedOutput), which ends ctacct quietly with 141.
+export const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGTERM: 15 } as const;
 /** Exit status after a closed output (EPIPE). */
 export const EXIT_PIPE = 141;
 export type HandledSignal = keyof typeof SIGNALS;
@@ -133,8 +136,7 @@ export class Lifecycle {
   }
 
   private onSignal(sig: HandledSignal): void {
-    if (sig === 'SIGPIPE') this.outputClosed = true;
-    this.ending(128 + SIGNALS[sig], sig === 'SIGPIPE');
+    this.ending(128 + SIGNALS[sig], false);
   }
 
   private ending(code: number, quiet: boolean): void {
