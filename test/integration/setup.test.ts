@@ -223,6 +223,18 @@ test('SIGPIPE (as from a scraper that hung up) does not end ctacct nor undo anyt
   });
 });
 
+test('a cleanup that throws during shutdown: one line, the undo behind it still runs, namespace as found', { skip: rootSkip }, async () => {
+  await withNs('su', async (ns, stateDir) => {
+    const before = await snapshot(ns);
+    const r = await startRunner(ns, stateDir, ['--throwing-cleanup']);
+    r.child.kill('SIGTERM');
+    assert.deepEqual(await r.exited, { code: 143, signal: null });
+    assert.equal(r.err(), 'ctacct: restoring the terminal failed on purpose\n');
+    assert.deepEqual(await snapshot(ns), before);
+    assert.deepEqual(await stateFiles(ns, stateDir), ['lock']);
+  });
+});
+
 test('an uncaught error: one line on stderr, exit 1, namespace as found', { skip: rootSkip }, async () => {
   await withNs('su', async (ns, stateDir) => {
     const before = await snapshot(ns);
