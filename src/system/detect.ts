@@ -283,6 +283,7 @@ export function scanNftRuleset(json: string): NftRulesetScan {
     if (!body || typeof body !== 'object') continue;
     const b = body as { family?: string; table?: string; name?: string; type?: string; comment?: string; expr?: unknown };
     const table = kind === 'table' ? `${b.family} ${b.name}` : `${b.family} ${b.table}`;
+    if (/^inet ctacct-\d+$/.test(table)) continue; // a running ctacct's own (kernel-owned) table
     if (table === 'inet ctacct') {
       if (kind === 'table') {
         out.ctacctPresent = true;

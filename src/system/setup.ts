@@ -66,7 +66,7 @@ export interface SetupDeps {
 export const TABLE_FAMILY = 'inet';
 /** Each process engages through its own table, so none can undo another's. */
 export const tableName = (pid: number) => `ctacct-${pid}`;
-/** DESIGN.md's measured cost of engaging conntrack where nothing did. */
+/** The measured cost of engaging conntrack where nothing did (docs/benchmarks.md). */
 export const ENGAGE_COST = 'about 10% of the maximum new-connection rate (15.5k → 14.0k conn/s measured on a 2-core machine)';
 export const COST_NOTE = `conntrack engaged by ctacct: costs ${ENGAGE_COST} while ctacct runs`;
 
