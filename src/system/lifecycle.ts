@@ -140,6 +140,8 @@ export class Lifecycle {
   }
 
   private ending(code: number, quiet: boolean): void {
+    // More EPIPEs follow the first (every later write fails too): the shutdown under way is enough.
+    if (this.exiting && quiet) return;
     if (this.exiting) {
       // A second signal while cleaning up: finish synchronously and go.
       this.shutdownSync();
