@@ -3,7 +3,7 @@ import { hideBin } from 'yargs/helpers';
 import { buildCli } from './cli.js';
 import { UserError } from './errors.js';
 import { realSystem } from './system.js';
-import { EXIT_PIPE, installSignalHandlers, isEpipe } from './system/lifecycle.js';
+import { EXIT_PIPE, guardOutput, isEpipe } from './system/lifecycle.js';
 
 const argv = hideBin(process.argv);
 const debug = argv.includes('--debug');
@@ -27,8 +27,9 @@ function fatal(err: unknown): void {
 }
 
 const system = realSystem();
-// Every exit path (signals, a closed output, uncaught errors) runs the registered cleanup.
-installSignalHandlers(system);
+// A closed output (`| head`) ends any command quietly with 141, after the registered cleanup;
+// commands that change the system also install the signal handlers (withSystemSetup).
+guardOutput();
 try {
   await buildCli(system).parseAsync(argv);
 } catch (err) {

@@ -108,19 +108,27 @@ export class Lifecycle {
     for (const sig of Object.keys(SIGNALS) as HandledSignal[]) this.listen(sig, () => this.onSignal(sig));
     this.listen('uncaughtException', (err: unknown) => (isEpipe(err) ? this.onClosedOutput() : this.onFatal(err)));
     this.listen('unhandledRejection', (err: unknown) => (isEpipe(err) ? this.onClosedOutput() : this.onFatal(err)));
+    this.guardOutput();
+    this.listen('exit', () => this.shutdownSync());
+  }
+
+  /**
+   * Only the closed-output path (EPIPE on stdout/stderr → quiet cleanup, exit 141), without taking
+   * over signals: commands that handle their own Ctrl-C keep doing so. Idempotent.
+   */
+  guardOutput(): void {
+    if (this.streamListeners.length) return;
     for (const stream of [this.proc.stdout, this.proc.stderr]) {
       if (!stream) continue;
       const fn = (err: unknown) => (isEpipe(err) ? this.onClosedOutput() : this.onFatal(err));
       stream.on('error', fn);
-      this.listeners.push([`stream-error`, fn]);
       this.streamListeners.push([stream, fn]);
     }
-    this.listen('exit', () => this.shutdownSync());
   }
 
   uninstall(): void {
     for (const [stream, fn] of this.streamListeners.splice(0)) stream.removeListener('error', fn);
-    for (const [ev, fn] of this.listeners.splice(0)) if (ev !== 'stream-error') this.proc.removeListener(ev, fn);
+    for (const [ev, fn] of this.listeners.splice(0)) this.proc.removeListener(ev, fn);
     this.installed = false;
   }
 
@@ -190,6 +198,13 @@ export function lifecycle(): Lifecycle {
 /** Registers cleanup with the process-wide lifecycle; returns unregister. */
 export function onShutdown(fn: Cleanup, syncFn: SyncCleanup): () => void {
   return lifecycle().onShutdown(fn, syncFn);
+}
+
+/** Guards stdout/stderr against a closed reader (main.ts, for every command). */
+export function guardOutput(): Lifecycle {
+  const lc = lifecycle();
+  lc.guardOutput();
+  return lc;
 }
 
 /** Installs the process-wide handlers, writing messages to `system.stderr`. */
