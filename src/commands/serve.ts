@@ -226,7 +226,7 @@ class Exporter {
       scrapeSeconds: (this.system.monotonic() - t0) / 1000,
       self: { cpuSeconds: (cpu.user + cpu.system) / 1e6, residentBytes: process.memoryUsage.rss(), startTimeSeconds: this.startTimeSeconds },
     };
-    return this.view.render(model) + trackingMetrics(this.tracking, this.engine.dumpFailures);
+    return `${await this.view.render(model)}${trackingMetrics(this.tracking, this.engine.dumpFailures)}`;
   }
 
   /** Who makes conntrack track here (from set-up); /healthz fails while nothing does. */

@@ -1,8 +1,8 @@
 // What the kernel and this network namespace offer ctacct: conntrack, ctnetlink, tracking,
 // accounting, privileges, tools. Every side effect goes through `Host`, so tests hand in fakes.
 import { execFile, execFileSync } from 'node:child_process';
-import { accessSync, constants, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { dumpAll } from '../netlink/source.js';
 import { findTool, realToolEnv as toolEnv } from './tools.js';
 import { entryIds, lockPath, openNftSession, probeTracking, removeEntriesExcept, type NftSession, type TrackingProbe } from './engage.js';
@@ -54,7 +54,6 @@ export interface Host {
   pid: number;
 }
 
-const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 
 function runResultOf(err: (Error & { code?: unknown; status?: number | null }) | null, stdout: string, stderr: string): RunResult {
   if (!err) return { status: 0, stdout, stderr };

@@ -401,7 +401,9 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
       if (dir) {
         try {
           host.writeFileAtomic(join(dir, OTHERS), `${others === true ? 1 : others === false ? 0 : '-'}\n`);
-          if (others === false) host.writeFileAtomic(join(dir, BEFORE), `${(await host.entryIds()).join(' ')}\n`);
+          // An empty table needs no dump to know that nothing was there before.
+          const count = readNumber(host, proc(SYSCTL.count));
+          if (others === false) host.writeFileAtomic(join(dir, BEFORE), `${count === 0 ? '' : (await host.entryIds()).join(' ')}\n`);
         } catch {
           /* best effort: without it leftovers are not removed */
         }
