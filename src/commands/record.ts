@@ -201,6 +201,8 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
         throw explainSystemError(e, 'reading conntrack');
       }
       seen.afterDump(engine.acc.flows.values(), true);
+      // Set-up done and events subscribed: from here on no finished flow is missed.
+      system.stderr.write(`ctacct: recording to ${args.output ?? 'stdout'}\n`);
       // Remember the cgroup of every owner while the process lives (short-lived clients are gone
       // by the time their DESTROY arrives).
       const noteCgroups = () => {
