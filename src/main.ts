@@ -1,11 +1,11 @@
 // The only place that touches process.argv and process.exitCode, and prints fatal errors.
-import { hideBin } from 'yargs/helpers';
-import { buildCli } from './cli.js';
+// `ctacct --version` answers before yargs and the command modules are loaded (they cost ~3× a bare
+// `node -e 0`); everything else builds the CLI, which loads only the module of the command run.
+import { readFileSync } from 'node:fs';
 import { UserError } from './errors.js';
-import { realSystem } from './system.js';
 import { EXIT_PIPE, guardOutput, isEpipe } from './system/lifecycle.js';
 
-const argv = hideBin(process.argv);
+const argv = process.argv.slice(2);
 const debug = argv.includes('--debug');
 
 function fatal(err: unknown): void {
@@ -26,12 +26,17 @@ function fatal(err: unknown): void {
   process.exitCode = 1;
 }
 
-const system = realSystem();
-// A closed output (`| head`) ends any command quietly with 141, after the registered cleanup;
-// commands that change the system also install the signal handlers (withSystemSetup).
-guardOutput();
-try {
-  await buildCli(system).parseAsync(argv);
-} catch (err) {
-  fatal(err);
+if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  process.stdout.write(`${pkg.version}\n`);
+} else {
+  // A closed output (`| head`) ends any command quietly with 141, after the registered cleanup;
+  // commands that change the system also install the signal handlers (withSystemSetup).
+  guardOutput();
+  try {
+    const [{ buildCli }, { realSystem }] = await Promise.all([import('./cli.js'), import('./system.js')]);
+    await buildCli(realSystem()).parseAsync(argv);
+  } catch (err) {
+    fatal(err);
+  }
 }

@@ -102,7 +102,7 @@ function listenError(e: NodeJS.ErrnoException, listen: string): UserError {
   }
 }
 
-function bind(server: Server, host: string, port: number, listen: string): Promise<void> {
+export function bind(server: Server, host: string, port: number, listen: string): Promise<void> {
   return new Promise((res, rej) => {
     const onError = (e: NodeJS.ErrnoException) => rej(listenError(e, listen));
     server.once('error', onError);
@@ -123,7 +123,7 @@ function readCount(path: string): number | null {
 }
 
 /** Everything a scrape needs from the running engine, kept between scrapes. */
-class Exporter {
+export class Exporter {
   readonly view: PrometheusView;
   private readonly processes: CounterSet;
   private readonly remotes: CounterSet | null;
@@ -199,7 +199,6 @@ class Exporter {
       this.ports.feed(s.rows.map((r) => ({ source: r.key, labels: { proto: r.proto ?? '', port: r.port === null ? '' : String(r.port) }, totals: [r.sent_total, r.recv_total] })), now);
     }
     if (this.args['tcp-states'] && now - this.states.at >= STATES_EVERY_MS) this.states = { at: now, counts: this.readStates() };
-    const cpu = process.cpuUsage();
     const model: ExportModel = {
       version: VERSION,
       processLabels: this.processLabels,
@@ -224,7 +223,7 @@ class Exporter {
         seriesExpired: this.processes.expired + (this.remotes?.expired ?? 0) + (this.ports?.expired ?? 0),
       },
       scrapeSeconds: (this.system.monotonic() - t0) / 1000,
-      self: { cpuSeconds: (cpu.user + cpu.system) / 1e6, residentBytes: process.memoryUsage.rss(), startTimeSeconds: this.startTimeSeconds },
+      self: { startTimeSeconds: this.startTimeSeconds },
     };
     return `${await this.view.render(model)}${trackingMetrics(this.tracking, this.engine.dumpFailures)}`;
   }
@@ -239,7 +238,9 @@ class Exporter {
       unit: r.pid !== null ? unitLabel(this.cgroups.of(r.pid)) : '',
     };
     if (this.args['label-pid']) labels.pid = r.pid !== null ? String(r.pid) : '';
-    return { source: r.key, labels, totals: [r.sent_total, r.recv_total], adds: [0, 0, r.new_flows], gauge: r.flows };
+    // A process is (pid, start time): a reused pid is a new source, never the old one's series.
+    const source = r.start_time != null ? `${r.key}@${r.start_time}` : r.key;
+    return { source, labels, totals: [r.sent_total, r.recv_total], adds: [0, 0, r.new_flows], gauge: r.flows };
   }
 
   private readStates(): Record<string, number> | null {
@@ -270,7 +271,7 @@ export function trackingMetrics(tracking: SetupReport['tracking'], dumpFailures:
   );
 }
 
-function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Exporter | null, fail: (e: unknown) => void): void {
+export function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Exporter | null, fail: (e: unknown) => void): void {
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');

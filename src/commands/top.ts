@@ -184,7 +184,9 @@ async function runLoop(
   const summary = (last: TopSnapshot | null) => {
     if (summarized || o.mode === 'json') return; // in JSON the last line is the complete summary
     summarized = true;
-    system.stdout.write(renderSummary(last, o.mode === 'live' ? { width: system.stdout.columns() } : {}));
+    // --trace: the summary goes to stderr, so nethogs-format parsers reading stdout see only refreshes.
+    if (o.mode === 'trace') system.stderr.write(renderSummary(last, {}));
+    else system.stdout.write(renderSummary(last, { width: system.stdout.columns() }));
   };
   const terminal = o.mode === 'live' ? system.liveTerminal() : null;
   const handle = terminal

@@ -27,7 +27,7 @@ beforeEach(() => {
   w.fds.set(300, [7000]);
   w.fds.set(400, [7100]);
   w.procs.set(100, { pid: 100, comm: 'nginx', cmdline: 'nginx: master', uid: 33 });
-  w.procs.set(200, { pid: 200, comm: 'curl', cmdline: 'curl https://example\nsecond line', uid: 0 });
+  w.procs.set(200, { pid: 200, comm: 'curl', cmdline: 'curl https://example\nsecond line', uid: 0, startTime: 4242 });
   w.procs.set(300, { pid: 300, comm: 'client', cmdline: 'client', uid: 1000 });
   w.procs.set(400, { pid: 400, comm: 'server', cmdline: 'server --port 8080', uid: 1001 });
   retired = [];
@@ -62,7 +62,9 @@ describe('flow log lines', () => {
     assert.equal(lines.length, 1);
     assert.deepEqual(lines[0], {
       v: FLOWLOG_VERSION,
-      started: '2026-11-22T08:00:00.000Z',
+      // No kernel timestamps: the flow's start is unknown (its counters cover it all), only when ctacct first saw it.
+      started: null,
+      first_seen: '2026-11-22T08:00:00.000Z',
       ended: '2026-11-22T08:00:02.500Z',
       time_source: 'ctacct',
       duration_s: 2.5,
@@ -89,8 +91,10 @@ describe('flow log lines', () => {
       unit: 'fetch.service',
       cgroup: '/system.slice/fetch.service',
       shared: false,
+      start_time: 4242,
       inferred: false,
-      mark: 0,
+      // The dump said mark 0 (events leave it out): "no mark" is null either way.
+      mark: null,
       zone: null,
     });
     const text = renderFlowLine(lines[0]!);
@@ -107,6 +111,7 @@ describe('flow log lines', () => {
     const [line] = flowLines(retired[0]![0], ctx());
     assert.equal(line!.time_source, 'conntrack');
     assert.equal(line!.started, '2026-11-22T07:59:59.000Z');
+    assert.equal(line!.first_seen, '2026-11-22T08:00:00.000Z');
     assert.equal(line!.ended, '2026-11-22T08:01:59.000Z');
     assert.equal(line!.duration_s, 120);
   });
