@@ -2,7 +2,7 @@
 // `ctacct --version` answers before yargs and the command modules are loaded (they cost ~3× a bare
 // `node -e 0`); everything else builds the CLI, which loads only the module of the command run.
 import { readFileSync } from 'node:fs';
-import { UserError } from './errors.js';
+import { EXIT, UserError } from './errors.js';
 import { EXIT_PIPE, guardOutput, isEpipe } from './system/lifecycle.js';
 
 const argv = process.argv.slice(2);
@@ -21,6 +21,14 @@ function fatal(err: unknown): void {
     return;
   }
   const e = err as Error;
+  if (e?.name === 'YError') {
+    // A usage error yargs raised (or re-wrapped from an option's coerce) outside its fail handler,
+    // as it does with lazily loaded command builders: still one line in our words, exit 2.
+    process.stderr.write(`ctacct: ${String(e.message).replace(/\s*\n\s*/g, ' ').trim()} (see \`ctacct --help\`)\n`);
+    if (debug && e.stack) process.stderr.write(`${e.stack}\n`);
+    process.exitCode = EXIT.usage;
+    return;
+  }
   process.stderr.write(`ctacct: ${e?.message?.split('\n')[0] ?? String(err)}${debug ? '' : ' (run with --debug for details)'}\n`);
   if (debug && e?.stack) process.stderr.write(`${e.stack}\n`);
   process.exitCode = 1;
