@@ -7,7 +7,7 @@ import { classify, flowKey, localAddressSet, localEnds, type FlowEnd, type FlowI
 import { flowPasses, toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
 import { OwnerResolver, type SockInfo } from '../core/owners.js';
-import { explainSystemError } from '../errors.js';
+import { EXIT, UserError, explainSystemError } from '../errors.js';
 import { decodeRecords } from '../netlink/record.js';
 import type { System } from '../system.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
@@ -52,6 +52,10 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
         system,
         { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true },
         async (report) => {
+          if (report.tracking === 'not-tracking') {
+            const why = report.notes.find((n) => n.code === 'not-tracking')?.message ?? 'conntrack does not track in this network namespace';
+            throw new UserError(`${why} (exit 4: not tracking)`, EXIT.unsupported, 'ERR_NOT_TRACKING');
+          }
           if (!args.json) system.stderr.write(formatSetupReport(report));
           if (!args.json && report.engagedBy === 'ctacct')
             system.stderr.write('ctacct: note: conntrack was not tracking in this namespace until now, so this snapshot cannot show earlier flows; `ctacct top` watches from now on\n');
