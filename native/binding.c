@@ -770,6 +770,37 @@ static napi_value ct_lookup_socket(napi_env env, napi_callback_info info)
 	return o;
 }
 
+/* dumpSockets(family, proto, states) -> Buffer of 56-byte struct ct_diag_sock entries */
+static napi_value ct_dump_sockets(napi_env env, napi_callback_info info)
+{
+	size_t argc = 3;
+	napi_value argv[3];
+	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+	uint32_t family = 0, proto = 0, states = 0;
+	if (argc < 3 || napi_get_value_uint32(env, argv[0], &family) != napi_ok ||
+	    napi_get_value_uint32(env, argv[1], &proto) != napi_ok ||
+	    napi_get_value_uint32(env, argv[2], &states) != napi_ok) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "dumpSockets(family, proto, states)");
+		return NULL;
+	}
+	struct ct_diag_socks socks = { NULL, 0, 0 };
+	int rc = ct_diag_dump((uint8_t)family, (uint8_t)proto, states, &socks);
+	if (rc < 0) {
+		free(socks.v);
+		ct_throw_errno(env, -rc, "sock_diag");
+		return NULL;
+	}
+	napi_value out;
+	void *data;
+	napi_status st = napi_create_buffer_copy(env, socks.n * sizeof(struct ct_diag_sock), socks.v ? (void *)socks.v : (void *)"", &data, &out);
+	free(socks.v);
+	if (st != napi_ok) {
+		ct_throw_status(env, st, "napi_create_buffer_copy");
+		return NULL;
+	}
+	return out;
+}
+
 /* localAddresses() -> Buffer of 17-byte entries (family 4|6, 16 address bytes) */
 static napi_value ct_local_addresses(napi_env env, napi_callback_info info)
 {
@@ -810,6 +841,7 @@ static napi_value ct_init(napi_env env, napi_value exports)
 		{ "parse", NULL, ct_parse, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "lookupSocket", NULL, ct_lookup_socket, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "localAddresses", NULL, ct_local_addresses, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "dumpSockets", NULL, ct_dump_sockets, NULL, NULL, NULL, napi_enumerable, NULL },
 	};
 	NAPI_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
 	napi_value v;

@@ -91,6 +91,8 @@ export interface Addon {
   ): { inode: number; uid: number; state: number } | null;
   /** Every address of this network namespace (RTM_GETADDR), 17 bytes each: family, 16 address bytes. */
   localAddresses(): Buffer;
+  /** sock_diag dump of one family (AF_INET 2 / AF_INET6 10) and protocol: 56-byte entries (native/ct_sock.h struct ct_diag_sock). */
+  dumpSockets(family: number, proto: number, states: number): Buffer;
 }
 
 let injected: Addon | null = null;
