@@ -364,12 +364,15 @@ struct ct_events {
 /* Runs on the JS thread for every batch the reader thread delivered. */
 static void ct_events_call_js(napi_env env, napi_value cb, void *context, void *data)
 {
-	(void)context;
+	struct ct_events *e = context;
 	struct ct_ev_batch *b = data;
 	if (!env || !cb) { /* the function is being torn down: just free */
 		free(b);
 		return;
 	}
+	/* The records are copied into a JS buffer below: the reader may go on reading. */
+	if (e && e->thread)
+		ct_evthread_consumed(e->thread, b);
 	napi_value argv[4], recv, result;
 	if (napi_get_global(env, &recv) != napi_ok)
 		goto done;
@@ -456,6 +459,9 @@ static napi_value ct_open_events(napi_env env, napi_callback_info info)
 	o.rcvbuf = (int)rcvbuf;
 	o.rcvbuf_max = (int)rcvbuf_max;
 	o.lookup = ct_opt_bool(env, argv[0], "lookupSockets");
+	uint32_t queue_max = 0;
+	ct_opt_u32(env, argv[0], "queueMax", &queue_max);
+	o.queue_max = queue_max;
 	char root[200] = "/proc";
 	bool has = false;
 	napi_value v;
@@ -474,7 +480,7 @@ static napi_value ct_open_events(napi_env env, napi_callback_info info)
 	}
 	napi_value name;
 	if (napi_create_string_utf8(env, "ctacct:events", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-	    napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, ct_events_call_js,
+	    napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, e, ct_events_call_js,
 					    &e->tsfn) != napi_ok) {
 		free(e);
 		ct_throw_status(env, napi_generic_failure, "napi_create_threadsafe_function");
@@ -555,7 +561,9 @@ static napi_value ct_events_stats_js(napi_env env, napi_callback_info info)
 	    !ct_set_num(env, o, "overruns", st.overruns) || !ct_set_num(env, o, "rcvbuf", st.rcvbuf) ||
 	    !ct_set_num(env, o, "lookups", st.lookups) || !ct_set_num(env, o, "lookupErrors", st.lookup_errors) ||
 	    !ct_set_num(env, o, "bytesRead", st.bytes_read) || !ct_set_num(env, o, "ownerHits", st.owner_hits) ||
-	    !ct_set_num(env, o, "ownerScans", st.owner_scans) || !ct_set_num(env, o, "ownerFds", st.owner_fds)) {
+	    !ct_set_num(env, o, "ownerScans", st.owner_scans) || !ct_set_num(env, o, "ownerFds", st.owner_fds) ||
+	    !ct_set_num(env, o, "pauses", st.pauses) || !ct_set_num(env, o, "queuedBytes", st.queued) ||
+	    !ct_set_num(env, o, "queuedPeakBytes", st.queued_peak)) {
 		ct_throw_status(env, napi_generic_failure, "eventsStats");
 		return NULL;
 	}

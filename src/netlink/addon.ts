@@ -28,6 +28,10 @@ export interface EventOptionsNative {
   lookupSockets?: boolean;
   /** Root of the proc filesystem for the owner search (default /proc). */
   procRoot?: string;
+  /** Bytes of batches handed to JavaScript and not yet taken before the reader stops reading
+   *  (default 4 MiB): a stalled event loop then makes the kernel's buffer overflow (an overrun,
+   *  resynced by a dump) instead of growing this process. */
+  queueMax?: number;
 }
 
 export type BatchCallback = (err: NativeError | null, records: Buffer | null, count: number, done: boolean) => void;
@@ -55,6 +59,10 @@ export interface EventStats extends ReaderStats {
   ownerHits: number;
   ownerScans: number;
   ownerFds: number;
+  /** Times reading paused because JavaScript was queueMax behind; bytes waiting now and at most. */
+  pauses: number;
+  queuedBytes: number;
+  queuedPeakBytes: number;
 }
 
 export interface ParseResult {
