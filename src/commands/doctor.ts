@@ -1,5 +1,6 @@
 // `ctacct doctor`: checks the kernel, privileges and settings, and says how to fix each.
 // It changes nothing (reads /proc, lists the nft ruleset, tries one empty ctnetlink dump).
+import { sanitize } from '../views/format.js';
 import type { Argv, CommandModule } from 'yargs';
 import { EXIT, UserError } from '../errors.js';
 import type { System } from '../system.js';
@@ -138,7 +139,7 @@ const MARK: Record<CheckStatus, string> = { ok: '✓', warn: '!', fail: '✗' };
 /** One line per check: mark, name, detail, and the fix when there is one. Pure. */
 export function renderDoctor(r: DoctorResult): string {
   const width = Math.max(...r.checks.map((c) => c.name.length));
-  const lines = r.checks.map((c) => `${MARK[c.status]} ${c.name.padEnd(width)}  ${c.detail}${c.fix ? ` — fix: ${c.fix}` : ''}`);
+  const lines = r.checks.map((c) => `${MARK[c.status]} ${c.name.padEnd(width)}  ${sanitize(c.detail)}${c.fix ? ` — fix: ${sanitize(c.fix)}` : ''}`);
   const failed = r.checks.filter((c) => c.status === 'fail').length;
   lines.push(failed ? `${failed} check${failed > 1 ? 's' : ''} failed: ctacct top cannot work here until fixed` : 'ctacct top can work here');
   return `${lines.join('\n')}\n`;

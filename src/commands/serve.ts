@@ -14,10 +14,10 @@ import { readSocketTable } from '../proc/reader.js';
 import { tcpStateName } from '../proc/parse.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
-import { formatSetupReport, withSystemSetup } from '../system/setup.js';
+import { formatSetupReport, withSystemSetup, type SetupReport } from '../system/setup.js';
 import { CounterSet, PrometheusView, type ExportModel, type FeedRow } from '../views/prometheus.js';
 import { interfaceAddresses, makeOwnerResolver } from '../wiring.js';
-import { setupOptions } from './options.js';
+import { checkPositive, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
 // Read here, not from cli.ts: cli.ts imports every command module.
@@ -70,6 +70,7 @@ export function serveCommand(system: System): CommandModule<object, ServeArgs> {
         .option('dump-interval', { type: 'number', default: 10, describe: 'Seconds between full conntrack table dumps (events settle finished flows in between)', group: 'Cost:' })
         .option('rcvbuf', { type: 'number', default: 64, describe: 'Event socket receive buffer in MiB (grows after an overrun)', group: 'Cost:' })
         .check((a) => {
+          checkPositive('rcvbuf', a.rcvbuf);
           parseListen(a.listen);
           if (!(a.expire > 0)) throw new UserError('--expire must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
           if (!(a['dump-interval'] > 0)) throw new UserError('--dump-interval must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
@@ -171,7 +172,7 @@ class Exporter {
     const t0 = this.system.monotonic();
     let snap: TopSnapshot;
     try {
-      snap = await this.engine.refresh({ groupBy: 'process', sort: 'total' });
+      snap = await this.engine.refresh({ groupBy: 'process', sort: 'total', tracking: this.tracking });
     } catch (e) {
       throw e instanceof EngineError ? explainSystemError(e.cause, 'conntrack events') : e;
     }
@@ -198,7 +199,6 @@ class Exporter {
       this.ports.feed(s.rows.map((r) => ({ source: r.key, labels: { proto: r.proto ?? '', port: r.port === null ? '' : String(r.port) }, totals: [r.sent_total, r.recv_total] })), now);
     }
     if (this.args['tcp-states'] && now - this.states.at >= STATES_EVERY_MS) this.states = { at: now, counts: this.readStates() };
-    const cpu = process.cpuUsage();
     const model: ExportModel = {
       version: VERSION,
       processLabels: this.processLabels,
@@ -223,10 +223,13 @@ class Exporter {
         seriesExpired: this.processes.expired + (this.remotes?.expired ?? 0) + (this.ports?.expired ?? 0),
       },
       scrapeSeconds: (this.system.monotonic() - t0) / 1000,
-      self: { cpuSeconds: (cpu.user + cpu.system) / 1e6, residentBytes: process.memoryUsage.rss(), startTimeSeconds: this.startTimeSeconds },
+      self: { startTimeSeconds: this.startTimeSeconds },
     };
-    return this.view.render(model);
+    return this.view.render(model) + trackingMetrics(this.tracking, this.engine.dumpFailures);
   }
+
+  /** Who makes conntrack track here (from set-up); /healthz fails while nothing does. */
+  tracking: SetupReport['tracking'] = 'engaged-by-others';
 
   private processRow(r: TopSnapshot['rows'][number]): FeedRow {
     const labels: Record<string, string> = {
@@ -253,6 +256,19 @@ class Exporter {
   }
 }
 
+/** The tracking gauge and dump failures, in Prometheus text format. */
+export function trackingMetrics(tracking: SetupReport['tracking'], dumpFailures: number): string {
+  const by = tracking === 'engaged-by-ctacct' ? 'ctacct' : tracking === 'engaged-by-others' ? 'others' : 'none';
+  return (
+    '# HELP ctacct_conntrack_tracking 1 when conntrack tracks this network namespace (by: who engaged it); 0: no flow can appear\n' +
+    '# TYPE ctacct_conntrack_tracking gauge\n' +
+    `ctacct_conntrack_tracking{by="${by}"} ${tracking === 'not-tracking' ? 0 : 1}\n` +
+    '# HELP ctacct_dump_failures_total conntrack table dumps that failed (retried with back-off)\n' +
+    '# TYPE ctacct_dump_failures_total counter\n' +
+    `ctacct_dump_failures_total ${dumpFailures}\n`
+  );
+}
+
 function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Exporter | null, fail: (e: unknown) => void): void {
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -261,6 +277,10 @@ function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Expor
   }
   const ex = exporter();
   if (path === '/healthz') {
+    if (ex?.tracking === 'not-tracking') {
+      res.writeHead(503, { 'content-type': 'text/plain' }).end('not tracking: conntrack does not track in this network namespace, no flow can appear\n');
+      return;
+    }
     res.writeHead(ex ? 200 : 503, { 'content-type': 'text/plain' }).end(ex ? 'ok\n' : 'starting\n');
     return;
   }
@@ -321,6 +341,7 @@ async function runServe(system: System, args: ServeArgs): Promise<void> {
       const done = new Promise<void>((resolve, reject) => {
         failure = (e) => reject(e);
         const ex = new Exporter(system, args, engine);
+        ex.tracking = report.tracking;
         exporter = ex;
         // Dumps, settlement and expiry go on between scrapes (and when nobody scrapes).
         timer = setInterval(() => void ex.tick().catch((e: unknown) => reject(e)), args['dump-interval'] * 1000);

@@ -14,8 +14,12 @@ export type EndReason = 'destroy' | 'vanished' | 'closed' | 'open';
 
 export interface FlowLine {
   v: number;
-  /** ISO times; `time_source` says whose: the kernel's conntrack timestamps, or ctacct's sightings. */
-  started: string;
+  /** ISO times. `started` is the flow's first packet and comes only from the kernel
+   *  (nf_conntrack_timestamp); otherwise it is null and `first_seen` says when ctacct first saw
+   *  the flow, which may be long after its first byte (the counters cover the whole flow).
+   *  `time_source` says whose clock `ended` and `duration_s` are. */
+  started: string | null;
+  first_seen: string;
   ended: string;
   time_source: 'conntrack' | 'ctacct';
   duration_s: number;
@@ -57,6 +61,11 @@ export interface LineContext {
   cgroupOf(pid: number): { cgroup: string | null; unit: string | null } | null;
 }
 
+/** The kernel leaves a zero mark or zone out of events but puts it in dumps: both mean "none", null. */
+function nonZero(n: number | null | undefined): number | null {
+  return n === null || n === undefined || n === 0 ? null : n;
+}
+
 function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
@@ -67,7 +76,8 @@ export function flowLines(st: FlowState, ctx: LineContext, filters: Filters = {}
   const kStart = r.startMs;
   const kStop = ctx.reason === 'destroy' ? r.stopMs : null;
   const kernel = kStart !== null && kStop !== null;
-  const startMs = kernel ? kStart : (ctx.firstSeenMs ?? ctx.lastSeenMs);
+  const firstSeenMs = ctx.firstSeenMs ?? ctx.lastSeenMs;
+  const startMs = kernel ? kStart : firstSeenMs;
   const endMs = kernel ? kStop : ctx.lastSeenMs;
   const origBytes = st.hasCounters ? st.lastOrig : null;
   const replyBytes = st.hasCounters ? st.lastReply : null;
@@ -76,7 +86,8 @@ export function flowLines(st: FlowState, ctx: LineContext, filters: Filters = {}
   const state = r.proto === 6 ? ctTcpStateName(r.tcpState) : null;
   const base = {
     v: FLOWLOG_VERSION,
-    started: iso(startMs),
+    started: kStart !== null ? iso(kStart) : null,
+    first_seen: iso(firstSeenMs),
     ended: iso(Math.max(endMs, startMs)),
     time_source: kernel ? ('conntrack' as const) : ('ctacct' as const),
     duration_s: Math.max(0, Math.round(endMs - startMs) / 1000),
@@ -110,8 +121,8 @@ export function flowLines(st: FlowState, ctx: LineContext, filters: Filters = {}
         cgroup: null,
         shared: false,
         inferred: false,
-        mark: r.mark,
-        zone: r.zone,
+        mark: nonZero(r.mark),
+        zone: nonZero(r.zone),
       },
     ];
   }
@@ -138,12 +149,13 @@ export function flowLines(st: FlowState, ctx: LineContext, filters: Filters = {}
       cmdline: o?.cmdline ?? null,
       uid: o?.uid ?? null,
       user: o?.user ?? null,
-      unit: cg?.unit ?? null,
-      cgroup: cg?.cgroup ?? null,
+      unit: cg?.unit || null,
+      // The root cgroup ("/") is what an unreadable or kernel-thread cgroup looks like: no information.
+      cgroup: cg?.cgroup && cg.cgroup !== '/' ? cg.cgroup : null,
       shared: o?.shared ?? false,
       inferred: e.inferred ?? false,
-      mark: r.mark,
-      zone: r.zone,
+      mark: nonZero(r.mark),
+      zone: nonZero(r.zone),
     });
   }
   return lines;

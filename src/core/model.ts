@@ -28,6 +28,10 @@ export interface TopRow {
   recv_bytes: number;
   sent_bps: number;
   recv_bps: number;
+  /** The same rates as whole bytes per second, named by their unit (the --json output adds them;
+   *  `*_bps` stay as deprecated aliases until 1.0). */
+  sent_bytes_per_s?: number;
+  recv_bytes_per_s?: number;
   /** Since ctacct started, flows that ended included. */
   sent_total: number;
   recv_total: number;
@@ -55,6 +59,11 @@ export interface Bucket {
   flows: number;
 }
 
+export interface HealthItem {
+  code: string;
+  message: string;
+}
+
 export interface Health {
   flows_tracked: number;
   events: number;
@@ -72,6 +81,14 @@ export interface Health {
   inferred_flows?: number;
   /** Ended connections' rows dropped from `--by conn` (capped at 20,000 to bound memory). */
   retired_conns_dropped?: number;
+  /** Who makes conntrack track in this network namespace; "not-tracking": no flow will appear. */
+  tracking?: 'engaged-by-ctacct' | 'engaged-by-others' | 'not-tracking';
+  /** Conditions worth a script's attention, each with a stable code (acct-off, not-tracking, dump-failed…). */
+  notes?: HealthItem[];
+  /** `changes` as objects with a stable code (acct-on, acct-adopted, table-engaged). */
+  system_changes?: HealthItem[];
+  /** Table dumps that failed (retried with back-off; the view keeps running on events). */
+  dump_failures?: number;
   /** Wall time of the last full table dump (ms) and the records it returned. */
   dump_ms?: number;
   dump_records?: number;

@@ -1,4 +1,5 @@
 // The typed surface of the native addon and its single, lazy, injectable loader.
+import { closeSync, constants as fsConstants, fstatSync, openSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -99,8 +100,32 @@ export interface Addon {
   ): { inode: number; uid: number; state: number } | null;
   /** Every address of this network namespace (RTM_GETADDR), 17 bytes each: family, 16 address bytes. */
   localAddresses(): Buffer;
+  /** A NETLINK_NETFILTER socket for nf_tables requests; keep it open as long as an owned table must live. */
+  nftOpen(): Handle;
+  /** Creates table inet `table` (one output chain, one `ct state` load, no verdict change); owner: NFT_TABLE_F_OWNER. */
+  nftEngage(handle: Handle, table: string, owner: boolean): void;
+  /** Deletes table inet `table`; false when it did not exist. */
+  nftDelete(handle: Handle, table: string): boolean;
+  nftExists(handle: Handle, table: string): boolean;
+  /** Closes the socket: the kernel deletes the tables it owns. */
+  nftClose(handle: Handle): void;
+  /** IPCTNL_MSG_CT_DELETE of one entry by original tuple (and id); false when already gone. */
+  ctDelete(handle: Handle, key: CtEntryKey): boolean;
+  /** Opens `path` (O_NOFOLLOW, 0600) and takes an exclusive flock (waits up to 10 s); returns the fd. */
+  lockFile(path: string): number;
   /** sock_diag dump of one family (AF_INET 2 / AF_INET6 10) and protocol: 56-byte entries (native/ct_sock.h struct ct_diag_sock). */
   dumpSockets(family: number, proto: number, states: number): Buffer;
+}
+
+export interface CtEntryKey {
+  family: number;
+  proto: number;
+  src: Buffer;
+  dst: Buffer;
+  sport: number;
+  dport: number;
+  id?: number;
+  zone?: number;
 }
 
 let injected: Addon | null = null;
@@ -115,20 +140,93 @@ export class AddonLoadError extends Error {
   readonly code = 'ERR_CTACCT_ADDON';
   constructor(readonly tried: { path: string; error: string }[]) {
     super(
-      `cannot load the native addon (run \`npm run build:native\`); tried:\n` +
-        tried.map((t) => `  ${t.path}: ${t.error}`).join('\n'),
+      `cannot load the native addon for ${process.platform}-${process.arch} (tried ` +
+        tried.map((t) => `${t.path}: ${t.error}`).join('; ') +
+        ')',
     );
   }
 }
 
-export function addonCandidates(): string[] {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const root = resolve(here, '..', '..'); // src/netlink or dist/netlink → package root
+/** The package root: src/netlink or dist/netlink → two levels up. */
+function packageRoot(): string {
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+}
+
+/** glibc or musl: a prebuild linked against glibc does not load on musl (Alpine). */
+export function libc(): 'glibc' | 'musl' {
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return header?.glibcVersionRuntime ? 'glibc' : 'musl';
+}
+
+/** Where `npm run prebuild` puts the binary for this platform, and where the package ships it. */
+export function prebuildPath(root = packageRoot()): string {
+  return join(root, 'prebuilds', `${process.platform}-${process.arch}`, `ctacct.${libc()}.node`);
+}
+
+/**
+ * In load order: the CTACCT_ADDON override, a source build (native/build, made by the install
+ * script when no prebuild fits, or by a developer), then the prebuilt binary shipped in the package.
+ */
+export function addonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
+  const root = packageRoot();
   const list = [];
-  if (process.env.CTACCT_ADDON) list.push(resolve(process.env.CTACCT_ADDON));
+  if (env.CTACCT_ADDON) list.push(resolve(env.CTACCT_ADDON));
   list.push(join(root, 'native', 'build', 'Release', 'ctacct.node'));
   list.push(join(root, 'native', 'build', 'Debug', 'ctacct.node'));
+  list.push(prebuildPath(root));
   return list;
+}
+
+export class UnsafeAddonError extends Error {
+  readonly code = 'ERR_CTACCT_ADDON_UNSAFE';
+}
+
+/**
+ * Refuses a CTACCT_ADDON that someone other than root could have written, when ctacct runs as root:
+ * loading it would run their code as root. The path must have no symlink in it, the file and its
+ * directory must be owned by root and not writable by group or others. Returns the opened file's
+ * descriptor: the checks are made on it (fstat), and the code is loaded through it, so the file
+ * cannot be swapped between the check and the load.
+ */
+export function openTrustedAddon(path: string, fs: TrustFs = nodeFs, uid = process.geteuid?.() ?? -1): number | null {
+  if (uid !== 0) return null;
+  const real = fs.realpathSync(path);
+  if (real !== path) throw new UnsafeAddonError(`refused as root: the path goes through a symlink (to ${real})`);
+  const dir = fs.statSync(dirname(path));
+  if (dir.uid !== 0 || (dir.mode & 0o022) !== 0) throw new UnsafeAddonError(`refused as root: its directory ${dirname(path)} is not owned by root or is group/world writable`);
+  const fd = fs.openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new UnsafeAddonError('refused as root: not a regular file');
+    if (st.uid !== 0 || (st.mode & 0o022) !== 0) throw new UnsafeAddonError('refused as root: the file is not owned by root or is group/world writable');
+    return fd;
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+}
+
+/** The file system calls openTrustedAddon makes (tests pass fakes for ownership they cannot create). */
+export interface TrustFs {
+  realpathSync(p: string): string;
+  statSync(p: string): { uid: number; mode: number };
+  openSync(p: string, flags: number): number;
+  fstatSync(fd: number): { uid: number; mode: number; isFile(): boolean };
+  closeSync(fd: number): void;
+}
+const nodeFs: TrustFs = { realpathSync, statSync, openSync, fstatSync, closeSync };
+
+function loadOverride(path: string): Addon {
+  const fd = openTrustedAddon(path);
+  if (fd === null) return createRequire(import.meta.url)(path) as Addon;
+  try {
+    // dlopen through the descriptor: the very file that was checked is the one loaded.
+    const mod = { exports: {} as Addon };
+    process.dlopen(mod, `/proc/self/fd/${fd}`);
+    return mod.exports;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Loads the addon on first use; every path tried is listed if none loads. */
@@ -137,12 +235,15 @@ export function getAddon(): Addon {
   if (loaded) return loaded;
   const require = createRequire(import.meta.url);
   const tried: { path: string; error: string }[] = [];
+  const override = process.env.CTACCT_ADDON ? resolve(process.env.CTACCT_ADDON) : null;
   for (const path of addonCandidates()) {
     try {
-      loaded = require(path) as Addon;
+      loaded = path === override ? loadOverride(path) : (require(path) as Addon);
       return loaded;
     } catch (e) {
       tried.push({ path, error: (e as Error).message.split('\n')[0] ?? String(e) });
+      // An explicit override that fails or is refused is an error, never a silent fallback.
+      if (path === override) throw new AddonLoadError(tried);
     }
   }
   throw new AddonLoadError(tried);

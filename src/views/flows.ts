@@ -1,5 +1,6 @@
 // `ctacct flows` renderers: the DESIGN.md JSON objects and a human table. Pure.
 import type { FlowView } from '../core/flowview.js';
+import { alignColumns, sanitize } from './format.js';
 
 function num(n: number | null): string {
   return n === null ? '-' : String(n);
@@ -12,13 +13,7 @@ function endpoint(addr: string, port: number | null): string {
 
 /** Column-aligned text; the last column is never padded. */
 export function columns(header: string[], rows: string[][], right: Set<number> = new Set()): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i === cells.length - 1 ? c : right.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
-      .join('  ')
-      .trimEnd();
-  return [line(header), ...rows.map(line)].join('\n');
+  return alignColumns([header, ...rows], right).join('\n');
 }
 
 export function renderFlowsTable(flows: FlowView[]): string {
@@ -34,7 +29,7 @@ export function renderFlowsTable(flows: FlowView[]): string {
     num(f.reply?.bytes ?? null),
     num(f.reply?.packets ?? null),
     f.age_s === null ? '-' : `${Math.round(f.age_s)}s`,
-    f.pid === null ? '-' : `${f.pid}/${f.comm ?? '?'}`,
+    f.pid === null ? '-' : `${f.pid}/${sanitize(f.comm ?? '?')}`,
   ]);
   const without = flows.filter((f) => f.orig.bytes === null).length;
   const lines = [columns(header, rows, new Set([5, 6, 7, 8, 9]))];

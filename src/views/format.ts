@@ -1,5 +1,6 @@
 // Pure formatting for the views: human units, durations, and width-aware text fitting.
 // Numbers never lie: a non-zero value never prints as "0", absent counters print as "-".
+import stringWidth from 'string-width';
 
 /** Bytes in binary (IEC) units, as `ls -h`, `free -h` and nethogs' KB (1024) count them. */
 const BYTE_UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
@@ -97,13 +98,23 @@ export function plural(n: number, word: string, many = `${word}s`): string {
 }
 
 /**
- * Process names and command lines come from other users' processes: a control character
- * (an escape sequence in argv) must never reach the terminal, and a tab or newline must
- * never break a line-oriented format.
+ * Process names, command lines, units, users and container names come from other users'
+ * processes: a control character or escape sequence must never reach the terminal, a tab or
+ * newline must never break a line-oriented format, and a bidi override must never reorder what
+ * follows. Each such code point is shown as a visible escape (`\x1b`, `\u202e`), so
+ * `\x1b[2J` reads as text instead of clearing the screen, and two names that differ only in
+ * hidden characters still look different.
  */
+// C0, DEL, C1; then the invisible format controls that reorder or hide text (bidi embeddings,
+// overrides and isolates, zero-width and direction marks, the BOM, line/paragraph separators).
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f]|[\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g;
+
 export function sanitize(s: string): string {
-  // eslint-disable-next-line no-control-regex
-  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  return s.replace(UNSAFE, (c) => {
+    const cp = c.codePointAt(0)!;
+    return cp <= 0xff ? `\\x${cp.toString(16).padStart(2, '0')}` : `\\u${cp.toString(16).padStart(4, '0')}`;
+  });
 }
 
 /** Removes ANSI SGR/CSI sequences (for measuring coloured lines). */
@@ -112,66 +123,50 @@ export function stripAnsi(s: string): string {
   return s.replace(/\x1b\[[0-9;?]*[ -/]*[@-~]/g, '');
 }
 
-/** Terminal columns a code point takes: 0 for combining marks, 2 for East Asian wide, else 1. */
-export function charWidth(cp: number): number {
-  if (
-    (cp >= 0x0300 && cp <= 0x036f) ||
-    (cp >= 0x1ab0 && cp <= 0x1aff) ||
-    (cp >= 0x1dc0 && cp <= 0x1dff) ||
-    (cp >= 0x200b && cp <= 0x200f) ||
-    (cp >= 0x20d0 && cp <= 0x20ff) ||
-    (cp >= 0xfe00 && cp <= 0xfe0f) ||
-    (cp >= 0xfe20 && cp <= 0xfe2f)
-  )
-    return 0;
-  if (
-    (cp >= 0x1100 && cp <= 0x115f) ||
-    (cp >= 0x2e80 && cp <= 0xa4cf && cp !== 0x303f) ||
-    (cp >= 0xac00 && cp <= 0xd7a3) ||
-    (cp >= 0xf900 && cp <= 0xfaff) ||
-    (cp >= 0xfe30 && cp <= 0xfe4f) ||
-    (cp >= 0xff00 && cp <= 0xff60) ||
-    (cp >= 0xffe0 && cp <= 0xffe6) ||
-    (cp >= 0x1f300 && cp <= 0x1f64f) ||
-    (cp >= 0x1f900 && cp <= 0x1f9ff) ||
-    (cp >= 0x20000 && cp <= 0x3fffd)
-  )
-    return 2;
-  return 1;
+// Display width: string-width (Unicode East Asian Width, emoji, zero-width and combining marks),
+// applied per grapheme cluster so a cut never splits a character from its accents or an emoji
+// sequence. Ambiguous-width characters count as narrow, as most terminals draw them.
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
+function clusters(s: string): string[] {
+  return Array.from(graphemes.segment(s), (g) => g.segment);
 }
 
-/** Columns a string takes on a terminal (no escape sequences expected). */
+/** Terminal columns a code point takes: 0 for combining marks, 2 for East Asian wide, else 1. */
+export function charWidth(cp: number): number {
+  return stringWidth(String.fromCodePoint(cp));
+}
+
+/** Columns a string takes on a terminal (escape sequences are not counted). */
 export function displayWidth(s: string): number {
-  let w = 0;
-  for (const ch of s) w += charWidth(ch.codePointAt(0)!);
-  return w;
+  return stringWidth(s);
 }
 
 /** Longest prefix of s that fits in `width` columns. */
 function takeWidth(s: string, width: number): string {
   let w = 0;
   let out = '';
-  for (const ch of s) {
-    const cw = charWidth(ch.codePointAt(0)!);
+  for (const g of clusters(s)) {
+    const cw = stringWidth(g);
     if (w + cw > width) break;
     w += cw;
-    out += ch;
+    out += g;
   }
   return out;
 }
 
 /** Longest suffix of s that fits in `width` columns. */
 function takeWidthEnd(s: string, width: number): string {
-  const chars = [...s];
+  const gs = clusters(s);
   let w = 0;
-  let i = chars.length;
+  let i = gs.length;
   while (i > 0) {
-    const cw = charWidth(chars[i - 1]!.codePointAt(0)!);
+    const cw = stringWidth(gs[i - 1]!);
     if (w + cw > width) break;
     w += cw;
     i--;
   }
-  return chars.slice(i).join('');
+  return gs.slice(i).join('');
 }
 
 /** Cuts s to `width` columns, ending in "…" when something was cut. */
@@ -228,4 +223,21 @@ export function wrap(s: string, width: number, indent = '  '): string[] {
   }
   if (line !== '') lines.push(line);
   return lines;
+}
+
+/**
+ * The plain table every non-live command prints (flows, states, doctor-like listings): columns
+ * `sep` apart, widths in terminal columns (wide characters count two), numbers right-aligned,
+ * the last column never padded, trailing blanks dropped. The live view and the exit summary lay
+ * out their columns by priority (top.ts) with the same width and cutting rules.
+ */
+export function alignColumns(rows: string[][], right: Set<number> = new Set(), sep = '  '): string[] {
+  const n = Math.max(0, ...rows.map((r) => r.length));
+  const widths = Array.from({ length: n }, (_, i) => Math.max(0, ...rows.map((r) => displayWidth(r[i] ?? ''))));
+  return rows.map((cells) =>
+    cells
+      .map((c, i) => (right.has(i) ? fit(c, widths[i]!, 'right') : i === cells.length - 1 ? c : fit(c, widths[i]!)))
+      .join(sep)
+      .trimEnd(),
+  );
 }

@@ -1,7 +1,7 @@
 // `ctacct serve`: snapshots → Prometheus metrics. Two pure parts: CounterSet turns cumulative
 // per-source totals (a pid's row, a remote's row) into counters per label set that never go
 // backwards and expire when idle; PrometheusView renders a model with prom-client's text format.
-import { Counter, Gauge, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 
 export type Labels = Record<string, string>;
 
@@ -137,7 +137,13 @@ export interface ExportModel {
     seriesExpired: number;
   };
   scrapeSeconds: number;
-  self: { cpuSeconds: number; residentBytes: number; startTimeSeconds: number };
+  /** startTimeSeconds feeds the deprecated ctacct_start_time_seconds; process_* come from prom-client. */
+  self: { startTimeSeconds: number };
+}
+
+/** Microsecond precision at most: durations and times without binary float noise (0.30000000000000004). */
+function round(v: number): number {
+  return Number.isInteger(v) ? v : Math.round(v * 1e6) / 1e6;
 }
 
 const ORDER_TCP = ['ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
@@ -149,6 +155,9 @@ export class PrometheusView {
 
   constructor(processLabels: string[], opts: { remote?: boolean; port?: boolean; tcpStates?: boolean } = {}) {
     const r = [this.registry];
+    // The standard process_* and nodejs_* series (CPU, resident memory, open and max fds, start time,
+    // heap, event-loop lag), computed by prom-client at each scrape the way every Node exporter does.
+    collectDefaultMetrics({ register: this.registry });
     const counter = (name: string, help: string, labelNames: string[] = []) => (this.c[name] = new Counter({ name, help, labelNames, registers: r }));
     const gauge = (name: string, help: string, labelNames: string[] = []) => (this.c[name] = new Gauge({ name, help, labelNames, registers: r }));
     const pl = processLabels;
@@ -182,11 +191,8 @@ export class PrometheusView {
     gauge('ctacct_dump_duration_seconds', 'Wall time of the last full conntrack table dump');
     counter('ctacct_series_expired_total', 'Label sets dropped after being idle for --expire');
     gauge('ctacct_scrape_duration_seconds', 'Time this scrape spent collecting (refresh, socket states) before rendering');
-    gauge('ctacct_start_time_seconds', 'When this ctacct started (Unix time): counters start from zero then');
+    gauge('ctacct_start_time_seconds', 'Deprecated (removed in 1.0): same value as process_start_time_seconds. When this ctacct started (Unix time)');
     gauge('ctacct_build_info', 'ctacct version', ['version']);
-    counter('process_cpu_seconds_total', 'Total user and system CPU time spent by ctacct in seconds');
-    gauge('process_resident_memory_bytes', 'Resident memory size of ctacct in bytes');
-    gauge('process_start_time_seconds', 'Start time of the ctacct process since the Unix epoch in seconds');
   }
 
   private counter(name: string): Counter<string> {
@@ -198,9 +204,11 @@ export class PrometheusView {
   }
 
   render(m: ExportModel): Promise<string> {
-    this.registry.resetMetrics();
-    const inc = (name: string, v: number, labels: Labels = {}) => this.counter(name).inc(labels, Math.max(0, v));
-    const set = (name: string, v: number, labels: Labels = {}) => this.gauge(name).set(labels, v);
+    // Only ctacct's own families are rebuilt from the model: prom-client's default metrics keep state
+    // between scrapes (the CPU counter adds the usage since the last one) and must not be reset.
+    for (const m of Object.values(this.c)) m.reset();
+    const inc = (name: string, v: number, labels: Labels = {}) => this.counter(name).inc(labels, round(Math.max(0, v)));
+    const set = (name: string, v: number, labels: Labels = {}) => this.gauge(name).set(labels, round(v));
     for (const s of m.process) {
       inc('ctacct_process_sent_bytes_total', s.values[0]!, s.labels);
       inc('ctacct_process_received_bytes_total', s.values[1]!, s.labels);
@@ -241,9 +249,6 @@ export class PrometheusView {
     set('ctacct_scrape_duration_seconds', m.scrapeSeconds);
     set('ctacct_start_time_seconds', m.self.startTimeSeconds);
     set('ctacct_build_info', 1, { version: m.version });
-    inc('process_cpu_seconds_total', m.self.cpuSeconds);
-    set('process_resident_memory_bytes', m.self.residentBytes);
-    set('process_start_time_seconds', m.self.startTimeSeconds);
     return this.registry.metrics();
   }
 

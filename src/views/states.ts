@@ -1,4 +1,5 @@
 // Renderers for `ctacct states`: pure (result, width) → string. No colour unless asked.
+import { alignColumns, displayWidth, sanitize, truncate } from './format.js';
 import { orderStates, stateOrder, UDP_STATE_ORDER, type StatesGroup, type StatesResult } from '../core/states.js';
 
 export interface RenderOptions {
@@ -32,8 +33,7 @@ const SHORT: Record<string, string> = {
 const bold = (s: string, on: boolean) => (on ? `\x1b[1m${s}\x1b[22m` : s);
 
 function cut(s: string, w: number): string {
-  if (s.length <= w) return s;
-  return w <= 1 ? s.slice(0, w) : `${s.slice(0, w - 1)}…`;
+  return truncate(s, w);
 }
 
 interface Column {
@@ -45,17 +45,15 @@ interface Column {
 
 /** Lays out columns two spaces apart; the first column is text, the rest numbers. */
 function layout(cols: Column[], color: boolean, ruleBeforeLast: boolean): string {
-  const widths = cols.map((c) => Math.max(c.header.length, ...c.cells.map((s) => s.length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((s, i) => (cols[i]!.numeric ? s.padStart(widths[i]!) : i === cells.length - 1 ? s : s.padEnd(widths[i]!)))
-      .join('  ')
-      .trimEnd();
-  const rows = cols[0]!.cells.length;
-  const out = [bold(line(cols.map((c) => c.header)), color)];
-  for (let r = 0; r < rows; r++) {
-    if (ruleBeforeLast && r === rows - 1) out.push(widths.map((w) => '-'.repeat(w)).join('  '));
-    out.push(line(cols.map((c) => c.cells[r]!)));
+  const widths = cols.map((c) => Math.max(displayWidth(c.header), ...c.cells.map(displayWidth)));
+  const nrows = cols[0]!.cells.length;
+  const table = [cols.map((c) => c.header), ...Array.from({ length: nrows }, (_, r) => cols.map((c) => c.cells[r]!))];
+  const right = new Set(cols.flatMap((c, i) => (c.numeric ? [i] : [])));
+  const lines = alignColumns(table, right);
+  const out = [bold(lines[0]!, color)];
+  for (let r = 0; r < nrows; r++) {
+    if (ruleBeforeLast && r === nrows - 1) out.push(widths.map((w) => '-'.repeat(w)).join('  '));
+    out.push(lines[r + 1]!);
   }
   return out.join('\n');
 }
@@ -87,7 +85,7 @@ function groupLabel(g: StatesGroup, by: StatesResult['by']): string {
   if (by !== 'process') return g.key;
   if (g.key === '-') return '- (no process)';
   if (g.key === '?') return '? (not visible)';
-  return `${g.comm ?? '?'}/${g.key}${g.shared ? ' (shared)' : ''}`;
+  return `${sanitize(g.comm ?? '?')}/${g.key}${g.shared ? ' (shared)' : ''}`;
 }
 
 const KEY_HEADER = { port: 'PORT', process: 'PROCESS/PID', remote: 'REMOTE' } as const;
@@ -114,7 +112,7 @@ export function renderStatesBy(r: StatesResult, opts: RenderOptions): string {
   const totalW = Math.max(5, String(grand).length);
   const numW = (s: string, short: boolean) =>
     Math.max((short ? (SHORT[s] ?? s) : s).length, ...rows.map((x) => String(x.counts.get(s) ?? 0).length), String(totals.get(s) ?? 0).length);
-  const minKey = Math.min(16, Math.max(KEY_HEADER[by].length, ...rows.map((x) => x.label.length), 5));
+  const minKey = Math.min(16, Math.max(KEY_HEADER[by].length, ...rows.map((x) => displayWidth(x.label)), 5));
   const fits = (list: string[], short: boolean, other: boolean) => {
     const nums = list.reduce((a, s) => a + numW(s, short) + 2, 0) + (other ? 7 : 0) + totalW + 2;
     return minKey + nums <= opts.width;
@@ -131,7 +129,7 @@ export function renderStatesBy(r: StatesResult, opts: RenderOptions): string {
   }
   const otherOf = (m: Map<string, number>) => folded.reduce((a, s) => a + (m.get(s) ?? 0), 0);
   const numsW = states.reduce((a, s) => a + numW(s, short) + 2, 0) + (folded.length ? 7 : 0) + totalW + 2;
-  const keyW = Math.max(1, Math.min(Math.max(KEY_HEADER[by].length, ...rows.map((x) => x.label.length), 5), opts.width - numsW));
+  const keyW = Math.max(1, Math.min(Math.max(KEY_HEADER[by].length, ...rows.map((x) => displayWidth(x.label)), 5), opts.width - numsW));
   const cols: Column[] = [
     { header: cut(KEY_HEADER[by], keyW), numeric: false, cells: [...rows.map((x) => cut(x.label, keyW)), 'TOTAL'] },
     ...states.map((s) => ({
@@ -162,14 +160,28 @@ export function renderStates(r: StatesResult, opts: RenderOptions): string {
   return r.by ? renderStatesBy(r, opts) : renderStateCounts(r, opts);
 }
 
-/** The --json shape of DESIGN.md: fields may be added, never renamed. */
+/** UDP "states" per source: the socket's (ss) or conntrack's (`conntrack -L`). */
+const UDP_STATES = { sockets: ['ESTABLISHED', 'UNCONN'], conntrack: ['ASSURED', 'REPLIED', 'UNREPLIED'] } as const;
+
+/** Every state name of the source, 0 when none, so `jq .states.TIME_WAIT` reads 0, not null; then any others seen. */
+function zeroFilled(states: Record<string, number>, names: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const n of names) out[n] = states[n] ?? 0;
+  for (const [n, v] of Object.entries(states)) if (!Object.hasOwn(out, n)) out[n] = v;
+  return out;
+}
+
+/** The --json shape of DESIGN.md: fields may be added, never renamed. State maps list every state. */
 export function statesJson(r: StatesResult): Record<string, unknown> {
+  const tcp = stateOrder(r.source);
+  const udpNames = UDP_STATES[r.source];
+  const udp = <T extends { states: Record<string, number> }>(u: T): T => ({ ...u, states: zeroFilled(u.states, udpNames) });
   const out: Record<string, unknown> = { source: r.source };
   if (r.by) {
     out.by = r.by;
     out.groups = (r.groups ?? []).map((g) => {
-      const o: Record<string, unknown> = { key: g.key, states: g.states, total: g.total };
-      if (g.udp) o.udp = g.udp;
+      const o: Record<string, unknown> = { key: g.key, states: zeroFilled(g.states, tcp), total: g.total };
+      if (g.udp) o.udp = udp(g.udp);
       if (r.by === 'process') {
         o.pid = g.pid ?? null;
         o.comm = g.comm ?? null;
@@ -178,9 +190,9 @@ export function statesJson(r: StatesResult): Record<string, unknown> {
       return o;
     });
   }
-  out.states = r.states;
+  out.states = zeroFilled(r.states, tcp);
   out.total = r.total;
-  if (r.udp) out.udp = r.udp;
+  if (r.udp) out.udp = udp(r.udp);
   if (r.unattributed !== undefined) out.unattributed = r.unattributed;
   if (r.omitted) out.omitted = r.omitted;
   return out;

@@ -71,7 +71,13 @@ describe('ctacct CLI end to end', { skip: rootSkip }, () => {
       assert.equal(s.group_by, 'process');
       assert.deepEqual(Object.keys(s.health).slice(0, 5), ['flows_tracked', 'events', 'lost_events', 'resyncs', 'flows_without_counters']);
       assert.ok(s.self.rss_bytes > 0);
-      for (const row of s.rows) assert.deepEqual(Object.keys(row).slice(0, CONTRACT_ROW.length), CONTRACT_ROW);
+      for (const row of s.rows) {
+        assert.deepEqual(Object.keys(row).slice(0, CONTRACT_ROW.length), CONTRACT_ROW);
+        // Whole bytes per second, under a unit-named field; *_bps kept as the same-valued alias.
+        assert.equal(row.sent_bytes_per_s, row.sent_bps);
+        assert.equal(row.recv_bytes_per_s, row.recv_bps);
+        assert.ok(Number.isInteger(row.sent_bytes_per_s) && Number.isInteger(row.recv_bytes_per_s), JSON.stringify(row));
+      }
     }
     const last = lines[1];
     // Both processes own a long flow that existed before ctacct started: no new bytes, but rows.
@@ -80,12 +86,15 @@ describe('ctacct CLI end to end', { skip: rootSkip }, () => {
     assert.equal(await ns.nftRuleset(), rulesBefore);
   });
 
-  test('top --trace: nethogs-style lines and the summary on exit', async () => {
+  test('top --trace: nethogs-style lines on stdout, the summary on stderr', async () => {
     const r = await runCtacct(ns, ['top', '--trace', '--count', '2', '--interval', '0.3']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.match(/^Refreshing:$/gm)?.length, 2);
     assert.match(r.stdout, new RegExp(`^node/${server.lines[0].pid}/0\\t[0-9.e+-]+\\t[0-9.e+-]+$`, 'm'));
-    assert.match(r.stdout, /^=== Summary ===$/m);
+    // The summary goes to stderr: stdout stays pure nethogs trace lines for parsers.
+    assert.match(r.stderr, /^=== Summary ===$/m);
+    assert.doesNotMatch(r.stdout, /Summary/);
+    for (const l of r.stdout.split('\n')) assert.match(l, /^$|^Refreshing:$|^[^\t]+\t[0-9.e+-]+\t[0-9.e+-]+$/);
   });
 
   test('top --by remote --port P: rows keyed by remote address, no pid', async () => {

@@ -53,7 +53,9 @@ function parseLabels(s: string, line: string): { labels: Record<string, string>;
 function parseValue(v: string, line: string): number {
   if (v === '+Inf') return Infinity;
   if (v === '-Inf') return -Infinity;
-  if (v === 'NaN') return NaN;
+  // Prometheus parses floats with Go's ParseFloat, case-insensitive for NaN; prom-client writes
+  // "Nan" for its event-loop lag before the first sample.
+  if (v.toLowerCase() === 'nan') return NaN;
   const n = Number(v);
   if (v === '' || Number.isNaN(n)) throw new Error(`bad value '${v}': ${line}`);
   return n;

@@ -1,6 +1,7 @@
 // The exporter's pure parts: counters that never go backwards, idle expiry, top-N, the rendered
 // text (parsed back with a strict text-format parser) and the size of /metrics with 1,000 processes.
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { CounterSet, PrometheusView, type ExportModel, type Series } from '../../src/views/prometheus.js';
 import { parseCgroup, unitLabel } from '../../src/proc/cgroup.js';
@@ -21,7 +22,7 @@ function model(p: Partial<ExportModel> = {}): ExportModel {
     conntrackLimit: 262144,
     health: { flowsTracked: 5, flowsWithoutCounters: 1, unattributedFlows: 0, events: 40, overruns: 2, resyncs: 2, inferred: 3, malformed: 0, dumps: 9, lastDumpSeconds: 0.004, seriesExpired: 0 },
     scrapeSeconds: 0.002,
-    self: { cpuSeconds: 1.25, residentBytes: 50_000_000, startTimeSeconds: 1_700_000_000.5 },
+    self: { startTimeSeconds: 1_700_000_000.5 },
     ...p,
   };
 }
@@ -97,7 +98,7 @@ describe('PrometheusView', () => {
       assert.ok(fam.help && fam.help.length > 10, `HELP for ${fam.name}`);
       assert.ok(fam.type, `TYPE for ${fam.name}`);
       if (fam.type === 'counter') assert.match(fam.name, /_total$/);
-      assert.match(fam.name, /^(ctacct_|process_)/);
+      assert.match(fam.name, /^(ctacct_|process_|nodejs_)/);
     }
     assert.equal(f.get('ctacct_process_sent_bytes_total')!.type, 'counter');
     assert.equal(sampleValue(f, 'ctacct_process_sent_bytes_total', { comm: 'nginx' }), 8000);
@@ -116,11 +117,33 @@ describe('PrometheusView', () => {
     assert.equal(sampleValue(f, 'ctacct_resyncs_total'), 2);
     assert.equal(sampleValue(f, 'ctacct_flows_without_counters'), 1);
     assert.equal(sampleValue(f, 'ctacct_scrape_duration_seconds'), 0.002);
-    assert.equal(sampleValue(f, 'process_cpu_seconds_total'), 1.25);
-    assert.equal(sampleValue(f, 'process_resident_memory_bytes'), 50_000_000);
     assert.equal(sampleValue(f, 'ctacct_start_time_seconds'), 1_700_000_000.5);
     assert.equal(sampleValue(f, 'ctacct_build_info', { version: '0.1.0' }), 1);
     assert.match(view.contentType, /^text\/plain; version=0\.0\.4/);
+  });
+
+  test('process_* series are prom-client\'s defaults: this process\'s real fds, limits, memory and start time', async () => {
+    const view = new PrometheusView(['comm']);
+    const out = await view.render(model());
+    const f = parsePromText(out);
+    const fds = readdirSync('/proc/self/fd').length;
+    // readdir itself opens one fd while listing; prom-client counts the same way.
+    assert.ok(Math.abs(sampleValue(f, 'process_open_fds')! - fds) <= 2, `process_open_fds ${sampleValue(f, 'process_open_fds')} vs ${fds}`);
+    const soft = Number(/^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))![1]);
+    assert.equal(sampleValue(f, 'process_max_fds'), soft);
+    const startS = Date.now() / 1000 - process.uptime();
+    assert.ok(Math.abs(sampleValue(f, 'process_start_time_seconds')! - startS) < 2);
+    assert.ok(sampleValue(f, 'process_resident_memory_bytes')! > 10_000_000);
+    assert.equal(f.get('process_cpu_seconds_total')!.type, 'counter');
+    // One family per name: nothing hand-written duplicates a default series.
+    assert.equal(out.match(/^# TYPE process_start_time_seconds /gm)?.length, 1);
+  });
+
+  test('values carry no binary float noise', async () => {
+    const view = new PrometheusView(['comm']);
+    const out = await view.render(model({ scrapeSeconds: 0.1 + 0.2, health: { ...model().health, lastDumpSeconds: 0.0071000000000000004 } }));
+    assert.match(out, /^ctacct_scrape_duration_seconds 0\.3$/m);
+    assert.match(out, /^ctacct_dump_duration_seconds 0\.0071$/m);
   });
 
   test('optional families are absent when off; a second render replaces the first one\'s series', async () => {

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { buildCli } from '../../src/cli.js';
 import { parseCidr } from '../../src/core/addr.js';
-import { countStates, diffStates, flowItems, servicePort, socketItems, type StatesQuery } from '../../src/core/states.js';
+import { countStates, diffStates, stateOrder, flowItems, servicePort, socketItems, type StatesQuery } from '../../src/core/states.js';
 import type { ConntrackSource } from '../../src/netlink/source.js';
 import { IPS, type FlowRecord } from '../../src/netlink/record.js';
 import { readProcessInfo, readSocketTable, scanSocketOwners } from '../../src/proc/reader.js';
@@ -15,6 +15,8 @@ import type { System } from '../../src/system.js';
 import { renderStates, statesJson } from '../../src/views/states.js';
 import { UserError } from '../../src/errors.js';
 
+/** Every sockets state at 0: `states --json` lists them all. */
+const ZERO = Object.fromEntries(stateOrder('sockets').map((s) => [s, 0]));
 const FIX = fileURLToPath(new URL('../fixtures/proc/', import.meta.url));
 const ROOT = join(FIX, 'root');
 const GOLDEN = fileURLToPath(new URL('../golden/states/', import.meta.url));
@@ -47,7 +49,7 @@ test('counts per state over the captured tables (TCP, then UDP apart)', () => {
   });
   assert.deepEqual(statesJson(countStates(items, 'sockets', q())), {
     source: 'sockets',
-    states: { LISTEN: 6, ESTABLISHED: 14, CLOSE_WAIT: 3, FIN_WAIT2: 3, TIME_WAIT: 3, SYN_SENT: 3 },
+    states: { ...ZERO, LISTEN: 6, ESTABLISHED: 14, CLOSE_WAIT: 3, FIN_WAIT2: 3, TIME_WAIT: 3, SYN_SENT: 3 },
     total: 32,
   });
 });
@@ -308,7 +310,12 @@ async function run(args: string[], sys = fakeSystem()): Promise<{ sys: ReturnTyp
 
 test('command: states --json is the DESIGN.md shape', async () => {
   const { text } = await run(['states', '--json']);
-  assert.equal(text, '{"source":"sockets","states":{"LISTEN":6,"ESTABLISHED":14,"CLOSE_WAIT":3,"FIN_WAIT2":3,"TIME_WAIT":3,"SYN_SENT":3},"total":32}\n');
+  const j = JSON.parse(text);
+  assert.deepEqual(Object.keys(j), ['source', 'states', 'total']);
+  assert.deepEqual(j, { source: 'sockets', states: { ...ZERO, LISTEN: 6, ESTABLISHED: 14, CLOSE_WAIT: 3, FIN_WAIT2: 3, TIME_WAIT: 3, SYN_SENT: 3 }, total: 32 });
+  // Zero-filled, in the netstat order: `jq .states.CLOSING` reads 0, not null.
+  assert.deepEqual(Object.keys(j.states), [...stateOrder('sockets')]);
+  assert.equal((j.states as Record<string, number>).CLOSING, 0);
 });
 
 test('command: --by port --json has groups with key/states/total', async () => {
@@ -316,8 +323,8 @@ test('command: --by port --json has groups with key/states/total', async () => {
   const j = JSON.parse(text);
   assert.deepEqual(Object.keys(j), ['source', 'by', 'groups', 'states', 'total', 'omitted']);
   assert.deepEqual(j.groups, [
-    { key: '35941', states: { LISTEN: 1, ESTABLISHED: 6 }, total: 7 },
-    { key: '40673', states: { LISTEN: 1, ESTABLISHED: 4 }, total: 5 },
+    { key: '35941', states: { ...ZERO, LISTEN: 1, ESTABLISHED: 6 }, total: 7 },
+    { key: '40673', states: { ...ZERO, LISTEN: 1, ESTABLISHED: 4 }, total: 5 },
   ]);
   assert.equal(j.omitted, 12);
 });

@@ -136,6 +136,6 @@ test('display width: wide and combining characters', () => {
 });
 
 test('sanitize replaces control characters; stripAnsi removes SGR/CSI', () => {
-  assert.equal(sanitize('a\x1b[2Jb\tc\nd\x7fe\u009bf'), 'a?[2Jb?c?d?e?f');
+  assert.equal(sanitize('a\x1b[2Jb\tc\nd\x7fe\u009bf\u202eg'), 'a\\x1b[2Jb\\x09c\\x0ad\\x7fe\\x9bf\\u202eg');
   assert.equal(stripAnsi('\x1b[1;31mred\x1b[0m \x1b[?25h'), 'red ');
 });

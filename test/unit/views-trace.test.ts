@@ -94,7 +94,7 @@ describe('--trace (nethogs -t format)', () => {
 
   test('names cannot break the line format', () => {
     const s = snapshot('process', { rows: [row({ key: '5', pid: 5, comm: 'a\tb\nc', uid: 0 })] });
-    assert.ok(renderTrace(s).includes('\na?b?c/5/0\t0\t0\n'));
+    assert.ok(renderTrace(s).includes('\na\\x09b\\x0ac/5/0\t0\t0\n'));
   });
 });
 
@@ -104,7 +104,24 @@ describe('--json lines', () => {
     const line = renderJsonLine(s);
     assert.equal(line.endsWith('\n'), true);
     assert.equal(line.slice(0, -1).includes('\n'), false);
-    assert.deepEqual(JSON.parse(line), s);
+    // The snapshot, plus the rates under their unit-named fields (all rates rounded to whole bytes/s).
+    const round = (r: Record<string, unknown>) =>
+      Object.fromEntries(Object.entries(r).map(([k, v]) => [k, /_bps(_|$)/.test(k) && typeof v === 'number' ? Math.round(v) : v]));
+    const rows = s.rows.map((r) => ({ ...round({ ...r }), sent_bytes_per_s: Math.round(r.sent_bps), recv_bytes_per_s: Math.round(r.recv_bps) }));
+    assert.deepEqual(JSON.parse(line), { ...s, rows: JSON.parse(JSON.stringify(rows)) });
+  });
+
+  test('rates are whole bytes per second; *_bytes_per_s added, *_bps kept as aliases with the same value', () => {
+    const s = snapshot('process', {
+      rows: [{ ...row({ key: '5', pid: 5, comm: 'x', sent_bps: 89435.81739395463, recv_bps: 0.4 }), sent_bps_2s: 12.5, recv_peak_bps: 99.49 }],
+    });
+    const r = JSON.parse(renderJsonLine(s)).rows[0];
+    assert.equal(r.sent_bytes_per_s, 89436);
+    assert.equal(r.recv_bytes_per_s, 0);
+    assert.equal(r.sent_bps, 89436);
+    assert.equal(r.recv_bps, 0);
+    assert.equal(r.sent_bps_2s, 13);
+    assert.equal(r.recv_peak_bps, 99);
   });
 
   test('keys in the documented order; added fields after them', () => {
@@ -126,7 +143,7 @@ describe('--json lines', () => {
     assert.deepEqual(Object.keys(o.rows[0]), [
       'key', 'pid', 'comm', 'cmdline', 'uid', 'user', 'remote', 'port', 'proto',
       'sent_bytes', 'recv_bytes', 'sent_bps', 'recv_bps', 'sent_total', 'recv_total',
-      'flows', 'new_flows', 'closed_flows', 'shared', 'cpu_percent', // added fields keep their own order
+      'flows', 'new_flows', 'closed_flows', 'sent_bytes_per_s', 'recv_bytes_per_s', 'shared', 'cpu_percent', // added fields keep their own order
     ]);
     assert.deepEqual(Object.keys(o.unattributed), ['forwarded', 'unknown']);
     assert.deepEqual(Object.keys(o.unattributed.forwarded), ['sent_total', 'recv_total', 'flows']);
@@ -150,7 +167,7 @@ describe('--json lines', () => {
       renderJsonLine(s),
       '{"time":"2025-03-14T09:26:53.000Z","interval_s":1,"group_by":"remote",' +
         '"rows":[{"key":"203.0.113.45","pid":null,"comm":null,"cmdline":null,"uid":null,"user":null,"remote":"203.0.113.45","port":null,"proto":null,' +
-        '"sent_bytes":10,"recv_bytes":20,"sent_bps":10,"recv_bps":20,"sent_total":100,"recv_total":200,"flows":1,"new_flows":1,"closed_flows":0}],' +
+        '"sent_bytes":10,"recv_bytes":20,"sent_bps":10,"recv_bps":20,"sent_total":100,"recv_total":200,"flows":1,"new_flows":1,"closed_flows":0,"sent_bytes_per_s":10,"recv_bytes_per_s":20}],' +
         '"unattributed":{"forwarded":{"sent_total":3650722201,"recv_total":536870912,"flows":12},"unknown":{"sent_total":18944,"recv_total":5120,"flows":1}},' +
         '"health":{"flows_tracked":3,"events":4,"lost_events":0,"resyncs":0,"flows_without_counters":0},' +
         '"self":{"cpu_percent":0.8,"rss_bytes":45718528}}\n',
