@@ -8,7 +8,7 @@ import { flowPasses, toFilters, toKernelFilters, type FilterArgs } from '../core
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
 import { OwnerResolver, type SockInfo } from '../core/owners.js';
 import { explainSystemError } from '../errors.js';
-import { decodeRecords } from '../netlink/record.js';
+import { decodeOne, RECORD_SIZE } from '../netlink/record.js';
 import type { System } from '../system.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { renderFlowsTable } from '../views/flows.js';
@@ -70,10 +70,12 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           const seen = chunks.length > 1 && toKernelFilters(args).length > 1 ? new Set<FlowId>() : null;
           const inodes = new Set<number>();
           for (const c of chunks) {
-            const recs = decodeRecords(c.buf, c.count);
+            const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
             if (seen) c.dup = new Uint8Array(c.count);
-            for (let i = 0; i < recs.length; i++) {
-              const r = recs[i]!;
+            // One record decoded at a time: each dies young (an array of a batch's records would
+            // outlive the nursery and grow the old generation).
+            for (let i = 0; i < c.count; i++) {
+              const r = decodeOne(dv, c.buf, i * RECORD_SIZE);
               if (seen) {
                 const k = flowKey(r);
                 if (seen.has(k)) {
@@ -95,11 +97,11 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           let out = args.json ? '[' : '';
           let first = true;
           for (const c of chunks) {
-            const recs = decodeRecords(c.buf, c.count);
+            const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
             let s = 0;
-            for (let i = 0; i < recs.length; i++) {
+            for (let i = 0; i < c.count; i++) {
               if (c.dup?.[i]) continue;
-              const r = recs[i]!;
+              const r = decodeOne(dv, c.buf, i * RECORD_SIZE);
               const dir = classify(r, local);
               const attributed: AttributedEnd[] = localEnds(r, dir).map((end) => ({ end, owner: resolver.ownerOf(c.socks[s++] ?? null) }));
               if (!flowPasses(filters, r, attributed)) continue;
