@@ -44,6 +44,16 @@ export const lazyCommands: LazyCommand[] = [
     describe: 'Flow log: one JSON line per finished connection, with its process and bytes (needs CAP_NET_ADMIN)',
     load: async () => (await import('./record.js')).recordCommand,
   },
+  {
+    command: 'collect',
+    describe: 'Keep per-process usage history: per-minute roll-ups in a SQLite database (default /var/lib/ctacct/usage.db; needs CAP_NET_ADMIN)',
+    load: async () => (await import('./collect.js')).collectCommand,
+  },
+  {
+    command: 'report',
+    describe: 'Usage history: who sent and received how much over a period (reads the `collect` database, no root needed)',
+    load: async () => (await import('./report.js')).reportCommand,
+  },
 ];
 
 /** A command whose builder and handler import its module on first use. */

@@ -102,7 +102,7 @@ function listenError(e: NodeJS.ErrnoException, listen: string): UserError {
   }
 }
 
-function bind(server: Server, host: string, port: number, listen: string): Promise<void> {
+export function bind(server: Server, host: string, port: number, listen: string): Promise<void> {
   return new Promise((res, rej) => {
     const onError = (e: NodeJS.ErrnoException) => rej(listenError(e, listen));
     server.once('error', onError);
@@ -123,7 +123,7 @@ function readCount(path: string): number | null {
 }
 
 /** Everything a scrape needs from the running engine, kept between scrapes. */
-class Exporter {
+export class Exporter {
   readonly view: PrometheusView;
   private readonly processes: CounterSet;
   private readonly remotes: CounterSet | null;
@@ -238,7 +238,9 @@ class Exporter {
       unit: r.pid !== null ? unitLabel(this.cgroups.of(r.pid)) : '',
     };
     if (this.args['label-pid']) labels.pid = r.pid !== null ? String(r.pid) : '';
-    return { source: r.key, labels, totals: [r.sent_total, r.recv_total], adds: [0, 0, r.new_flows], gauge: r.flows };
+    // A process is (pid, start time): a reused pid is a new source, never the old one's series.
+    const source = r.start_time != null ? `${r.key}@${r.start_time}` : r.key;
+    return { source, labels, totals: [r.sent_total, r.recv_total], adds: [0, 0, r.new_flows], gauge: r.flows };
   }
 
   private readStates(): Record<string, number> | null {
@@ -269,7 +271,7 @@ export function trackingMetrics(tracking: SetupReport['tracking'], dumpFailures:
   );
 }
 
-function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Exporter | null, fail: (e: unknown) => void): void {
+export function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Exporter | null, fail: (e: unknown) => void): void {
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');

@@ -103,6 +103,7 @@ export class TopEngine {
           const kf = this.opts.kernelFilters;
           this.acc.eventBatch(kf && kf.length && Object.keys(kf[0]!).length ? batch.filter((r) => matchesKernelFilters(kf, r)) : batch);
           this.pushCandidates();
+          this.scheduleRecheck();
         },
         overrun: () => {
           this.acc.overrun();
@@ -128,17 +129,37 @@ export class TopEngine {
     }
   }
 
+  private recheckTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Looks again at owners that may still change (connections being accepted) when they are due. */
+  private scheduleRecheck(): void {
+    if (this.recheckTimer || !this.sub) return;
+    const at = this.acc.recheckAt;
+    if (at === Infinity) return;
+    this.recheckTimer = setTimeout(() => {
+      this.recheckTimer = null;
+      this.acc.recheck();
+      this.scheduleRecheck();
+    }, Math.max(1, at - this.deps.monotonic()));
+    this.recheckTimer.unref?.();
+  }
+
   private dump(): Promise<void> {
     if (this.dumping) return this.dumping;
     const t0 = this.deps.monotonic();
     this.dumping = (async () => {
       this.acc.beginDump();
       this.lastDumpRecords = 0;
-      for (const f of this.opts.kernelFilters ?? [{}]) {
-        const stats = await this.deps.source.dumpRaw(f, (buf, count) => this.acc.dumpRaw(buf, count));
-        this.acc.health.malformed += stats.malformed;
-        this.dumpRecords += stats.records;
-        this.lastDumpRecords += stats.records;
+      try {
+        for (const f of this.opts.kernelFilters ?? [{}]) {
+          const stats = await this.deps.source.dumpRaw(f, (buf, count) => this.acc.dumpRaw(buf, count));
+          this.acc.health.malformed += stats.malformed;
+          this.dumpRecords += stats.records;
+          this.lastDumpRecords += stats.records;
+        }
+      } catch (e) {
+        // An incomplete dump closes nothing: flows it did not list may well be there.
+        this.acc.dumpFailed();
+        throw e;
       }
       this.acc.endDump();
       this.dumps++;
@@ -181,6 +202,8 @@ export class TopEngine {
       await this.tryDump();
     }
     this.acc.retryUnattributed();
+    this.acc.recheck();
+    this.scheduleRecheck();
     this.pushCandidates();
     const snap = this.acc.snapshot({
       groupBy: view.groupBy,
@@ -211,6 +234,8 @@ export class TopEngine {
   }
 
   close(): void {
+    if (this.recheckTimer) clearTimeout(this.recheckTimer);
+    this.recheckTimer = null;
     this.sub?.close();
     this.sub = null;
   }

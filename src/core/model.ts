@@ -23,6 +23,9 @@ export interface TopRow {
   state?: string | null;
   /** The socket is shared by several processes (after fork); pid is the lowest. */
   shared?: boolean;
+  /** With pid, the process identity: its start time in clock ticks after boot (/proc/PID/stat
+   *  field 22). A reused pid is another process, with another row. */
+  start_time?: number | null;
   /** This refresh. */
   sent_bytes: number;
   recv_bytes: number;
@@ -87,8 +90,11 @@ export interface Health {
   notes?: HealthItem[];
   /** `changes` as objects with a stable code (acct-on, acct-adopted, table-engaged). */
   system_changes?: HealthItem[];
-  /** Table dumps that failed (retried with back-off; the view keeps running on events). */
+  /** Table dumps that failed or were interrupted (retried with back-off; they close no flow). */
   dump_failures?: number;
+  /** Inbound connections that ended while their listener still owned them: never accepted, or
+   *  accepted and closed between two looks (their bytes stay with the listening service). */
+  accepts_missed?: number;
   /** Wall time of the last full table dump (ms) and the records it returned. */
   dump_ms?: number;
   dump_records?: number;

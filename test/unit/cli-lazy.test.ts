@@ -12,7 +12,7 @@ const sys = {} as System; // factories only build option tables; nothing is call
 test('cli: each lazily listed command matches its module (name and description)', async () => {
   assert.deepEqual(
     lazyCommands.map((c) => c.command),
-    [['top', '$0'], 'states', 'flows', 'doctor', 'serve', 'record'],
+    [['top', '$0'], 'states', 'flows', 'doctor', 'serve', 'record', 'collect', 'report'],
   );
   for (const c of lazyCommands) {
     const real = (await c.load())(sys);
