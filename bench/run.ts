@@ -6,7 +6,8 @@
 //   sudo npm run bench -- --only churn,bigtable   pick loads: bulk,udp,churn,bigtable,dump,refresh
 //   npm run bench -- --report bench/out/results-full.json   regenerate the tables from saved results
 // Other options: --runs N, --no-doc (full run without touching docs/), --write-doc (also for --quick),
-// --monitors ctacct,nethogs,… (subset of monitors), --merge FILE (keep the other loads' cells from an
+// --monitors ctacct,nethogs,… (subset of monitors), --profile DIR (ctacct monitors run under
+// `node --cpu-prof --cpu-prof-dir=DIR`: a V8 profile per cell), --merge FILE (keep the other loads' cells from an
 // earlier results file, e.g. after an aborted run: bench/out/results-MODE.partial.json is saved after every cell).
 //
 // Testbed: two fresh namespaces (client `ctb-PID-a`, server `ctb-PID-b`) joined by a veth pair
@@ -44,7 +45,7 @@ type Load = (typeof LOADS)[number];
 const QUICK = has('quick');
 
 if (has('help') || has('h')) {
-  process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 11).map((l) => l.slice(3)).join('\n') + '\n');
+  process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 12).map((l) => l.slice(3)).join('\n') + '\n');
   process.exit(0);
 }
 
@@ -265,7 +266,8 @@ interface MonitorDef {
 }
 
 const RSS_FILE = () => join(TMP, 'loop-rss.txt');
-const CTACCT = `node ${join(REPO, 'bin/ctacct.js')}`;
+const PROFILE = opt('profile');
+const CTACCT = `node ${PROFILE ? `--cpu-prof --cpu-prof-dir=${PROFILE} ` : ''}${join(REPO, 'bin/ctacct.js')}`;
 const loopOf = (cmd: string) => `while :; do /usr/bin/time -f %M -a -o ${RSS_FILE()} ${cmd} >/dev/null 2>&1; sleep 1; done`;
 
 function monitors(): MonitorDef[] {

@@ -19,6 +19,8 @@
 #include "ct_parse.h"
 #include "ct_sock.h"
 
+int ct_nft_register(napi_env env, napi_value exports); /* binding_nft.c */
+
 #define CT_BATCH 4096 /* records per Buffer handed to JavaScript */
 #define CT_SLICE_RECORDS 32768 /* records read per loop turn before yielding */
 #define CT_RECV_BUF (256 * 1024)
@@ -66,7 +68,8 @@ static napi_value ct_make_errno_error(napi_env env, int err, const char *syscall
 	return e;
 }
 
-static void ct_throw_errno(napi_env env, int err, const char *syscall)
+void ct_throw_errno(napi_env env, int err, const char *syscall);
+void ct_throw_errno(napi_env env, int err, const char *syscall)
 {
 	napi_value e = ct_make_errno_error(env, err, syscall);
 	if (e)
@@ -812,6 +815,8 @@ static napi_value ct_init(napi_env env, napi_value exports)
 		{ "localAddresses", NULL, ct_local_addresses, NULL, NULL, NULL, napi_enumerable, NULL },
 	};
 	NAPI_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
+	if (ct_nft_register(env, exports) < 0)
+		return NULL;
 	napi_value v;
 	NAPI_CALL(env, napi_create_uint32(env, CT_RECORD_SIZE, &v));
 	NAPI_CALL(env, napi_set_named_property(env, exports, "recordSize", v));

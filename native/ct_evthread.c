@@ -24,7 +24,16 @@
 #define MAX_CANDIDATES 64
 #define NEWEST 16 /* when candidates miss: the newest processes, where a just-started client is */
 #define NEWEST_EVERY_NS 50000000ull /* at most every 50 ms */
+#define PENDING 512 /* inbound connections waiting for accept() */
+#define PENDING_MAX_NS 2000000000ull /* looked at for 2 s at most */
 
+/* An inbound TCP connection whose NEW found only its listener: looked up again every
+ * millisecond until the accepted socket exists, so a connection that lives a few ms after
+ * accept() is still seen with its own socket (TypeScript is too late for those). */
+struct ev_pending {
+	struct ct_record rec;
+	uint64_t since;
+};
 struct ct_evthread {
 	pthread_t thread;
 	pthread_mutex_t mu;
@@ -44,6 +53,9 @@ struct ct_evthread {
 	struct iovec iovs[EV_VLEN];
 	struct ct_ev_batch *batch;
 	uint64_t last_newest;
+	struct ev_pending pend[PENDING];
+	size_t npend;
+	uint64_t last_pend;
 	char netns[64]; /* "net:[inode]" of the reader's network namespace, "" if unknown */
 };
 
@@ -179,6 +191,13 @@ static size_t ev_newest_pids(struct ct_evthread *t, uint32_t *top)
 	return k;
 }
 
+static uint64_t ev_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
 {
 	if (rec->kind != CT_KIND_NEW || (rec->proto != IPPROTO_TCP && rec->proto != IPPROTO_UDP) ||
@@ -189,21 +208,23 @@ static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
 	int rc2 = ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport, rec->reply_dst,
 				 rec->reply_dport, &rec->sk_reply);
 	int n = 2;
-	/* An accepted connection's socket is new, so finding its process means reading fd tables
-	 * (a busy server's has thousands of entries). Its listener's owner is usually known: take
-	 * the listener then, and read no fd table at all. */
-	int known = rec->sk_reply.found && rec->sk_reply.inode && ev_cache_get(t, rec->sk_reply.inode);
-	if (rc2 >= 0 && (!rec->sk_reply.found || !rec->sk_reply.inode || (!known && rec->sk_reply.state != 10))) {
-		/* An inbound connection not accept()ed yet (or already closed) has no inode: its
-		 * listener, or the bound UDP socket, owns the service. Take it while it exists. */
+	/* An inbound connection not accept()ed yet (or already closed) has no inode: its listener, or
+	 * the bound UDP socket, owns the service provisionally (TypeScript moves the flow to the
+	 * accepted socket's holder later). A socket with an inode is the flow's own: never swapped. */
+	if (rc2 >= 0 && (!rec->sk_reply.found || !rec->sk_reply.inode)) {
 		static const uint8_t zero[16];
 		struct ct_sock_hit l;
 		memset(&l, 0, sizeof(l));
 		n++;
 		if (ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport, zero, 0, &l) > 0 &&
-		    l.inode && (rec->proto != IPPROTO_TCP || l.state == 10 /* TCP_LISTEN */) &&
-		    (!rec->sk_reply.found || !rec->sk_reply.inode || ev_cache_get(t, l.inode)))
+		    l.inode && (rec->proto != IPPROTO_TCP || l.state == 10 /* TCP_LISTEN */)) {
 			rec->sk_reply = l;
+			if (rec->proto == IPPROTO_TCP && t->npend < PENDING) {
+				t->pend[t->npend].rec = *rec;
+				t->pend[t->npend].since = ev_now();
+				t->npend++;
+			}
+		}
 	}
 	rec->present |= CT_HAS_SK_ORIG | CT_HAS_SK_REPLY;
 	pthread_mutex_lock(&t->mu);
@@ -284,6 +305,53 @@ static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
 	t->st.owner_fds += (double)fds;
 	t->st.owner_hits += (double)hits;
 	pthread_mutex_unlock(&t->mu);
+}
+
+/* Looks up the pending inbound connections again. One whose accepted socket exists now goes to
+ * TypeScript as an UPDATE record carrying that socket (and its holder, when found); one that is
+ * gone, or waited too long, leaves the list. */
+static void ev_pending_check(struct ct_evthread *t)
+{
+	uint64_t now = ev_now();
+	if (now - t->last_pend < 1000000ull)
+		return; /* at most every millisecond, however many events arrive */
+	t->last_pend = now;
+	size_t first = t->batch->n, keep = 0, lookups = 0;
+	for (size_t i = 0; i < t->npend; i++) {
+		struct ev_pending *p = &t->pend[i];
+		struct ct_record *r = &p->rec;
+		struct ct_sock_hit h;
+		memset(&h, 0, sizeof(h));
+		lookups++;
+		int rc = ct_diag_lookup(t->diag_fd, r->family, r->proto, r->reply_src, r->reply_sport, r->reply_dst,
+					r->reply_dport, &h);
+		if (rc > 0 && h.inode && h.state != 10) {
+			if (t->batch->n == EV_BATCH) {
+				ev_owners(t, first, t->batch->n);
+				ev_flush(t);
+				first = 0;
+				if (!t->batch)
+					return;
+			}
+			struct ct_record *out = &t->batch->recs[t->batch->n++];
+			*out = *r;
+			out->kind = CT_KIND_UPDATE;
+			out->sk_reply = h;
+			continue;
+		}
+		/* Not accepted yet: a request, in the accept queue (ESTABLISHED, CLOSE_WAIT), or the
+		 * kernel answered with the listener. Anything else: gone. */
+		int waiting = rc > 0 && (h.state == 10 || h.state == 1 || h.state == 3 || h.state == 8 || h.state == 12);
+		if (waiting && now - p->since < PENDING_MAX_NS)
+			t->pend[keep++] = *p;
+	}
+	t->npend = keep;
+	if (t->batch->n > first)
+		ev_owners(t, first, t->batch->n);
+	pthread_mutex_lock(&t->mu);
+	t->st.lookups += (double)lookups;
+	pthread_mutex_unlock(&t->mu);
+	ev_flush(t);
 }
 
 static void ev_overrun(struct ct_evthread *t)
@@ -377,7 +445,7 @@ static void *ev_main(void *arg)
 	struct ct_evthread *t = arg;
 	struct pollfd pfd[2] = { { t->fd, POLLIN, 0 }, { t->wake_fd, POLLIN, 0 } };
 	for (;;) {
-		int rc = poll(pfd, 2, -1);
+		int rc = poll(pfd, 2, t->npend ? 1 : -1);
 		if (rc < 0) {
 			if (errno == EINTR)
 				continue;
@@ -386,6 +454,15 @@ static void *ev_main(void *arg)
 		}
 		if (pfd[1].revents)
 			break;
+		if (t->npend) {
+			ev_pending_check(t);
+			if (!t->batch) {
+				ev_signal(t, CT_EV_ERROR, ENOMEM);
+				break;
+			}
+		}
+		if (rc == 0)
+			continue;
 		if (pfd[0].revents & POLLERR) {
 			/* The kernel dropped events (sk_err = ENOBUFS); reading SO_ERROR clears it. */
 			int soerr = 0;

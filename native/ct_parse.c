@@ -1,5 +1,7 @@
 #include "ct_parse.h"
 
+#include <errno.h>
+
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
@@ -367,6 +369,13 @@ void ct_parse_buffer(const uint8_t *buf, size_t len, int is_event, struct ct_rec
 		size_t step = NLMSG_ALIGN(mlen);
 		if (nlh->nlmsg_type == NLMSG_DONE) {
 			res->done = 1;
+			/* A dump that failed in the kernel ends with its errno in NLMSG_DONE's payload. */
+			if (mlen >= NLMSG_HDRLEN + sizeof(int)) {
+				int err;
+				memcpy(&err, buf + off + NLMSG_HDRLEN, sizeof(err));
+				if (err < 0)
+					res->error = -err;
+			}
 		} else if (nlh->nlmsg_type == NLMSG_ERROR) {
 			if (mlen >= NLMSG_HDRLEN + sizeof(int)) {
 				int err;
@@ -376,6 +385,14 @@ void ct_parse_buffer(const uint8_t *buf, size_t len, int is_event, struct ct_rec
 			} else {
 				res->malformed++;
 			}
+		}
+		if (!is_event && (nlh->nlmsg_flags & NLM_F_DUMP_INTR)) {
+			/* The table changed under the dump (some entries may be missing): an error. */
+			if (!res->error)
+				res->error = EINTR;
+		}
+		if (nlh->nlmsg_type == NLMSG_DONE || nlh->nlmsg_type == NLMSG_ERROR) {
+			/* handled above */
 		} else if (NFNL_SUBSYS_ID(nlh->nlmsg_type) == NFNL_SUBSYS_CTNETLINK &&
 			   (NFNL_MSG_TYPE(nlh->nlmsg_type) == IPCTNL_MSG_CT_NEW ||
 			    NFNL_MSG_TYPE(nlh->nlmsg_type) == IPCTNL_MSG_CT_DELETE)) {

@@ -2,6 +2,7 @@
 import yargs, { type Argv } from 'yargs';
 import { createRequire } from 'node:module';
 import { commands } from './commands/index.js';
+import { ownWords } from './commands/options.js';
 import { EXIT, UserError } from './errors.js';
 import type { System } from './system.js';
 
@@ -15,6 +16,7 @@ export function buildCli(system: System): Argv {
       'ctacct — which process uses the network, how much, and with whom, from the kernel\'s conntrack counters (no packet capture).\n\nUsage: $0 <command> [options]',
     )
     .version(VERSION)
+    .alias('version', 'V')
     .option('debug', { type: 'boolean', default: false, describe: 'Print stack traces on errors', global: true })
     .strict()
     .recommendCommands()
@@ -27,7 +29,7 @@ export function buildCli(system: System): Argv {
       // Errors from our handlers pass through; yargs' own (and coerce errors it re-wraps as YError)
       // are usage errors, told on one line.
       if (err && !(err.name === 'YError')) throw err;
-      const text = (msg ?? err?.message ?? 'invalid arguments').replace(/\s*\n\s*/g, ' ').trim();
+      const text = ownWords((msg ?? err?.message ?? 'invalid arguments').replace(/\s*\n\s*/g, ' ').trim());
       throw new UserError(`${text} (see \`ctacct --help\`)`, EXIT.usage, 'ERR_USAGE');
     })
     .help()

@@ -1,13 +1,19 @@
 // The only place that touches process.argv and process.exitCode, and prints fatal errors.
-import { hideBin } from 'yargs/helpers';
-import { buildCli } from './cli.js';
+// `ctacct --version` answers before yargs and the command modules are loaded (they cost ~3× a bare
+// `node -e 0`); everything else builds the CLI, which loads only the module of the command run.
+import { readFileSync } from 'node:fs';
 import { UserError } from './errors.js';
-import { realSystem } from './system.js';
+import { EXIT_PIPE, installSignalHandlers, isEpipe } from './system/lifecycle.js';
 
-const argv = hideBin(process.argv);
+const argv = process.argv.slice(2);
 const debug = argv.includes('--debug');
 
 function fatal(err: unknown): void {
+  if (isEpipe(err)) {
+    // The reader of our output went away (`| head`): quiet, like a tool killed by SIGPIPE.
+    process.exitCode = EXIT_PIPE;
+    return;
+  }
   if (err instanceof UserError) {
     process.stderr.write(`ctacct: ${err.message}\n`);
     if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
@@ -20,8 +26,17 @@ function fatal(err: unknown): void {
   process.exitCode = 1;
 }
 
-try {
-  await buildCli(realSystem()).parseAsync(argv);
-} catch (err) {
-  fatal(err);
+if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  process.stdout.write(`${pkg.version}\n`);
+} else {
+  try {
+    const [{ buildCli }, { realSystem }] = await Promise.all([import('./cli.js'), import('./system.js')]);
+    const system = realSystem();
+    // Every exit path (signals, a closed output, uncaught errors) runs the registered cleanup.
+    installSignalHandlers(system);
+    await buildCli(system).parseAsync(argv);
+  } catch (err) {
+    fatal(err);
+  }
 }

@@ -8,7 +8,7 @@ import { makeSocketLookup } from './netlink/lookup.js';
 import { formatIPv4, formatIPv6 } from './netlink/record.js';
 import { parsePasswd } from './proc/parse.js';
 import { findSocketOwners, ownNetns } from './proc/find.js';
-import { readProcessInfo, userName } from './proc/reader.js';
+import { readFamily, readProcessInfo, readStartTime, userName } from './proc/reader.js';
 import type { System } from './system.js';
 
 export function realOwnerDeps(system: System): OwnerDeps {
@@ -17,6 +17,8 @@ export function realOwnerDeps(system: System): OwnerDeps {
     lookupSocket: makeSocketLookup(),
     scanOwners: (want, pids, budgetMs) => findSocketOwners(system.procRoot, want, pids, budgetMs, netns),
     processInfo: (pid) => readProcessInfo(system.procRoot, pid),
+    startTime: (pid) => readStartTime(system.procRoot, pid),
+    family: (pid) => readFamily(system.procRoot, pid),
     userName,
     now: () => system.monotonic(),
   };

@@ -1,15 +1,18 @@
 // `ctacct flows`: one snapshot of the conntrack table with counters and owners.
+// `--json` streams: the dump is kept as the addon's raw record buffers (200 bytes a flow, not a
+// JavaScript object per flow), owners are resolved in one batch, then each record is decoded,
+// attributed and written as one element of the JSON array, a chunk at a time.
 import type { CommandModule } from 'yargs';
-import { classify, flowKey, localAddressSet, localEnds } from '../core/flow.js';
-import type { FlowRecord } from '../netlink/record.js';
+import { classify, flowKey, localAddressSet, localEnds, type FlowEnd, type FlowId } from '../core/flow.js';
 import { flowPasses, toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
+import { OwnerResolver, type SockInfo } from '../core/owners.js';
 import { explainSystemError } from '../errors.js';
-import { dumpAll } from '../netlink/source.js';
+import { decodeRecords } from '../netlink/record.js';
 import type { System } from '../system.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { renderFlowsTable } from '../views/flows.js';
-import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
+import { interfaceAddresses, realOwnerDeps, uidOfUser } from '../wiring.js';
 import { filterOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
 
 interface FlowsArgs extends FilterArgs {
@@ -18,6 +21,19 @@ interface FlowsArgs extends FilterArgs {
   'keep-acct': boolean;
   owners: boolean;
 }
+
+/** One batch of the dump as the addon delivered it, plus what attribution found for its ends. */
+interface Chunk {
+  buf: Buffer;
+  count: number;
+  /** Records seen in an earlier chunk (several kernel-filtered dumps can return one flow twice). */
+  dup: Uint8Array | null;
+  /** Socket of each local end, in record order then end order. */
+  socks: (SockInfo | null)[];
+}
+
+/** Output is written in pieces of about this many characters. */
+const WRITE_CHUNK = 1 << 16;
 
 export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
   return {
@@ -31,41 +47,102 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
         .example('sudo ctacct flows --host 10.0.0.0/8 -4', 'flows whose remote end is in 10/8') as never,
     handler: async (args) => {
       const filters = toFilters(args, uidOfUser);
-      const views = await withSystemSetup(
+      const table: FlowView[] = [];
+      await withSystemSetup(
         system,
         { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true },
         async (report) => {
           if (!args.json) system.stderr.write(formatSetupReport(report));
           if (!args.json && report.engagedBy === 'ctacct')
             system.stderr.write('ctacct: note: conntrack was not tracking in this namespace until now, so this snapshot cannot show earlier flows; `ctacct top` watches from now on\n');
-          let flows;
+          const chunks: Chunk[] = [];
           try {
-            // Several kernel-filtered dumps may return one flow twice (source port = destination port).
-            const seen = new Map<number | string, FlowRecord>();
-            for (const f of toKernelFilters(args)) for (const r of (await dumpAll(system.conntrack(), f)).flows) seen.set(flowKey(r), r);
-            flows = [...seen.values()];
+            for (const f of toKernelFilters(args))
+              await system.conntrack().dumpRaw(f, (buf, count) => chunks.push({ buf, count, dup: null, socks: [] }));
           } catch (e) {
             throw explainSystemError(e, 'reading the conntrack table');
           }
-          const resolver = makeOwnerResolver(system);
+          // A one-shot snapshot: the listener on a local port does not change within it, so each
+          // service (listener) lookup is made once per address and port, not once per flow.
+          const deps = realOwnerDeps(system);
+          const resolver = new OwnerResolver({ ...deps, lookupSocket: memoServiceLookups(deps.lookupSocket) });
           const local = localAddressSet(interfaceAddresses());
-          const classified = flows.map((r) => {
-            const dir = classify(r, local);
-            const ends = localEnds(r, dir).map((end) => ({ end, sock: args.owners ? resolver.socketFor(r.family, r.proto, end, null) : null }));
-            return { r, dir, ends };
-          });
-          resolver.resolveInodes(classified.flatMap((c) => c.ends.map((e) => e.sock?.inode ?? 0)));
-          const now = system.now();
-          const out: FlowView[] = [];
-          for (const c of classified) {
-            const attributed: AttributedEnd[] = c.ends.map((e) => ({ end: e.end, owner: resolver.ownerOf(e.sock) }));
-            if (!flowPasses(filters, c.r, attributed)) continue;
-            out.push(toFlowView(c.r, c.dir, attributed, now));
+          const seen = chunks.length > 1 && toKernelFilters(args).length > 1 ? new Set<FlowId>() : null;
+          const inodes = new Set<number>();
+          for (const c of chunks) {
+            const recs = decodeRecords(c.buf, c.count);
+            if (seen) c.dup = new Uint8Array(c.count);
+            for (let i = 0; i < recs.length; i++) {
+              const r = recs[i]!;
+              if (seen) {
+                const k = flowKey(r);
+                if (seen.has(k)) {
+                  c.dup![i] = 1;
+                  continue;
+                }
+                seen.add(k);
+              }
+              for (const end of localEnds(r, classify(r, local))) {
+                const sock = args.owners ? resolver.socketFor(r.family, r.proto, end, null) : null;
+                c.socks.push(sock);
+                if (sock && sock.inode) inodes.add(sock.inode);
+              }
+            }
           }
-          return out;
+          seen?.clear();
+          resolver.resolveInodes(inodes);
+          const now = system.now();
+          let out = args.json ? '[' : '';
+          let first = true;
+          for (const c of chunks) {
+            const recs = decodeRecords(c.buf, c.count);
+            let s = 0;
+            for (let i = 0; i < recs.length; i++) {
+              if (c.dup?.[i]) continue;
+              const r = recs[i]!;
+              const dir = classify(r, local);
+              const attributed: AttributedEnd[] = localEnds(r, dir).map((end) => ({ end, owner: resolver.ownerOf(c.socks[s++] ?? null) }));
+              if (!flowPasses(filters, r, attributed)) continue;
+              const view = toFlowView(r, dir, attributed, now);
+              if (!args.json) {
+                table.push(view);
+                continue;
+              }
+              out += `${first ? '' : ','}${JSON.stringify(view)}`;
+              first = false;
+              if (out.length >= WRITE_CHUNK) {
+                system.stdout.write(out);
+                out = '';
+              }
+            }
+            // Done with this batch: its memory can go before the next is decoded.
+            c.buf = EMPTY;
+            c.socks = [];
+          }
+          if (args.json) system.stdout.write(`${out}]\n`);
         },
       );
-      system.stdout.write(args.json ? `${JSON.stringify(views)}\n` : renderFlowsTable(views));
+      if (!args.json) system.stdout.write(renderFlowsTable(table));
     },
+  };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+type Lookup = (family: 4 | 6, proto: number, end: FlowEnd) => SockInfo | null;
+
+/**
+ * The lookup of a service's listener (the wildcard remote end 0.0.0.0:0 or [::]:0, asked when a
+ * reply end's own socket is gone or not accepted yet) is remembered per local address and port:
+ * it is the same for every flow to that service. Exact 4-tuple lookups are not remembered.
+ */
+export function memoServiceLookups(lookup: Lookup): Lookup {
+  const listeners = new Map<string, SockInfo | null>();
+  return (family, proto, end) => {
+    if (end.remotePort !== 0 || (end.remoteAddr !== '0.0.0.0' && end.remoteAddr !== '::')) return lookup(family, proto, end);
+    const k = `${family}|${proto}|${end.localAddr}|${end.localPort}`;
+    let s = listeners.get(k);
+    if (s === undefined) listeners.set(k, (s = lookup(family, proto, end)));
+    return s;
   };
 }

@@ -12,10 +12,12 @@ import type { ConntrackSource } from '../netlink/source.js';
 import { CgroupReader } from '../proc/cgroup.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
-import { FdSink, RotatingFile, parseSize, type LineSink } from '../system/rotate.js';
+import { FdSink, RotatingFile, UnsafeOutputError, parseSize, type LineSink } from '../system/rotate.js';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
-import { filterOptions, ownerFilterOptions, setupOptions } from './options.js';
+import { checkPositive, filterOptions, ownerFilterOptions, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
 export interface RecordArgs extends FilterArgs {
@@ -47,6 +49,7 @@ export function recordCommand(system: System): CommandModule<object, RecordArgs>
         .option('dump-interval', { type: 'number', default: 10, describe: 'Seconds between full conntrack table dumps (live counters; flows gone without a DESTROY)', group: 'Cost:' })
         .option('rcvbuf', { type: 'number', default: 64, describe: 'Event socket receive buffer in MiB (grows after an overrun)', group: 'Cost:' })
         .check((a) => {
+          checkPositive('rcvbuf', a.rcvbuf);
           if (parseSize(a['max-size']) === null) throw new UserError(`--max-size: '${a['max-size']}' is not a size (e.g. 500k, 100M, 1G)`, EXIT.usage, 'ERR_USAGE');
           if (!(Number.isInteger(a.keep) && a.keep >= 0)) throw new UserError('--keep must be a whole number ≥ 0', EXIT.usage, 'ERR_USAGE');
           if (!(a['dump-interval'] > 0)) throw new UserError('--dump-interval must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
@@ -61,10 +64,19 @@ export function recordCommand(system: System): CommandModule<object, RecordArgs>
 
 function openSink(args: RecordArgs): LineSink {
   if (!args.output) return new FdSink(1);
+  const open = () => new RotatingFile(args.output!, { maxBytes: parseSize(args['max-size'])!, keep: args.keep });
   try {
-    return new RotatingFile(args.output, { maxBytes: parseSize(args['max-size'])!, keep: args.keep });
+    try {
+      return open();
+    } catch (e) {
+      // A missing last directory (e.g. /var/log/ctacct) is created, owner-only; deeper paths are not.
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      mkdirSync(dirname(args.output), { mode: 0o750 });
+      return open();
+    }
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'ERR_CTACCT';
+    if (e instanceof UnsafeOutputError) throw new UserError(`refusing to write ${args.output}: ${e.message}`, EXIT.failure, e.code);
     const why: Record<string, string> = {
       ENOENT: 'its directory does not exist',
       EISDIR: 'it is a directory',

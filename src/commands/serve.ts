@@ -14,10 +14,10 @@ import { readSocketTable } from '../proc/reader.js';
 import { tcpStateName } from '../proc/parse.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
-import { formatSetupReport, withSystemSetup } from '../system/setup.js';
+import { formatSetupReport, withSystemSetup, type SetupReport } from '../system/setup.js';
 import { CounterSet, PrometheusView, type ExportModel, type FeedRow } from '../views/prometheus.js';
 import { interfaceAddresses, makeOwnerResolver } from '../wiring.js';
-import { setupOptions } from './options.js';
+import { checkPositive, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
 // Read here, not from cli.ts: cli.ts imports every command module.
@@ -70,6 +70,7 @@ export function serveCommand(system: System): CommandModule<object, ServeArgs> {
         .option('dump-interval', { type: 'number', default: 10, describe: 'Seconds between full conntrack table dumps (events settle finished flows in between)', group: 'Cost:' })
         .option('rcvbuf', { type: 'number', default: 64, describe: 'Event socket receive buffer in MiB (grows after an overrun)', group: 'Cost:' })
         .check((a) => {
+          checkPositive('rcvbuf', a.rcvbuf);
           parseListen(a.listen);
           if (!(a.expire > 0)) throw new UserError('--expire must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
           if (!(a['dump-interval'] > 0)) throw new UserError('--dump-interval must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
@@ -101,7 +102,7 @@ function listenError(e: NodeJS.ErrnoException, listen: string): UserError {
   }
 }
 
-function bind(server: Server, host: string, port: number, listen: string): Promise<void> {
+export function bind(server: Server, host: string, port: number, listen: string): Promise<void> {
   return new Promise((res, rej) => {
     const onError = (e: NodeJS.ErrnoException) => rej(listenError(e, listen));
     server.once('error', onError);
@@ -122,7 +123,7 @@ function readCount(path: string): number | null {
 }
 
 /** Everything a scrape needs from the running engine, kept between scrapes. */
-class Exporter {
+export class Exporter {
   readonly view: PrometheusView;
   private readonly processes: CounterSet;
   private readonly remotes: CounterSet | null;
@@ -171,7 +172,7 @@ class Exporter {
     const t0 = this.system.monotonic();
     let snap: TopSnapshot;
     try {
-      snap = await this.engine.refresh({ groupBy: 'process', sort: 'total' });
+      snap = await this.engine.refresh({ groupBy: 'process', sort: 'total', tracking: this.tracking });
     } catch (e) {
       throw e instanceof EngineError ? explainSystemError(e.cause, 'conntrack events') : e;
     }
@@ -224,8 +225,11 @@ class Exporter {
       scrapeSeconds: (this.system.monotonic() - t0) / 1000,
       self: { startTimeSeconds: this.startTimeSeconds },
     };
-    return this.view.render(model);
+    return this.view.render(model) + trackingMetrics(this.tracking, this.engine.dumpFailures);
   }
+
+  /** Who makes conntrack track here (from set-up); /healthz fails while nothing does. */
+  tracking: SetupReport['tracking'] = 'engaged-by-others';
 
   private processRow(r: TopSnapshot['rows'][number]): FeedRow {
     const labels: Record<string, string> = {
@@ -234,7 +238,9 @@ class Exporter {
       unit: r.pid !== null ? unitLabel(this.cgroups.of(r.pid)) : '',
     };
     if (this.args['label-pid']) labels.pid = r.pid !== null ? String(r.pid) : '';
-    return { source: r.key, labels, totals: [r.sent_total, r.recv_total], adds: [0, 0, r.new_flows], gauge: r.flows };
+    // A process is (pid, start time): a reused pid is a new source, never the old one's series.
+    const source = r.start_time != null ? `${r.key}@${r.start_time}` : r.key;
+    return { source, labels, totals: [r.sent_total, r.recv_total], adds: [0, 0, r.new_flows], gauge: r.flows };
   }
 
   private readStates(): Record<string, number> | null {
@@ -252,7 +258,20 @@ class Exporter {
   }
 }
 
-function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Exporter | null, fail: (e: unknown) => void): void {
+/** The tracking gauge and dump failures, in Prometheus text format. */
+export function trackingMetrics(tracking: SetupReport['tracking'], dumpFailures: number): string {
+  const by = tracking === 'engaged-by-ctacct' ? 'ctacct' : tracking === 'engaged-by-others' ? 'others' : 'none';
+  return (
+    '# HELP ctacct_conntrack_tracking 1 when conntrack tracks this network namespace (by: who engaged it); 0: no flow can appear\n' +
+    '# TYPE ctacct_conntrack_tracking gauge\n' +
+    `ctacct_conntrack_tracking{by="${by}"} ${tracking === 'not-tracking' ? 0 : 1}\n` +
+    '# HELP ctacct_dump_failures_total conntrack table dumps that failed (retried with back-off)\n' +
+    '# TYPE ctacct_dump_failures_total counter\n' +
+    `ctacct_dump_failures_total ${dumpFailures}\n`
+  );
+}
+
+export function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Exporter | null, fail: (e: unknown) => void): void {
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
@@ -260,6 +279,10 @@ function handle(req: IncomingMessage, res: ServerResponse, exporter: () => Expor
   }
   const ex = exporter();
   if (path === '/healthz') {
+    if (ex?.tracking === 'not-tracking') {
+      res.writeHead(503, { 'content-type': 'text/plain' }).end('not tracking: conntrack does not track in this network namespace, no flow can appear\n');
+      return;
+    }
     res.writeHead(ex ? 200 : 503, { 'content-type': 'text/plain' }).end(ex ? 'ok\n' : 'starting\n');
     return;
   }
@@ -320,6 +343,7 @@ async function runServe(system: System, args: ServeArgs): Promise<void> {
       const done = new Promise<void>((resolve, reject) => {
         failure = (e) => reject(e);
         const ex = new Exporter(system, args, engine);
+        ex.tracking = report.tracking;
         exporter = ex;
         // Dumps, settlement and expiry go on between scrapes (and when nobody scrapes).
         timer = setInterval(() => void ex.tick().catch((e: unknown) => reject(e)), args['dump-interval'] * 1000);

@@ -10,7 +10,7 @@ import { dumpAll } from '../netlink/source.js';
 import { readProcessInfo, readSocketTable, scanSocketOwners } from '../proc/reader.js';
 import type { System } from '../system.js';
 import { renderStates, statesJson } from '../views/states.js';
-import { parsePorts } from './options.js';
+import { checkFamilies, parsePorts } from './options.js';
 
 /** Raw arguments as yargs gives them; validated in the handler (see checkArgs). */
 interface RawStatesArgs {
@@ -60,6 +60,7 @@ function checkNumber(name: string, v: number | undefined, integer: boolean, min:
  */
 export function checkArgs(a: RawStatesArgs): StatesArgs {
   const out: StatesArgs = { ...a, port: undefined, host: undefined };
+  checkFamilies(a);
   if (a.port !== undefined) out.port = parsePorts(a.port);
   if (a.host !== undefined) out.host = parseHosts(a.host);
   out.top = checkNumber('top', a.top, true, 1);
@@ -86,10 +87,9 @@ export function statesOptions<T>(y: Argv<T>) {
     .option('host', { type: 'string', array: true, describe: 'Only sockets whose remote end is in ADDR[/PREFIX] (IPv4 or IPv6)', group: 'Filters:' })
     .option('4', { type: 'boolean', describe: 'IPv4 only', group: 'Filters:' })
     .option('6', { type: 'boolean', describe: 'IPv6 only (v4-mapped sockets are in the IPv6 tables)', group: 'Filters:' })
-    .conflicts('4', '6')
-    .option('top', { type: 'number', describe: 'Only the N largest groups (with --by)' })
-    .option('watch', { type: 'number', describe: 'Refresh every SECONDS (in place on a terminal; one JSON object per line with --json)' })
-    .option('count', { type: 'number', describe: 'With --watch: stop after N refreshes' })
+    .option('top', { alias: 'limit', type: 'number', describe: 'Only the N largest groups (with --by)' })
+    .option('watch', { alias: ['interval', 'd', 'delay'], type: 'number', describe: 'Refresh every SECONDS (in place on a terminal; one JSON object per line with --json)' })
+    .option('count', { alias: 'c', type: 'number', describe: 'With --watch: stop after N refreshes' })
     .option('json', { type: 'boolean', default: false, describe: 'Machine-readable JSON output', group: 'Output:' });
 }
 

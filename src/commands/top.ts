@@ -13,7 +13,7 @@ import { renderJsonLine } from '../views/json.js';
 import { renderSummary } from '../views/summary.js';
 import { renderTrace } from '../views/trace.js';
 import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
-import { filterOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
+import { checkPositive, filterOptions, outputOptions, ownerFilterOptions, setupOptions, usage } from './options.js';
 import { runLive, runStream } from '../views/live.js';
 
 export interface TopArgs extends FilterArgs {
@@ -45,17 +45,19 @@ export function topCommand(system: System): CommandModule<object, TopArgs> {
       setupOptions(outputOptions(ownerFilterOptions(filterOptions(y))))
         .option('by', { choices: GROUP_BYS, default: 'process' as GroupBy, describe: 'Group rows by', group: 'View:' })
         .option('sort', { choices: SORT_KEYS, default: 'total' as SortKey, describe: 'Sort rows by rate sent/recv/total, open conns, or new conns', group: 'View:' })
-        .option('interval', { type: 'number', describe: 'Seconds between refreshes (default 1; with --low-overhead, the dump interval)', group: 'View:' })
-        .option('count', { type: 'number', describe: 'Stop after N refreshes', group: 'View:' })
+        .option('interval', { alias: ['d', 'delay', 'watch'], type: 'number', describe: 'Seconds between refreshes (default 1; with --low-overhead, the dump interval); -d as in nethogs', group: 'View:' })
+        .option('count', { alias: 'c', type: 'number', describe: 'Stop after N refreshes', group: 'View:' })
         .option('once', { type: 'boolean', default: false, describe: 'One refresh, then exit (= --count 1)', group: 'View:' })
-        .option('limit', { type: 'number', describe: 'At most N rows (default: every key that had traffic)', group: 'View:' })
-        .option('trace', { type: 'boolean', default: false, describe: 'Plain text lines per refresh, like `nethogs -t` (default when stdout is not a terminal)', group: 'Output:' })
+        .option('limit', { alias: 'top', type: 'number', describe: 'At most N rows (default: every key that had traffic)', group: 'View:' })
+        .option('trace', { alias: 't', type: 'boolean', default: false, describe: 'Plain text lines per refresh, like `nethogs -t` (default when stdout is not a terminal)', group: 'Output:' })
         .option('bits', { type: 'boolean', default: false, describe: 'Rates in bits per second', group: 'Output:' })
         .option('color', { type: 'boolean', default: true, describe: 'Colour in the live view (also off with NO_COLOR)', group: 'Output:' })
         .option('low-overhead', { type: 'boolean', default: false, describe: 'For busy servers: full dumps every 10 s (or --dump-interval), events in between, no per-row CPU sampling', group: 'Cost:' })
         .option('dump-interval', { type: 'number', describe: 'Seconds between full table dumps (default: every refresh; 10 with --low-overhead)', group: 'Cost:' })
         .option('rcvbuf', { type: 'number', default: 64, describe: 'Event socket receive buffer in MiB (grows after an overrun)', group: 'Cost:' })
         .check((a) => {
+          if (a.json && a.trace) throw usage('--json and --trace are two output formats: choose one');
+          checkPositive('rcvbuf', a.rcvbuf);
           if (a.interval !== undefined && !(a.interval > 0)) throw new UserError('--interval must be a positive number of seconds', EXIT.usage, 'ERR_USAGE');
           if (a.count !== undefined && !(Number.isInteger(a.count) && a.count >= 1)) throw new UserError('--count must be a whole number ≥ 1', EXIT.usage, 'ERR_USAGE');
           if (a.limit !== undefined && !(Number.isInteger(a.limit) && a.limit >= 1)) throw new UserError('--limit must be a whole number ≥ 1', EXIT.usage, 'ERR_USAGE');
@@ -118,6 +120,16 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
   const intervalS = args.interval ?? (low ? dumpEvery! : 1);
   await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
     const changes = changeLines(report);
+    if (report.tracking === 'not-tracking' && mode !== 'live') {
+      // A script must not mistake "not tracking" for "no traffic".
+      const why = report.notes.find((n) => n.code === 'not-tracking')?.message ?? 'conntrack does not track in this network namespace';
+      throw new UserError(`${why} (exit 4: not tracking)`, EXIT.unsupported, 'ERR_NOT_TRACKING');
+    }
+    const setupFacts = {
+      tracking: report.tracking,
+      notes: report.notes,
+      systemChanges: report.changes.map((c) => ({ code: c.code, message: `${c.what}: ${c.detail}` })),
+    };
     if (mode !== 'json') {
       system.stderr.write(formatSetupReport(report));
     }
@@ -147,7 +159,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
     const next = async (ui: { groupBy: GroupBy; sort: SortKey }): Promise<TopSnapshot> => {
       let s: TopSnapshot;
       try {
-        s = await engine.refresh({ groupBy: ui.groupBy, sort: ui.sort, self: await selfUsage(system.pid), changes });
+        s = await engine.refresh({ groupBy: ui.groupBy, sort: ui.sort, self: await selfUsage(system.pid), changes, ...setupFacts });
       } catch (e) {
         throw e instanceof EngineError ? explainSystemError(e.cause, 'conntrack events') : e;
       }

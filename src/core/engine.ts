@@ -6,7 +6,7 @@ import type { NativeError } from '../netlink/addon.js';
 import { Accounting, type AccountingOptions, type Filters } from './accounting.js';
 import { matchesKernelFilters } from './filters.js';
 import { localAddressSet, type LocalAddresses } from './flow.js';
-import type { GroupBy, SortKey, TopSnapshot } from './model.js';
+import type { GroupBy, HealthItem, SortKey, TopSnapshot } from './model.js';
 import type { OwnerResolver } from './owners.js';
 
 export interface EngineDeps {
@@ -38,6 +38,15 @@ export interface ViewRequest {
   sort: SortKey;
   self?: { cpu_percent: number; rss_bytes: number };
   changes?: string[];
+  /** Set-up facts copied into every snapshot's health. */
+  tracking?: 'engaged-by-ctacct' | 'engaged-by-others' | 'not-tracking';
+  notes?: HealthItem[];
+  systemChanges?: HealthItem[];
+}
+
+/** Back-off after failed dumps: 1 s, 2 s, 4 s … capped at 30 s. */
+export function dumpBackoffMs(failuresInARow: number): number {
+  return Math.min(30_000, 1000 * 2 ** Math.max(0, failuresInARow - 1));
 }
 
 export class EngineError extends Error {
@@ -61,6 +70,11 @@ export class TopEngine {
   /** Records that crossed from the kernel in all dumps (what kernel-side filters save shows here). */
   dumpRecords = 0;
   lastDumpRecords = 0;
+  /** Failed dumps since start, in a row now, and when the next try is due (monotonic ms). */
+  dumpFailures = 0;
+  private failuresInARow = 0;
+  private retryAt = -Infinity;
+  private lastDumpError: string | null = null;
 
   constructor(
     private readonly deps: EngineDeps,
@@ -89,6 +103,7 @@ export class TopEngine {
           const kf = this.opts.kernelFilters;
           this.acc.eventBatch(kf && kf.length && Object.keys(kf[0]!).length ? batch.filter((r) => matchesKernelFilters(kf, r)) : batch);
           this.pushCandidates();
+          this.scheduleRecheck();
         },
         overrun: () => {
           this.acc.overrun();
@@ -114,17 +129,37 @@ export class TopEngine {
     }
   }
 
+  private recheckTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Looks again at owners that may still change (connections being accepted) when they are due. */
+  private scheduleRecheck(): void {
+    if (this.recheckTimer || !this.sub) return;
+    const at = this.acc.recheckAt;
+    if (at === Infinity) return;
+    this.recheckTimer = setTimeout(() => {
+      this.recheckTimer = null;
+      this.acc.recheck();
+      this.scheduleRecheck();
+    }, Math.max(1, at - this.deps.monotonic()));
+    this.recheckTimer.unref?.();
+  }
+
   private dump(): Promise<void> {
     if (this.dumping) return this.dumping;
     const t0 = this.deps.monotonic();
     this.dumping = (async () => {
       this.acc.beginDump();
       this.lastDumpRecords = 0;
-      for (const f of this.opts.kernelFilters ?? [{}]) {
-        const stats = await this.deps.source.dumpRaw(f, (buf, count) => this.acc.dumpRaw(buf, count));
-        this.acc.health.malformed += stats.malformed;
-        this.dumpRecords += stats.records;
-        this.lastDumpRecords += stats.records;
+      try {
+        for (const f of this.opts.kernelFilters ?? [{}]) {
+          const stats = await this.deps.source.dumpRaw(f, (buf, count) => this.acc.dumpRaw(buf, count));
+          this.acc.health.malformed += stats.malformed;
+          this.dumpRecords += stats.records;
+          this.lastDumpRecords += stats.records;
+        }
+      } catch (e) {
+        // An incomplete dump closes nothing: flows it did not list may well be there.
+        this.acc.dumpFailed();
+        throw e;
       }
       this.acc.endDump();
       this.dumps++;
@@ -136,18 +171,39 @@ export class TopEngine {
     return this.dumping;
   }
 
+  /** A dump that fails is counted and retried with back-off; events keep the view going meanwhile. */
+  private async tryDump(): Promise<boolean> {
+    if (this.deps.monotonic() < this.retryAt) return false;
+    try {
+      await this.dump();
+      this.failuresInARow = 0;
+      this.lastDumpError = null;
+      return true;
+    } catch (e) {
+      this.dumpFailures++;
+      this.failuresInARow++;
+      this.retryAt = this.deps.monotonic() + dumpBackoffMs(this.failuresInARow);
+      const err = e as { code?: string; message?: string };
+      this.lastDumpError = err.code ?? err.message?.split('\n')[0] ?? String(e);
+      return false;
+    }
+  }
+
   /** One refresh: a dump when due (or to resync after lost events), then a snapshot. */
   async refresh(view: ViewRequest): Promise<TopSnapshot> {
     if (this.failure) throw new EngineError(this.failure);
     const every = this.opts.dumpEveryMs ?? 0;
     if (this.needResync) {
-      this.needResync = false;
-      await this.dump();
-      this.acc.resynced();
+      if (await this.tryDump()) {
+        this.needResync = false;
+        this.acc.resynced();
+      }
     } else if (this.deps.monotonic() - this.lastDump >= every * 0.9) {
-      await this.dump();
+      await this.tryDump();
     }
     this.acc.retryUnattributed();
+    this.acc.recheck();
+    this.scheduleRecheck();
     this.pushCandidates();
     const snap = this.acc.snapshot({
       groupBy: view.groupBy,
@@ -157,6 +213,17 @@ export class TopEngine {
       ...(view.self ? { self: view.self } : {}),
       ...(view.changes ? { changes: view.changes } : {}),
     });
+    const h = snap.health;
+    if (view.tracking) h.tracking = view.tracking;
+    if (view.systemChanges) h.system_changes = view.systemChanges;
+    h.dump_failures = this.dumpFailures;
+    const notes = [...(view.notes ?? [])];
+    if (this.lastDumpError !== null)
+      notes.push({ code: 'dump-failed', message: `the last ${this.failuresInARow} conntrack table dump(s) failed (${this.lastDumpError}); retrying, events still counted` });
+    if (h.lost_events > 0) notes.push({ code: 'lost-events', message: `the kernel dropped events ${h.lost_events} time(s); resynced with a dump` });
+    if (h.flows_without_counters > 0)
+      notes.push({ code: 'no-counters', message: `${h.flows_without_counters} flow(s) began before accounting was on and have no counters` });
+    if (view.notes || notes.length) h.notes = notes;
     snap.health.dump_ms = Math.round(this.lastDumpMs * 10) / 10;
     snap.health.dump_records = this.lastDumpRecords;
     return snap;
@@ -167,6 +234,8 @@ export class TopEngine {
   }
 
   close(): void {
+    if (this.recheckTimer) clearTimeout(this.recheckTimer);
+    this.recheckTimer = null;
     this.sub?.close();
     this.sub = null;
   }

@@ -19,6 +19,30 @@ export function flowKey(r: FlowRecord): FlowId {
   return `${r.proto}|${o.src}|${o.dst}|${ports}|${r.zone ?? 0}`;
 }
 
+/**
+ * Whether a record describes the flow already known under the same key: an id can come back for
+ * another tuple (the kernel reuses it), and the key only folds in the source port. The one "same
+ * flow" test; `sameFlowRaw` is it read in place from a record buffer.
+ */
+export interface FlowShape {
+  proto: number;
+  sport: number | null;
+  dport: number | null;
+}
+
+export function shapeOf(r: FlowRecord): FlowShape {
+  return { proto: r.proto, sport: r.orig.sport, dport: r.orig.dport };
+}
+
+export function sameFlow(a: FlowShape, r: FlowRecord): boolean {
+  return a.proto === r.proto && a.sport === r.orig.sport && a.dport === r.orig.dport;
+}
+
+export function sameFlowRaw(a: FlowShape, view: DataView, base: number, present: number): boolean {
+  const ports = (present & HAS.origPorts) !== 0;
+  return a.proto === view.getUint8(base + 2) && a.sport === (ports ? view.getUint16(base + 26, true) : null) && a.dport === (ports ? view.getUint16(base + 28, true) : null);
+}
+
 /** The same key read straight from a record buffer (native/ct_record.h), or null without an id. */
 export function rawFlowKey(view: DataView, base: number, present: number): number | null {
   if (!(present & HAS.id)) return null;

@@ -41,6 +41,8 @@ export interface FlowLine {
   sent_packets: number | null;
   recv_packets: number | null;
   pid: number | null;
+  /** With pid, the process identity (clock ticks after boot, /proc/PID/stat field 22). */
+  start_time: number | null;
   comm: string | null;
   cmdline: string | null;
   uid: number | null;
@@ -113,6 +115,7 @@ export function flowLines(st: FlowState, ctx: LineContext, filters: Filters = {}
         sent_packets: origPkts,
         recv_packets: replyPkts,
         pid: null,
+        start_time: null,
         comm: null,
         cmdline: null,
         uid: null,
@@ -145,6 +148,7 @@ export function flowLines(st: FlowState, ctx: LineContext, filters: Filters = {}
       sent_packets: p?.sent ?? null,
       recv_packets: p?.recv ?? null,
       pid: o?.pid ?? null,
+      start_time: o?.startTime ?? null,
       comm: o?.comm ?? null,
       cmdline: o?.cmdline ?? null,
       uid: o?.uid ?? null,

@@ -23,6 +23,9 @@ export interface TopRow {
   state?: string | null;
   /** The socket is shared by several processes (after fork); pid is the lowest. */
   shared?: boolean;
+  /** With pid, the process identity: its start time in clock ticks after boot (/proc/PID/stat
+   *  field 22). A reused pid is another process, with another row. */
+  start_time?: number | null;
   /** This refresh. */
   sent_bytes: number;
   recv_bytes: number;
@@ -61,6 +64,11 @@ export interface Bucket {
   flows: number;
 }
 
+export interface HealthItem {
+  code: string;
+  message: string;
+}
+
 export interface Health {
   flows_tracked: number;
   events: number;
@@ -78,6 +86,17 @@ export interface Health {
   inferred_flows?: number;
   /** Ended connections' rows dropped from `--by conn` (capped at 20,000 to bound memory). */
   retired_conns_dropped?: number;
+  /** Who makes conntrack track in this network namespace; "not-tracking": no flow will appear. */
+  tracking?: 'engaged-by-ctacct' | 'engaged-by-others' | 'not-tracking';
+  /** Conditions worth a script's attention, each with a stable code (acct-off, not-tracking, dump-failed…). */
+  notes?: HealthItem[];
+  /** `changes` as objects with a stable code (acct-on, acct-adopted, table-engaged). */
+  system_changes?: HealthItem[];
+  /** Table dumps that failed or were interrupted (retried with back-off; they close no flow). */
+  dump_failures?: number;
+  /** Inbound connections that ended while their listener still owned them: never accepted, or
+   *  accepted and closed between two looks (their bytes stay with the listening service). */
+  accepts_missed?: number;
   /** Wall time of the last full table dump (ms) and the records it returned. */
   dump_ms?: number;
   dump_records?: number;

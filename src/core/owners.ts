@@ -1,6 +1,8 @@
-// Socket → process attribution (DESIGN.md "Attribution"): exact socket → listening/bound socket on
-// the local port → unknown; inode → pid from a cache of /proc/PID/fd links, rescanned only on a
-// miss (candidate pids first, a full scan rate-limited). All I/O comes in through OwnerDeps.
+// Socket → process attribution: exact socket → listening/bound socket on the local port (a
+// provisional owner for a connection not accepted yet) → unknown; inode → holders from a cache of
+// /proc/PID/fd links, rescanned only on a miss (candidate pids first, a full scan rate-limited).
+// One rule for a socket held by several processes: the lowest pid, marked shared. A process is
+// (pid, start time): a reused pid is another process. All I/O comes in through OwnerDeps.
 import type { FlowEnd } from './flow.js';
 
 /** Kernel TCP socket states used here. */
@@ -19,6 +21,8 @@ export interface ProcessFacts {
   comm: string;
   cmdline: string;
   uid: number;
+  /** Start time (clock ticks after boot, /proc/PID/stat field 22); with pid, the identity. */
+  startTime?: number | null;
 }
 
 export interface OwnerScanResult {
@@ -36,6 +40,10 @@ export interface OwnerDeps {
    *  of `want` are found (an empty `want` reads everything) or after `budgetMs`. */
   scanOwners(want: ReadonlySet<number>, pids?: Iterable<number>, budgetMs?: number): OwnerScanResult;
   processInfo(pid: number): ProcessFacts | null;
+  /** Start time of a process (see ProcessFacts.startTime), null if it is gone. */
+  startTime?(pid: number): number | null;
+  /** Parent and children of a process (the family that shares sockets across fork). */
+  family?(pid: number): { ppid: number | null; children: number[] };
   userName(uid: number): string;
   /** Monotonic ms. */
   now(): number;
@@ -50,6 +58,8 @@ export interface Owner {
   comm: string | null;
   cmdline: string | null;
   inode: number;
+  /** Start time of the process (see ProcessFacts.startTime), null when unknown. */
+  startTime: number | null;
 }
 
 export interface OwnerStats {
@@ -78,7 +88,9 @@ const ZERO6 = '::';
 
 export class OwnerResolver {
   private readonly inodeOwners = new Map<number, number[]>();
-  private readonly procs = new Map<number, ProcessFacts | null>();
+  /** Listener inodes whose holders were searched across the family (searchFamily). */
+  private readonly familyDone = new Set<number>();
+  private readonly procs = new Map<number, { facts: ProcessFacts | null; checked: number }>();
   /** Pids that owned sockets recently, most recent last. */
   private readonly recent = new Map<number, true>();
   /** Milliseconds of full search still allowed (refills at fullScanMaxShare of elapsed time). */
@@ -135,9 +147,48 @@ export class OwnerResolver {
     return [...this.recent.keys()].slice(-max).reverse();
   }
 
-  /** Owners the addon found while the socket still existed (its fd may be closed by now). */
+  /** Owners the addon found while the socket still existed (its fd may be closed by now). A
+   *  listener's holders are searched here instead (they are few, and all of them are needed). */
   learn(socks: Iterable<SockInfo | null>): void {
-    for (const s of socks) if (s && s.pid && s.inode && !this.inodeOwners.has(s.inode)) this.remember(s.inode, [s.pid]);
+    for (const s of socks) if (s && s.pid && s.inode && s.state !== SK_LISTEN && !this.inodeOwners.has(s.inode)) this.remember(s.inode, [s.pid]);
+  }
+
+  /** Exact sock_diag lookup of one end's socket (the kernel may answer with the listener). */
+  exactSocket(family: 4 | 6, proto: number, end: FlowEnd): SockInfo | null {
+    this.stats.lookups++;
+    return this.deps.lookupSocket(family, proto, end);
+  }
+
+  /** Cached holders of a socket inode, lowest pid first. */
+  holdersOf(inode: number): readonly number[] {
+    return this.inodeOwners.get(inode) ?? [];
+  }
+
+  /**
+   * The holders of one socket among `pids`, their parents and children (fork shares sockets in a
+   * family: pre-fork workers, a fork-after-accept child, a helper), read in full, so the holder
+   * list is complete there. Replaces the cache entry when found. Returns the holders.
+   */
+  searchFamily(inode: number, pids: Iterable<number>): number[] {
+    const look = new Set<number>();
+    for (const p of pids) {
+      look.add(p);
+      const f = this.deps.family?.(p);
+      if (f) {
+        if (f.ppid !== null && f.ppid > 1) look.add(f.ppid);
+        for (const c of f.children) look.add(c);
+      }
+    }
+    if (look.size === 0) return [];
+    const t0 = this.deps.now();
+    const r = this.deps.scanOwners(new Set(), look);
+    this.stats.scanMs += this.deps.now() - t0;
+    this.stats.candidateScans++;
+    // Every table in `look` was read in full: their sockets' holder lists are exact there.
+    for (const [i, owners] of r.owners) if (i === inode || !this.inodeOwners.has(i)) this.remember(i, owners);
+    const got = r.owners.get(inode);
+    if (!got) return [];
+    return got;
   }
 
   /**
@@ -199,7 +250,13 @@ export class OwnerResolver {
   /** The owner of a socket inode, from the cache (call resolveInodes first for a batch). */
   ownerOf(sock: SockInfo | null): Owner | null {
     if (!sock) return null;
-    const pids = this.inodeOwners.get(sock.inode);
+    let pids = this.inodeOwners.get(sock.inode);
+    if (pids && sock.state === SK_LISTEN && !this.familyDone.has(sock.inode)) {
+      // A listener is shared by a server's processes: find them all once, for the lowest pid.
+      this.familyDone.add(sock.inode);
+      const all = this.searchFamily(sock.inode, pids);
+      if (all.length) pids = all;
+    }
     const pid = pids && pids.length > 0 ? pids[0]! : null;
     if (pid !== null) {
       this.recent.delete(pid);
@@ -216,16 +273,28 @@ export class OwnerResolver {
       comm: info?.comm ?? null,
       cmdline: info?.cmdline ?? null,
       inode: sock.inode,
+      startTime: info?.startTime ?? null,
     };
   }
 
+  /**
+   * Facts of a process, cached. A pid can be reused by another process: an entry older than a
+   * second is checked against the process's start time before it is used again (pids wrap only
+   * after pid_max new processes, so a reuse within that second is not a practical concern).
+   */
   private process(pid: number): ProcessFacts | null {
+    const now = this.deps.now();
     let p = this.procs.get(pid);
+    if (p !== undefined && p.facts && now - p.checked > 1000 && this.deps.startTime) {
+      const start = this.deps.startTime(pid);
+      if (start !== (p.facts.startTime ?? null)) p = undefined;
+      else p.checked = now;
+    }
     if (p === undefined) {
-      p = this.deps.processInfo(pid);
+      p = { facts: this.deps.processInfo(pid), checked: now };
       this.procs.set(pid, p);
     }
-    return p;
+    return p.facts;
   }
 
 }

@@ -92,6 +92,30 @@ export interface Addon {
   ): { inode: number; uid: number; state: number } | null;
   /** Every address of this network namespace (RTM_GETADDR), 17 bytes each: family, 16 address bytes. */
   localAddresses(): Buffer;
+  /** A NETLINK_NETFILTER socket for nf_tables requests; keep it open as long as an owned table must live. */
+  nftOpen(): Handle;
+  /** Creates table inet `table` (one output chain, one `ct state` load, no verdict change); owner: NFT_TABLE_F_OWNER. */
+  nftEngage(handle: Handle, table: string, owner: boolean): void;
+  /** Deletes table inet `table`; false when it did not exist. */
+  nftDelete(handle: Handle, table: string): boolean;
+  nftExists(handle: Handle, table: string): boolean;
+  /** Closes the socket: the kernel deletes the tables it owns. */
+  nftClose(handle: Handle): void;
+  /** IPCTNL_MSG_CT_DELETE of one entry by original tuple (and id); false when already gone. */
+  ctDelete(handle: Handle, key: CtEntryKey): boolean;
+  /** Opens `path` (O_NOFOLLOW, 0600) and takes an exclusive flock (waits up to 10 s); returns the fd. */
+  lockFile(path: string): number;
+}
+
+export interface CtEntryKey {
+  family: number;
+  proto: number;
+  src: Buffer;
+  dst: Buffer;
+  sport: number;
+  dport: number;
+  id?: number;
+  zone?: number;
 }
 
 let injected: Addon | null = null;

@@ -215,6 +215,50 @@ export interface ProcessInfo {
   argv: string[];
   /** Real uid. */
   uid: number;
+  /** Start time in clock ticks after boot (/proc/PID/stat field 22): with pid, the identity. */
+  startTime: number | null;
+}
+
+/** Field 22 of a /proc/PID/stat text (start time in clock ticks); comm may hold spaces and ')'. */
+export function statStartTime(stat: string): number | null {
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const v = Number(rest[19]);
+  return rest.length > 19 && Number.isFinite(v) ? v : null;
+}
+
+/** Field 4 of a /proc/PID/stat text (parent pid). */
+export function statParent(stat: string): number | null {
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const v = Number(rest[1]);
+  return rest.length > 1 && Number.isInteger(v) ? v : null;
+}
+
+/** Start time of one process (see ProcessInfo.startTime), or null if it is gone. */
+export function readStartTime(root: string, pid: number): number | null {
+  try {
+    return statStartTime(readFileSync(join(root, String(pid), 'stat'), 'latin1'));
+  } catch {
+    return null;
+  }
+}
+
+/** Parent and children of a process (children from /proc/PID/task/TID/children of every thread). */
+export function readFamily(root: string, pid: number): { ppid: number | null; children: number[] } {
+  let ppid: number | null = null;
+  const children: number[] = [];
+  try {
+    ppid = statParent(readFileSync(join(root, String(pid), 'stat'), 'latin1'));
+    for (const tid of readdirSync(join(root, String(pid), 'task'))) {
+      try {
+        for (const c of readFileSync(join(root, String(pid), 'task', tid, 'children'), 'latin1').split(' ')) if (c.trim()) children.push(Number(c));
+      } catch {
+        /* thread gone, or a kernel without CONFIG_PROC_CHILDREN: parents still count */
+      }
+    }
+  } catch {
+    /* gone */
+  }
+  return { ppid, children };
 }
 
 /** comm, cmdline and uid of one process; null if it is gone (or unreadable). */
@@ -232,7 +276,13 @@ export function readProcessInfo(root: string, pid: number): ProcessInfo | null {
       // cmdline of another user's process can be unreadable under hidepid; comm still names it.
       if (!DENIED.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
     }
-    return { pid, comm, cmdline: argv.join(' '), argv, uid };
+    let startTime: number | null = null;
+    try {
+      startTime = statStartTime(readFileSync(join(base, 'stat'), 'latin1'));
+    } catch {
+      /* raced with exit: the facts above still name it */
+    }
+    return { pid, comm, cmdline: argv.join(' '), argv, uid, startTime };
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? '';
     if (GONE.has(code) || DENIED.has(code) || code === 'ENOTDIR') return null;

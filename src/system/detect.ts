@@ -4,6 +4,8 @@ import { execFile, execFileSync } from 'node:child_process';
 import { accessSync, constants, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { dumpAll } from '../netlink/source.js';
+import { findTool, realToolEnv as toolEnv } from './tools.js';
+import { entryIds, lockPath, openNftSession, probeTracking, removeEntriesExcept, type NftSession, type TrackingProbe } from './engage.js';
 import type { System } from '../system.js';
 
 export interface RunResult {
@@ -38,6 +40,17 @@ export interface Host {
   which(cmd: string): string | null;
   /** One ctnetlink dump round trip; rejects with the addon's coded error. */
   probeCtnetlink(): Promise<void>;
+  /** nf_tables over netlink (no binary); throws the addon's coded error. */
+  openNft(): NftSession;
+  /** Whether conntrack tracks loopback UDP here now, per family (null: cannot tell). */
+  probeTracking(): Promise<TrackingProbe>;
+  /** Conntrack ids in the table now. */
+  entryIds(): Promise<number[]>;
+  /** Deletes TCP/UDP entries not in `keep`; how many went. */
+  removeEntriesExcept(keep: ReadonlySet<number>): Promise<number>;
+  /** Exclusive lock on a file (created 0600); returns release. */
+  lock(path: string): () => void;
+  mkdir(path: string): void;
   pid: number;
 }
 
@@ -53,20 +66,8 @@ function runResultOf(err: (Error & { code?: unknown; status?: number | null }) |
 /** The real host: node:fs, execFile and the addon of `system`. */
 export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' | 'pid'>): Host {
   const env = { ...system.env, LC_ALL: 'C' } as NodeJS.ProcessEnv;
-  const which = (cmd: string): string | null => {
-    if (cmd.includes('/')) return cmd;
-    const dirs = [...(system.env.PATH ?? '').split(delimiter).filter(Boolean), ...SBIN];
-    for (const d of dirs) {
-      const p = join(d, cmd);
-      try {
-        accessSync(p, constants.X_OK);
-        return p;
-      } catch {
-        /* next */
-      }
-    }
-    return null;
-  };
+  // As root only trusted system paths (src/system/tools.ts); PATH is not consulted.
+  const which = (cmd: string): string | null => findTool(cmd, { ...toolEnv(), path: system.env.PATH ?? '' });
   return {
     procRoot: system.procRoot,
     pid: system.pid,
@@ -75,7 +76,12 @@ export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' |
     writeFileAtomic(p, d) {
       mkdirSync(join(p, '..'), { recursive: true, mode: 0o755 });
       const tmp = `${p}.${system.pid}.tmp`;
-      writeFileSync(tmp, d, { mode: 0o644 });
+      try {
+        unlinkSync(tmp); // a crashed run with the same pid
+      } catch {
+        /* none */
+      }
+      writeFileSync(tmp, d, { mode: 0o600, flag: 'wx' });
       renameSync(tmp, p);
     },
     unlink: (p) => unlinkSync(p),
@@ -83,7 +89,8 @@ export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' |
     readlink: (p) => readlinkSync(p),
     which,
     run(cmd, args, input) {
-      const path = which(cmd) ?? cmd;
+      const path = which(cmd);
+      if (!path) return Promise.resolve({ status: null, stdout: '', stderr: '', errorCode: 'ENOENT' });
       return new Promise((res) => {
         const child = execFile(path, args, { env, maxBuffer: 64 << 20, timeout: 10_000 }, (err, stdout, stderr) =>
           res(runResultOf(err as never, String(stdout), String(stderr))),
@@ -93,7 +100,8 @@ export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' |
       });
     },
     runSync(cmd, args, input) {
-      const path = which(cmd) ?? cmd;
+      const path = which(cmd);
+      if (!path) return { status: null, stdout: '', stderr: '', errorCode: 'ENOENT' };
       try {
         const stdout = execFileSync(path, args, { env, input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'], timeout: 10_000 });
         return { status: 0, stdout: String(stdout), stderr: '' };
@@ -102,6 +110,12 @@ export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' |
         return runResultOf(err, String(err.stdout ?? ''), String(err.stderr ?? ''));
       }
     },
+    openNft: () => openNftSession(),
+    probeTracking: () => probeTracking(system.conntrack()),
+    entryIds: () => entryIds(system.conntrack()),
+    removeEntriesExcept: (keep) => removeEntriesExcept(system.conntrack(), keep),
+    lock: (p) => lockPath(p),
+    mkdir: (p) => void mkdirSync(p, { recursive: true, mode: 0o700 }),
     async probeCtnetlink() {
       // A mark no flow carries: the kernel walks the table but copies nothing to us.
       await dumpAll(system.conntrack(), { mark: 0x43544143, markMask: 0xffffffff });

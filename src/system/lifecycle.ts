@@ -1,5 +1,7 @@
 // The one place that runs cleanup (undo system changes, restore the terminal) exactly once, on
-// every exit path: normal end, SIGINT/SIGTERM/SIGHUP, an uncaught error, and process 'exit'.
+// every exit path: normal end, SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGPIPE, a closed output (EPIPE),
+// an uncaught error, and process 'exit'. A closed output ends quietly with status 141 (128 +
+// SIGPIPE), as a C tool killed by SIGPIPE under `| head` does.
 
 export type Cleanup = () => Promise<void> | void;
 export type SyncCleanup = () => void;
@@ -9,9 +11,14 @@ export interface ProcessLike {
   on(event: string, listener: (...args: any[]) => void): unknown;
   removeListener(event: string, listener: (...args: any[]) => void): unknown;
   exit(code?: number): void;
+  /** Output streams whose EPIPE means "the reader went away" (process.stdout/stderr). */
+  stdout?: { on(event: string, l: (...args: any[]) => void): unknown; removeListener(event: string, l: (...args: any[]) => void): unknown };
+  stderr?: { on(event: string, l: (...args: any[]) => void): unknown; removeListener(event: string, l: (...args: any[]) => void): unknown };
 }
 
-export const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+export const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGPIPE: 13, SIGTERM: 15 } as const;
+/** Exit status after a closed output (EPIPE). */
+export const EXIT_PIPE = 141;
 export type HandledSignal = keyof typeof SIGNALS;
 
 export interface LifecycleOptions {
@@ -28,6 +35,11 @@ interface Entry {
   state: 'pending' | 'running' | 'done';
 }
 
+export function isEpipe(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED' || code === 'ERR_STREAM_WRITE_AFTER_END';
+}
+
 function oneLine(err: unknown): string {
   const m = err instanceof Error ? err.message : String(err);
   return m.split('\n')[0] ?? m;
@@ -38,6 +50,9 @@ export class Lifecycle {
   private installed = false;
   private exiting = false;
   private readonly listeners: [string, (...args: any[]) => void][] = [];
+  private readonly streamListeners: [NonNullable<ProcessLike['stdout']>, (...args: any[]) => void][] = [];
+  /** Set once the output is closed: nothing more is written to it. */
+  outputClosed = false;
 
   constructor(
     private readonly proc: ProcessLike,
@@ -88,13 +103,21 @@ export class Lifecycle {
     if (this.installed) return;
     this.installed = true;
     for (const sig of Object.keys(SIGNALS) as HandledSignal[]) this.listen(sig, () => this.onSignal(sig));
-    this.listen('uncaughtException', (err: unknown) => this.onFatal(err));
-    this.listen('unhandledRejection', (err: unknown) => this.onFatal(err));
+    this.listen('uncaughtException', (err: unknown) => (isEpipe(err) ? this.onClosedOutput() : this.onFatal(err)));
+    this.listen('unhandledRejection', (err: unknown) => (isEpipe(err) ? this.onClosedOutput() : this.onFatal(err)));
+    for (const stream of [this.proc.stdout, this.proc.stderr]) {
+      if (!stream) continue;
+      const fn = (err: unknown) => (isEpipe(err) ? this.onClosedOutput() : this.onFatal(err));
+      stream.on('error', fn);
+      this.listeners.push([`stream-error`, fn]);
+      this.streamListeners.push([stream, fn]);
+    }
     this.listen('exit', () => this.shutdownSync());
   }
 
   uninstall(): void {
-    for (const [ev, fn] of this.listeners.splice(0)) this.proc.removeListener(ev, fn);
+    for (const [stream, fn] of this.streamListeners.splice(0)) stream.removeListener('error', fn);
+    for (const [ev, fn] of this.listeners.splice(0)) if (ev !== 'stream-error') this.proc.removeListener(ev, fn);
     this.installed = false;
   }
 
@@ -103,8 +126,18 @@ export class Lifecycle {
     this.proc.on(ev, fn);
   }
 
+  /** The reader of our output went away (`| head`): undo quietly and exit 141. */
+  onClosedOutput(): void {
+    this.outputClosed = true;
+    this.ending(EXIT_PIPE, true);
+  }
+
   private onSignal(sig: HandledSignal): void {
-    const code = 128 + SIGNALS[sig];
+    if (sig === 'SIGPIPE') this.outputClosed = true;
+    this.ending(128 + SIGNALS[sig], sig === 'SIGPIPE');
+  }
+
+  private ending(code: number, quiet: boolean): void {
     if (this.exiting) {
       // A second signal while cleaning up: finish synchronously and go.
       this.shutdownSync();
@@ -120,7 +153,7 @@ export class Lifecycle {
     this.shutdown().then(
       () => this.proc.exit(code),
       (err) => {
-        this.opts.writeErr(`ctacct: ${oneLine(err)}`);
+        if (!quiet || !isEpipe(err)) this.opts.writeErr(`ctacct: ${oneLine(err)}`);
         this.proc.exit(code);
       },
     );
@@ -137,9 +170,17 @@ export class Lifecycle {
 
 let shared: Lifecycle | null = null;
 
+function safeStderr(line: string): void {
+  try {
+    process.stderr.write(`${line}\n`);
+  } catch {
+    /* closed */
+  }
+}
+
 /** The process-wide lifecycle (created on first use; bound to the real `process`). */
 export function lifecycle(): Lifecycle {
-  return (shared ??= new Lifecycle(process, { writeErr: (l) => void process.stderr.write(`${l}\n`) }));
+  return (shared ??= new Lifecycle(process, { writeErr: (l) => safeStderr(l) }));
 }
 
 /** Registers cleanup with the process-wide lifecycle; returns unregister. */
@@ -150,7 +191,14 @@ export function onShutdown(fn: Cleanup, syncFn: SyncCleanup): () => void {
 /** Installs the process-wide handlers, writing messages to `system.stderr`. */
 export function installSignalHandlers(system?: { stderr: { write(s: string): void } }): Lifecycle {
   shared ??= new Lifecycle(process, {
-    writeErr: (l) => (system ? system.stderr.write(`${l}\n`) : void process.stderr.write(`${l}\n`)),
+    writeErr: (l) => {
+      try {
+        if (system) system.stderr.write(`${l}\n`);
+        else safeStderr(l);
+      } catch {
+        /* stderr closed too */
+      }
+    },
   });
   shared.install();
   return shared;

@@ -2,6 +2,7 @@
 // Writes are synchronous so the lifecycle's sync exit path can flush what is buffered; a line is
 // never split across files.
 import * as nodeFs from 'node:fs';
+import { dirname } from 'node:path';
 
 export interface LineSink {
   /** Buffers one line (ending in "\n"); flushes by itself past the buffer limit. */
@@ -12,7 +13,44 @@ export interface LineSink {
 }
 
 /** The parts of node:fs the sinks use; tests hand in a fake to provoke errors. */
-export type Fs = Pick<typeof nodeFs, 'openSync' | 'writeSync' | 'closeSync' | 'renameSync' | 'unlinkSync' | 'fstatSync' | 'existsSync'>;
+export type Fs = Pick<typeof nodeFs, 'openSync' | 'writeSync' | 'closeSync' | 'renameSync' | 'unlinkSync' | 'fstatSync' | 'existsSync'> &
+  Partial<Pick<typeof nodeFs, 'statSync'>>;
+
+/** A target the flow log refuses to write, with why (code ERR_UNSAFE_OUTPUT). */
+export class UnsafeOutputError extends Error {
+  readonly code = 'ERR_UNSAFE_OUTPUT';
+}
+
+/**
+ * Opens the log for appending the way a root daemon must: never through a symlink (O_NOFOLLOW),
+ * only a regular file with one link owned by us, not in a directory others may write without the
+ * sticky bit (they could swap the file between rotations); new files are 0600.
+ */
+export function openLogFile(fs: Fs, path: string, euid: number = typeof process.geteuid === 'function' ? process.geteuid() : 0): number {
+  const dir = dirname(path);
+  const d = fs.statSync?.(dir);
+  if (d && (d.mode & 0o002) !== 0 && (d.mode & 0o1000) === 0)
+    throw new UnsafeOutputError(`its directory ${dir} is writable by every user and has no sticky bit`);
+  const { O_WRONLY, O_APPEND, O_CREAT, O_NOFOLLOW } = nodeFs.constants;
+  const O_CLOEXEC = (nodeFs.constants as Record<string, number>).O_CLOEXEC ?? 0o2000000;
+  let fd: number;
+  try {
+    fd = fs.openSync(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | (O_CLOEXEC ?? 0), 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw new UnsafeOutputError('it is a symbolic link');
+    throw e;
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new UnsafeOutputError('it is not a regular file');
+    if (st.uid !== euid) throw new UnsafeOutputError(`it is owned by another user (uid ${st.uid})`);
+    if (st.nlink > 1) throw new UnsafeOutputError('it has other hard links');
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+  return fd;
+}
 
 const BUFFER_LIMIT = 64 * 1024;
 
@@ -104,7 +142,7 @@ export class RotatingFile extends Buffered {
     private readonly fs: Fs = nodeFs,
   ) {
     super();
-    this.fd = fs.openSync(path, 'a', 0o640);
+    this.fd = openLogFile(fs, path);
     this.size = fs.fstatSync(this.fd).size;
   }
 
@@ -140,7 +178,7 @@ export class RotatingFile extends Buffered {
       if (this.fs.existsSync(name(this.opts.keep))) this.fs.unlinkSync(name(this.opts.keep));
       for (let i = this.opts.keep - 1; i >= 0; i--) if (this.fs.existsSync(name(i))) this.fs.renameSync(name(i), name(i + 1));
     }
-    this.fd = this.fs.openSync(this.path, 'a', 0o640);
+    this.fd = openLogFile(this.fs, this.path);
     this.size = 0;
     this.rotations++;
   }

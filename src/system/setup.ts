@@ -1,23 +1,12 @@
 // Applies only the system changes ctacct needs (accounting on, conntrack engaged), says what it
-// changed, and undoes exactly that. DESIGN.md: "System changes ctacct may make, and must undo".
+// changed, and undoes exactly that (docs/system-changes.md). Several ctacct processes in one
+// network namespace share a reference count; the last one out restores.
 import { join } from 'node:path';
 import { EXIT, UserError } from '../errors.js';
 import type { System } from '../system.js';
 import { installSignalHandlers, type Lifecycle } from './lifecycle.js';
-import {
-  SYSCTL,
-  readNumber,
-  readText,
-  decodeRecord,
-  detectEngagement,
-  encodeRecord,
-  recordOwnerAlive,
-  startTimeOf,
-  type Engagement,
-  type Host,
-  type SetupRecord,
-  realHost,
-} from './detect.js';
+import { SYSCTL, readNumber, readText, startTimeOf, uidOf, type Host, realHost } from './detect.js';
+import type { NftSession } from './engage.js';
 
 export interface SetupOptions {
   /** false (`--no-setup`): change nothing, only report what is missing. */
@@ -29,85 +18,71 @@ export interface SetupOptions {
 }
 
 export interface SetupChange {
+  /** Stable identifier for scripts: `acct-on`, `acct-adopted`, `table-engaged`. */
+  code: string;
   what: string;
   detail: string;
 }
+
+export interface SetupNote {
+  /** Stable identifier for scripts (e.g. `not-tracking`, `acct-off`, `engage-cost`, `shared`). */
+  code: string;
+  message: string;
+}
+
+export type Tracking = 'engaged-by-ctacct' | 'engaged-by-others' | 'not-tracking';
 
 export interface SetupReport {
   /** What ctacct changed: printed once on start, listed under `health` in JSON. */
   changes: SetupChange[];
   /** Warnings: costs, what is missing with --no-setup. */
-  notes: string[];
+  notes: SetupNote[];
   /** Accounting is on now (new flows get counters). */
   accounting: boolean;
   /** Conntrack tracks in this namespace now (null: could not tell). */
   engaged: boolean | null;
   engagedBy: 'ctacct' | 'existing' | 'none';
+  tracking: Tracking;
   /** Accounting was off before this run (or a crashed run had turned it on from 0). */
   acctWasOff: boolean;
 }
 
 export interface SetupHandle {
   report: SetupReport;
-  /** Undoes every change once; later calls do nothing. Throws a UserError naming what it could not undo. */
+  /** Undoes every change once; later and concurrent calls share the first. Throws a UserError naming what it could not undo. */
   undo(): Promise<void>;
-  /** The same, synchronously (process 'exit' path). */
+  /** What the async undo has not done yet, synchronously (process 'exit' path). */
   undoSync(): void;
 }
 
 export interface SetupDeps {
   host: Host;
-  /** Where the acct record lives when no table carries it; default /run/ctacct. */
+  /** Where the per-namespace reference count lives; default /run/ctacct. */
   stateDir?: string;
   /** Called with the handle before the first change, so a signal during set-up still undoes it. */
   onHandle?(handle: SetupHandle): void;
 }
 
 export const TABLE_FAMILY = 'inet';
-export const TABLE_NAME = 'ctacct';
+/** Each process engages through its own table, so none can undo another's. */
+export const tableName = (pid: number) => `ctacct-${pid}`;
 /** DESIGN.md's measured cost of engaging conntrack where nothing did. */
 export const ENGAGE_COST = 'about 10% of the maximum new-connection rate (15.5k → 14.0k conn/s measured on a 2-core machine)';
-export const COST_NOTE = `conntrack engaged by ctacct (nft table inet ctacct): costs ${ENGAGE_COST} while ctacct runs`;
+export const COST_NOTE = `conntrack engaged by ctacct: costs ${ENGAGE_COST} while ctacct runs`;
 
-/**
- * The table that engages conntrack: one chain on output, one `ct` match with no verdict, run
- * after every other hook user (priority 300). Loading any `ct` expression makes the kernel
- * register conntrack's hooks for the whole namespace (inbound, outbound, loopback, forwarded,
- * IPv4 and IPv6 — verified in docs/decisions-system.md), so one chain is enough.
- */
-export function tableRuleset(record: SetupRecord | null, replace: boolean): string {
-  const comment = record ? `\tcomment "${encodeRecord(record)}"\n` : '';
-  // `delete` + `table` in one nft transaction: a stale table is swapped for ours atomically,
-  // so tracking never stops in between.
-  return `${replace ? `delete table ${TABLE_FAMILY} ${TABLE_NAME}\n` : ''}table ${TABLE_FAMILY} ${TABLE_NAME} {
-${comment}\tchain track {
-\t\ttype filter hook output priority 300; policy accept;
-\t\tct state new
-\t}
-}
-`;
+/** `net:[4026532285]` → `/run/ctacct/net-4026532285` */
+export function namespaceDir(stateDir: string, netns: string): string {
+  return join(stateDir, netns.replace(/[^0-9a-z]+/gi, '-').replace(/-+$/, ''));
 }
 
-/** `net:[4026532285]` → `/run/ctacct/net-4026532285.state` */
-export function stateFilePath(stateDir: string, netns: string): string {
-  return join(stateDir, `${netns.replace(/[^0-9a-z]+/gi, '-').replace(/-+$/, '')}.state`);
-}
-
-const NO_TABLE = /No such file or directory|does not exist/i;
-const NO_PERM = /Operation not permitted|Permission denied/i;
-
-function privilegeError(what: string): UserError {
+function privilegeError(what: string, root: boolean): UserError {
   return new UserError(
-    `${what}: permission denied — run with sudo or grant CAP_NET_ADMIN (or use --no-setup to change nothing)`,
+    root
+      ? `${what}: permission denied although running as root — a security module or a read-only /proc/sys may refuse it (or use --no-setup to change nothing)`
+      : `${what}: permission denied — run with sudo or grant CAP_NET_ADMIN (or use --no-setup to change nothing)`,
     EXIT.privilege,
     'EPERM',
   );
-}
-
-function nftError(what: string, stderr: string, status: number | null): UserError {
-  if (NO_PERM.test(stderr)) return privilegeError(what);
-  const first = stderr.trim().split('\n')[0] || `exit ${status}`;
-  return new UserError(`${what}: nft failed: ${first}`, EXIT.failure, 'ERR_NFT');
 }
 
 const noop: SetupHandle['undo'] = async () => undefined;
@@ -115,230 +90,385 @@ const noop: SetupHandle['undo'] = async () => undefined;
 /** One line per change and note, for the human views to print once on start. */
 export function formatSetupReport(report: SetupReport): string {
   const lines = report.changes.map((c) => `ctacct: changed ${c.what}: ${c.detail}`);
-  for (const n of report.notes) lines.push(`ctacct: note: ${n}`);
+  for (const n of report.notes) lines.push(`ctacct: note: ${n.message}`);
   return lines.length ? `${lines.join('\n')}\n` : '';
 }
 
-interface Plan {
-  /** Table to delete on exit. */
-  ownTable: boolean;
-  /** Value to write back to nf_conntrack_acct on exit. */
-  restoreAcct: 0 | null;
-  /** State file to remove on exit. */
-  stateFile: string | null;
+/** A member of the namespace's reference count: `<pid>-<start>`; its content names its table. */
+interface Member {
+  file: string;
+  pid: number;
+  start: number;
+  /** A table without the owner flag (kernel < 5.12) that must be deleted when the member is gone. */
+  table: string | null;
+}
+
+const MEMBER_RE = /^member-(\d+)-(\d+)$/;
+const ACCT_MARK = 'acct-was-0';
+const OTHERS = 'others';
+const BEFORE = 'entries-before';
+
+function members(host: Host, dir: string): Member[] {
+  let names: string[] = [];
+  try {
+    names = host.readdir(dir);
+  } catch {
+    return [];
+  }
+  const out: Member[] = [];
+  for (const name of names) {
+    const m = MEMBER_RE.exec(name);
+    if (!m) continue;
+    const table = (readText(host, join(dir, name)) ?? '').trim();
+    out.push({ file: join(dir, name), pid: Number(m[1]), start: Number(m[2]), table: table && table !== '-' ? table : null });
+  }
+  return out;
+}
+
+function alive(host: Host, m: Member): boolean {
+  if (m.pid === host.pid) return true;
+  const stat = readText(host, join(host.procRoot, String(m.pid), 'stat'));
+  return stat !== null && startTimeOf(stat) === m.start;
+}
+
+function tryUnlink(host: Host, path: string): void {
+  try {
+    host.unlink(path);
+  } catch {
+    /* gone */
+  }
+}
+
+/**
+ * Live members after dropping the records of dead ones (deleting a dead member's table when the
+ * kernel could not own it). Caller holds the lock.
+ */
+function pruneMembers(host: Host, dir: string, nft: () => NftSession | null): Member[] {
+  const live: Member[] = [];
+  for (const m of members(host, dir)) {
+    if (alive(host, m)) {
+      live.push(m);
+      continue;
+    }
+    if (m.table) {
+      try {
+        nft()?.remove(m.table);
+      } catch {
+        /* doctor reports what is left */
+      }
+    }
+    tryUnlink(host, m.file);
+  }
+  return live;
 }
 
 export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promise<SetupHandle> {
   const { host } = deps;
-  const report: SetupReport = { changes: [], notes: [], accounting: false, engaged: null, engagedBy: 'none', acctWasOff: false };
+  const report: SetupReport = { changes: [], notes: [], accounting: false, engaged: null, engagedBy: 'none', tracking: 'not-tracking', acctWasOff: false };
   if (!opts.needConntrack) return { report, undo: noop, undoSync: () => undefined };
 
   const proc = (rel: string) => join(host.procRoot, rel);
   const acctPath = proc(SYSCTL.acct);
-  const nft = host.which('nft');
+  const status = readText(host, proc('self/status')) ?? '';
+  const root = uidOf(status) === 0;
   let acct = readNumber(host, acctPath);
-  const engagement: Engagement = await detectEngagement(host, nft, readNumber(host, proc(SYSCTL.count)));
+  report.accounting = acct === 1;
+  report.acctWasOff = acct === 0;
+
   let netns: string | null = null;
   try {
     netns = host.readlink(proc('self/ns/net'));
   } catch {
-    /* no state file then */
+    /* no reference count then */
   }
-  const stateFile = netns ? stateFilePath(deps.stateDir ?? '/run/ctacct', netns) : null;
+  const dir = netns ? namespaceDir(deps.stateDir ?? '/run/ctacct', netns) : null;
   const selfStart = startTimeOf(readText(host, proc('self/stat')) ?? '') ?? 0;
 
-  // What an earlier run left: the table's comment first (it lives and dies with this
-  // namespace), else the state file (needed when ctacct changed acct but made no table).
-  const table = engagement.ctacctTable;
-  const fileRecord = stateFile ? decodeRecord(readText(host, stateFile)) : null;
-  const fileOwnerAlive = fileRecord ? recordOwnerAlive(host, fileRecord) : false;
-  const liveOwner = table?.ownerAlive ? table.record : fileOwnerAlive ? fileRecord : null;
-  const staleRecord = table?.record && !table.ownerAlive ? table.record : fileRecord && !fileOwnerAlive ? fileRecord : null;
-
-  report.accounting = acct === 1;
-  report.acctWasOff = acct === 0;
-  if (engagement.byOthers === true) {
-    report.engaged = true;
-    report.engagedBy = 'existing';
-  } else if (table) {
-    report.engaged = true;
-    report.engagedBy = 'existing';
-  } else {
-    report.engaged = engagement.byOthers; // false, or null (unknown)
-  }
-
-  // Another ctacct is running in this namespace: use what it set up and leave it to undo it.
-  if (liveOwner) {
-    report.notes.push(
-      `another ctacct (pid ${liveOwner.pid}) is running in this network namespace and made the system changes; it undoes them when it exits`,
-    );
-    if (!report.accounting) report.notes.push('accounting off (net.netfilter.nf_conntrack_acct=0): counters will be null');
-    return { report, undo: noop, undoSync: () => undefined };
-  }
-
   if (!opts.setup) {
-    if (acct === 0) report.notes.push('accounting off (net.netfilter.nf_conntrack_acct=0): counters will be null — run without --no-setup, or `sudo sysctl -w net.netfilter.nf_conntrack_acct=1`');
-    if (acct === null) report.notes.push('nf_conntrack is not loaded: no flows are tracked');
-    if (table)
-      report.notes.push(
-        `a table inet ctacct left by an earlier ctacct run${table.record ? ` (pid ${table.record.pid})` : ''} engages conntrack; \`sudo nft delete table inet ctacct\` removes it`,
-      );
-    else if (engagement.byOthers === false)
-      report.notes.push('conntrack does not track in this network namespace (no rule uses it): no flows will appear — run without --no-setup to engage it');
-    else if (engagement.byOthers === null) report.notes.push(`cannot tell whether conntrack tracks here: ${engagement.evidence.join('; ')}`);
+    const probe = await host.probeTracking().catch(() => ({ v4: null, v6: null }));
+    const tracked = probe.v4 === true && probe.v6 !== false;
+    report.engaged = probe.v4 === null ? null : tracked;
+    if (tracked) {
+      report.engagedBy = 'existing';
+      report.tracking = 'engaged-by-others';
+    }
+    if (acct === 0)
+      report.notes.push({ code: 'acct-off', message: 'accounting off (net.netfilter.nf_conntrack_acct=0): counters will be null — run without --no-setup, or `sudo sysctl -w net.netfilter.nf_conntrack_acct=1`' });
+    if (acct === null) report.notes.push({ code: 'no-conntrack', message: 'nf_conntrack is not loaded: no flows are tracked' });
+    if (probe.v4 === false || probe.v6 === false)
+      report.notes.push({ code: 'not-tracking', message: 'conntrack does not track in this network namespace (no rule uses it): no flows will appear — run without --no-setup to engage it' });
+    else if (probe.v4 === null) report.notes.push({ code: 'tracking-unknown', message: 'cannot tell whether conntrack tracks here (the probe needs CAP_NET_ADMIN)' });
     return { report, undo: noop, undoSync: () => undefined };
   }
 
-  const plan: Plan = { ownTable: false, restoreAcct: null, stateFile: null };
-  const adoptedAcct = staleRecord?.acctWas === 0 && acct === 1; // a crashed run turned it on from 0
-  const willRestore = !opts.keepAcct && (acct === 0 || acct === null || adoptedAcct);
-  const needTable = engagement.byOthers !== true;
-  const record: SetupRecord = { pid: host.pid, start: selfStart, acctWas: willRestore ? 0 : null };
-
-  const undoSteps = (sync: boolean) => {
-    const failures: string[] = [];
-    const steps: (() => Promise<void> | void)[] = [];
-    if (plan.ownTable) {
-      const args = ['delete', 'table', TABLE_FAMILY, TABLE_NAME];
-      const check = (r: { status: number | null; stderr: string; errorCode?: string }) => {
-        if (r.status === 0 || NO_TABLE.test(r.stderr)) plan.ownTable = false;
-        else failures.push(`removing nft table inet ctacct (${r.stderr.trim().split('\n')[0] || r.errorCode}) — run \`sudo nft delete table inet ctacct\``);
-      };
-      steps.push(sync ? () => check(host.runSync(nft ?? 'nft', args)) : async () => check(await host.run(nft ?? 'nft', args)));
+  // Everything below runs under the namespace lock: two runs started at the same instant take
+  // turns, and the second sees the first as a member.
+  let release: () => void = () => undefined;
+  if (dir) {
+    try {
+      host.mkdir(dir);
+      release = host.lock(join(dir, 'lock'));
+    } catch {
+      release = () => undefined; // /run not writable (unprivileged user namespace): no sharing
     }
-    if (plan.restoreAcct !== null) {
-      steps.push(() => {
+  }
+  let session: NftSession | null = null;
+  const nft = (): NftSession | null => {
+    if (!session) session = host.openNft();
+    return session;
+  };
+
+  const plan = {
+    table: null as string | null,
+    owned: false,
+    member: null as string | null,
+    restoreAcct: false,
+    keepAcct: opts.keepAcct,
+    /** Nothing but ctacct made conntrack track here when the first member engaged it. */
+    othersAbsent: false,
+  };
+  let undoing: Promise<void> | null = null;
+  const failures: string[] = [];
+  const failed = () => new UserError(`could not undo: ${failures.join('; ')}`, EXIT.failure, 'ERR_UNDO');
+
+  // Steps shared by both undo paths; each clears its plan entry when done, so neither path repeats
+  // what the other did. Returns the async remainder (leftover entries) or null.
+  const undoCore = (): { lastOut: boolean } => {
+    let relock: () => void = () => undefined;
+    let lastOut = false;
+    try {
+      if (dir) relock = host.lock(join(dir, 'lock'));
+    } catch {
+      /* go on unlocked */
+    }
+    try {
+      if (plan.table) {
         try {
-          host.writeFile(acctPath, `${plan.restoreAcct}\n`);
-          plan.restoreAcct = null;
+          if (!plan.owned) nft()?.remove(plan.table);
+          plan.table = null;
+        } catch (e) {
+          failures.push(`removing nft table inet ${plan.table} (${(e as { code?: string }).code ?? e}) — run \`sudo nft delete table inet ${plan.table}\``);
+        }
+      }
+      // Closing the socket makes the kernel drop an owned table (it also goes if we are killed).
+      try {
+        session?.close();
+      } catch {
+        /* closed */
+      }
+      session = null;
+      plan.owned = false;
+      if (plan.member && dir) {
+        tryUnlink(host, plan.member);
+        plan.member = null;
+        const live = pruneMembers(host, dir, nft);
+        lastOut = live.length === 0;
+        if (lastOut) {
+          if (readText(host, join(dir, ACCT_MARK)) !== null) {
+            try {
+              host.writeFile(acctPath, '0\n');
+              tryUnlink(host, join(dir, ACCT_MARK));
+            } catch (e) {
+              failures.push(`restoring net.netfilter.nf_conntrack_acct=0 (${(e as { code?: string }).code ?? e}) — run \`sudo sysctl -w net.netfilter.nf_conntrack_acct=0\``);
+            }
+          }
+          tryUnlink(host, join(dir, OTHERS));
+          tryUnlink(host, join(dir, BEFORE)); // the async path read it first
+        }
+      } else if (plan.restoreAcct) {
+        // No reference count (state dir not writable): this run alone restores what it changed.
+        try {
+          host.writeFile(acctPath, '0\n');
+          plan.restoreAcct = false;
         } catch (e) {
           failures.push(`restoring net.netfilter.nf_conntrack_acct=0 (${(e as { code?: string }).code ?? e}) — run \`sudo sysctl -w net.netfilter.nf_conntrack_acct=0\``);
         }
-      });
-    }
-    steps.push(() => {
-      if (plan.stateFile === null || plan.ownTable || plan.restoreAcct !== null) return; // keep the record until all is undone
-      try {
-        host.unlink(plan.stateFile);
-      } catch {
-        /* already gone */
       }
-      plan.stateFile = null;
-    });
-    return { steps, failures };
+    } finally {
+      relock();
+      try {
+        session?.close();
+      } catch {
+        /* closed */
+      }
+      session = null;
+    }
+    return { lastOut };
   };
-  const failed = (failures: string[]) => new UserError(`could not undo: ${failures.join('; ')}`, EXIT.failure, 'ERR_UNDO');
+
   const handle: SetupHandle = {
     report,
-    async undo() {
-      const { steps, failures } = undoSteps(false);
-      for (const s of steps) await s();
-      if (failures.length) throw failed(failures);
+    undo() {
+      undoing ??= (async () => {
+        const before = dir ? readText(host, join(dir, BEFORE)) : null;
+        const { lastOut } = undoCore();
+        if (lastOut && plan.othersAbsent && dir) {
+          // Entries made trackable only by ctacct would stay for days with frozen counters: remove
+          // them, unless something else started tracking meanwhile (then they may be needed).
+          try {
+            const probe = await host.probeTracking();
+            if (probe.v4 === false && probe.v6 !== true) {
+              const keep = new Set((before ?? '').split(/\s+/).filter(Boolean).map(Number));
+              await host.removeEntriesExcept(keep);
+            }
+          } catch {
+            /* doctor reports leftovers */
+          }
+        }
+        if (failures.length) throw failed();
+      })();
+      return undoing;
     },
     undoSync() {
-      const { steps, failures } = undoSteps(true);
-      for (const s of steps) void s();
-      if (failures.length) throw failed(failures);
+      if (undoing) {
+        // The async undo ran its synchronous core already; nothing is left but the entries.
+        if (failures.length) throw failed();
+        return;
+      }
+      undoing = Promise.resolve();
+      undoCore();
+      if (failures.length) throw failed();
     },
   };
 
   deps.onHandle?.(handle);
   try {
-    // 1. Record first, so a run killed half-way is recovered by the next one.
-    if (stateFile && (willRestore || fileRecord)) {
+    const live = dir ? pruneMembers(host, dir, nft) : [];
+    const first = live.length === 0;
+    // Join the reference count before changing anything: whatever happens next, the undo (of
+    // this run, or of the last member) sees what to restore.
+    if (dir) {
+      const file = join(dir, `member-${host.pid}-${selfStart}`);
       try {
-        if (willRestore) {
-          host.writeFileAtomic(stateFile, `${encodeRecord(record)}\n`);
-          plan.stateFile = stateFile;
-        } else {
-          host.unlink(stateFile); // a stale record we no longer act on
-        }
+        host.writeFileAtomic(file, '-\n');
+        plan.member = file;
       } catch {
-        // /run not writable (e.g. unprivileged user namespace): the table comment still records it.
+        /* not writable: this run restores alone (plan.restoreAcct) */
       }
     }
-    if (adoptedAcct) {
-      report.acctWasOff = true;
-      if (willRestore) plan.restoreAcct = 0;
-      report.changes.push({
-        what: 'net.netfilter.nf_conntrack_acct',
-        detail: `left at 1 by a crashed ctacct run (pid ${staleRecord?.pid}); ${willRestore ? 'restored to 0 on exit' : 'kept at 1 (--keep-acct)'}`,
-      });
-    }
 
-    // 2. Accounting before tracking starts, so flows ctacct makes trackable get counters.
+    // 1. Accounting before tracking starts, so flows ctacct makes trackable get counters.
+    const marked = dir ? readText(host, join(dir, ACCT_MARK)) !== null : false;
     const enableAcct = () => {
       if (acct !== 0) return;
-      // Marked before the write: a signal mid-way still restores (writing 0 over 0 is harmless).
-      if (willRestore) plan.restoreAcct = 0;
+      const restore = !opts.keepAcct;
+      if (restore) {
+        if (plan.member) host.writeFileAtomic(join(dir!, ACCT_MARK), `${host.pid}\n`); // before the write: a crash still restores
+        else plan.restoreAcct = true;
+      }
       try {
         host.writeFile(acctPath, '1\n');
       } catch (e) {
-        plan.restoreAcct = null; // the write did not happen
+        plan.restoreAcct = false;
+        if (dir) tryUnlink(host, join(dir, ACCT_MARK));
         const code = (e as { code?: string }).code;
-        if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') throw privilegeError('enabling conntrack accounting');
+        if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') throw privilegeError('enabling conntrack accounting', root);
         throw new UserError(`enabling conntrack accounting: ${code ?? String(e)}`, EXIT.failure, code ?? 'ERR_CTACCT');
       }
       report.accounting = true;
       report.acctWasOff = true;
       report.changes.push({
+        code: 'acct-on',
         what: 'net.netfilter.nf_conntrack_acct',
-        detail: `0 → 1 (${willRestore ? 'restored to 0 on exit' : 'kept at 1 on exit: --keep-acct'})`,
+        detail: `0 → 1 (${restore ? 'restored to 0 when the last ctacct in this network namespace exits' : 'kept at 1 on exit: --keep-acct'})`,
       });
-      report.notes.push('accounting was off: flows that began before now have no counters (shown as null)');
+      report.notes.push({ code: 'acct-was-off', message: 'accounting was off: flows that began before now have no counters (shown as null)' });
     };
+    if (first && marked && acct === 1) {
+      report.acctWasOff = true;
+      if (opts.keepAcct) tryUnlink(host, join(dir!, ACCT_MARK));
+      report.changes.push({
+        code: 'acct-adopted',
+        what: 'net.netfilter.nf_conntrack_acct',
+        detail: `left at 1 by a ctacct run that was killed; ${opts.keepAcct ? 'kept at 1 (--keep-acct)' : 'restored to 0 on exit'}`,
+      });
+    }
     enableAcct();
-
-    // 3. Engage conntrack where no rule does.
-    if (needTable) {
-      if (!nft) {
-        // Without nft the rules cannot be read either (byOthers is null): go on and say so.
-        report.notes.push(
-          `cannot tell whether conntrack tracks here and cannot engage it (${engagement.evidence.join('; ')}): flows may be missing — \`sudo apt-get install nftables\``,
-        );
-      } else {
-        plan.ownTable = true; // before nft runs: deleting a table that never came is harmless
-        let r = await host.run(nft, ['-f', '-'], tableRuleset(record, table !== null));
-        // nft < 0.9.7 has no table comments: engage anyway, the state file still records acct.
-        if (r.status !== 0 && /comment/i.test(r.stderr)) r = await host.run(nft, ['-f', '-'], tableRuleset(null, table !== null));
-        if (r.status !== 0) {
-          if (table === null) plan.ownTable = false; // nothing was made; a stale table stays as found
-          throw nftError('engaging conntrack (nft table inet ctacct)', r.stderr, r.status);
-        }
-        report.engaged = true;
-        report.engagedBy = 'ctacct';
-        report.changes.push({
-          what: 'nft table inet ctacct',
-          detail: table
-            ? `reused the table an earlier ctacct run${table.record ? ` (pid ${table.record.pid})` : ''} left; removed on exit`
-            : 'engages conntrack in this network namespace; removed on exit',
-        });
-        report.notes.push(COST_NOTE);
-      }
-    } else if (table) {
-      // Others engage conntrack: the stale table is not needed.
-      const r = await host.run(nft ?? 'nft', ['delete', 'table', TABLE_FAMILY, TABLE_NAME]);
-      if (r.status !== 0 && !NO_TABLE.test(r.stderr)) throw nftError('removing a stale nft table inet ctacct', r.stderr, r.status);
-      report.changes.push({ what: 'nft table inet ctacct', detail: 'removed the table an earlier ctacct run left (other rules engage conntrack)' });
+    if (!first) {
+      report.notes.push({
+        code: 'shared',
+        message: `${live.length} other ctacct process${live.length === 1 ? '' : 'es'} (pid ${live.map((m) => m.pid).join(', ')}) run in this network namespace; the last one to exit restores the settings`,
+      });
     }
 
-    // 4. Loading the table may have loaded nf_conntrack only now.
+    // 2. Does anything else make conntrack track here? A loopback probe answers without reading
+    //    any rule set (and without nft). The first member decides; later ones trust its answer,
+    //    as their own probe would see the first member's table.
+    let others: boolean | null;
+    if (first) {
+      const probe = await host.probeTracking();
+      others = probe.v4 === null ? null : probe.v4 && probe.v6 !== false;
+      if (dir) {
+        try {
+          host.writeFileAtomic(join(dir, OTHERS), `${others === true ? 1 : others === false ? 0 : '-'}\n`);
+          if (others === false) host.writeFileAtomic(join(dir, BEFORE), `${(await host.entryIds()).join(' ')}\n`);
+        } catch {
+          /* best effort: without it leftovers are not removed */
+        }
+      }
+    } else {
+      const t = dir ? (readText(host, join(dir, OTHERS)) ?? '').trim() : '';
+      others = t === '1' ? true : t === '0' ? false : null;
+    }
+    plan.othersAbsent = others === false;
+
+    // 3. Engage with a table of this process where nothing else tracks.
+    const name = tableName(host.pid);
+    if (others !== true) {
+      plan.table = name;
+      plan.owned = true;
+      try {
+        const s = nft()!;
+        try {
+          s.engage(name, true);
+        } catch (e) {
+          if ((e as { code?: string }).code !== 'EOPNOTSUPP') throw e;
+          plan.owned = false; // Linux < 5.12: no owner flag; the member record names the table
+          s.engage(name, false);
+        }
+      } catch (e) {
+        plan.table = null;
+        const code = (e as { code?: string }).code;
+        if (code === 'EPERM' || code === 'EACCES') throw privilegeError('engaging conntrack (nf_tables)', root);
+        // No nf_tables (module missing, kernel without it…): go on, and say so everywhere.
+        report.engaged = others === false ? false : null;
+        report.notes.push({
+          code: 'not-tracking',
+          message: `conntrack ${others === false ? 'does not track' : 'may not track'} in this network namespace and ctacct cannot engage it (nf_tables: ${code ?? (e as Error).message}): no flows will appear — load nf_tables (\`modprobe nf_tables\`) or add a rule that uses conntrack`,
+        });
+        if (others === false) report.tracking = 'not-tracking';
+      }
+    }
+    if (others !== true && plan.table) {
+      report.engaged = true;
+      report.engagedBy = 'ctacct';
+      report.tracking = 'engaged-by-ctacct';
+      report.changes.push({
+        code: 'table-engaged',
+        what: `nft table inet ${name}`,
+        detail: plan.owned
+          ? 'engages conntrack in this network namespace; owned by this process, so the kernel removes it when ctacct exits (even if killed)'
+          : 'engages conntrack in this network namespace; removed on exit (this kernel has no owned tables)',
+      });
+      report.notes.push({ code: 'engage-cost', message: COST_NOTE });
+    } else if (others === true) {
+      report.engaged = true;
+      report.engagedBy = 'existing';
+      report.tracking = 'engaged-by-others';
+    }
+
+    // 4. Engaging may have loaded nf_conntrack only now.
     if (acct === null) {
       acct = readNumber(host, acctPath);
       report.acctWasOff = acct === 0;
       enableAcct();
       if (acct === 1) report.accounting = true;
     }
-    if (plan.stateFile && plan.restoreAcct === null) {
-      // Nothing to restore after all (acct was already on): drop the record.
-      try {
-        host.unlink(plan.stateFile);
-      } catch {
-        /* gone */
-      }
-      plan.stateFile = null;
-    }
+
+    // 5. A table the kernel does not own is named in the member record, so a later run can delete it.
+    if (plan.member && plan.table && !plan.owned) host.writeFileAtomic(plan.member, `${plan.table}\n`);
   } catch (e) {
+    release();
     try {
       await handle.undo();
     } catch {
@@ -346,6 +476,7 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
     }
     throw e;
   }
+  release();
   return handle;
 }
 
@@ -378,12 +509,16 @@ export async function withSystemSetup<T>(
   try {
     result = await body(handle.report);
   } catch (e) {
-    off();
-    // The body's error is the one to show; an undo failure still gets its line.
+    // The body's error is the one to show; an undo failure still gets its line. The cleanup
+    // stays registered until the undo has finished, so a signal meanwhile cannot skip it.
     await handle.undo().catch((u: unknown) => system.stderr.write(`ctacct: ${(u as Error).message}\n`));
+    off();
     throw e;
   }
-  off();
-  await handle.undo();
+  try {
+    await handle.undo();
+  } finally {
+    off();
+  }
   return result;
 }

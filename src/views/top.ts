@@ -598,10 +598,14 @@ function plan(s: TopSnapshot, o: TopRenderOptions): Plan {
   const changes = (o.changes ?? s.health.changes ?? []).map(sanitize);
   const filtering = o.editing || (o.filter ?? '') !== '';
   const show = { drill: Boolean(o.drill), filter: filtering, traffic: true, health: true, changes: changes.length > 0, unattributed: true };
+  // Never silent: not tracking (no flow can appear) and failing dumps get a banner that small
+  // terminals keep.
+  const alerts = (s.health.notes ?? []).filter((n) => n.code === 'not-tracking' || n.code === 'dump-failed').map((n) => sanitize(n.message));
+  if (s.health.tracking === 'not-tracking' && !alerts.length) alerts.push('conntrack does not track in this network namespace: no flows will appear');
   const help = o.showHelp ? helpLines(o).length : 0;
   const want = help || Math.max(1, rows.length);
   const avail = () =>
-    height - 1 - Number(show.drill) - Number(show.filter) - Number(show.traffic) - Number(show.health) - Number(show.changes) - 1 - Number(show.unattributed) - 1;
+    height - 1 - Number(alerts.length > 0) - Number(show.drill) - Number(show.filter) - Number(show.traffic) - Number(show.health) - Number(show.changes) - 1 - Number(show.unattributed) - 1;
   const bodyFor = (a: number) => (help || want <= a ? Math.min(want, a) : a - 1);
   // Small terminals: give up the less important lines before the table shrinks below 3 rows
   // (or the help below its full length: it is asked for, and gone with the next key).
@@ -615,6 +619,7 @@ function plan(s: TopSnapshot, o: TopRenderOptions): Plan {
   const scroll = Math.max(0, Math.min(Math.floor(o.scroll) || 0, maxScroll));
 
   const head: Line[] = [titleLine(s, o)];
+  if (alerts.length) head.push([{ text: `${s.health.tracking === 'not-tracking' ? 'NOT TRACKING: ' : 'WARNING: '}${alerts.join('; ')}`, style: ['red', 'bold', 'inverse'] }]);
   if (show.drill) head.push(drillLine(o.drill!));
   if (show.filter) head.push(filterLine(o, rows.length, o.drill ? rows.length : s.rows.length));
   if (show.traffic) head.push(trafficLine(s, o, width));

@@ -1,5 +1,6 @@
 // A fake Host for detection/set-up unit tests: an in-memory /proc and a tiny nft model.
 import type { Host, RunResult } from '../../src/system/detect.js';
+import type { NftSession, TrackingProbe } from '../../src/system/engage.js';
 
 export interface FakeHostOptions {
   /** acct sysctl: a number, or null when nf_conntrack is not loaded. */
@@ -28,6 +29,14 @@ export interface FakeHostOptions {
   pid?: number;
   /** Loading a ct rule loads nf_conntrack with this acct value (when acct is null). */
   moduleDefaultAcct?: number;
+  /** What the loopback probe finds before any ctacct table exists (default: not tracked). */
+  trackedByOthers?: TrackingProbe;
+  /** nf_tables refuses engage with this code (e.g. EPERM); EOPNOTSUPP only for owner tables (old kernel). */
+  nftEngageError?: string | null;
+  /** Conntrack ids in the table (entryIds) at start. */
+  entries?: number[];
+  /** Processes alive: pid → start time (for reference-count members). */
+  alive?: Record<number, number>;
 }
 
 const PROC = '/proc';
@@ -39,9 +48,17 @@ export class FakeHost implements Host {
   readonly files = new Map<string, string>();
   readonly log: string[] = [];
   table: { comment: string | null } | null;
+  /** nf_tables tables by name → owned by a session. */
+  readonly tables = new Map<string, { owned: boolean }>();
+  entries: number[];
+  removedEntries: number[] = [];
+  locked = false;
   constructor(readonly o: FakeHostOptions = {}) {
     this.pid = o.pid ?? 4242;
     this.table = o.ctacctTable ?? null;
+    this.entries = [...(o.entries ?? [])];
+    for (const [pid, start] of Object.entries(o.alive ?? {}))
+      this.files.set(`${PROC}/${pid}/stat`, `${pid} (ctacct) S 1 1 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 7 0 ${start} 1000 100`);
     const f = this.files;
     if (o.acct !== null) this.loadModule(o.acct ?? 0);
     f.set(`${PROC}/self/status`, `Name:\tnode\nUid:\t${o.uid ?? 0}\t${o.uid ?? 0}\t0\t0\nCapEff:\t${o.capEff ?? '000001ffffffffff'}\n`);
@@ -90,7 +107,61 @@ export class FakeHost implements Host {
   }
   readdir(p: string): string[] {
     if (p === `${PROC}/1/fd` && (this.o.uid ?? 0) === 0) return ['0', '1'];
+    if (!p.startsWith(PROC)) {
+      const names = [...this.files.keys()].filter((k) => k.startsWith(`${p}/`)).map((k) => k.slice(p.length + 1));
+      return names.filter((n) => !n.includes('/'));
+    }
     throw Object.assign(new Error('EACCES'), { code: 'EACCES' });
+  }
+  mkdir(p: string): void {
+    this.log.push(`mkdir ${p}`);
+  }
+  lock(p: string): () => void {
+    if (this.locked) throw new Error(`fake: ${p} locked twice`);
+    this.locked = true;
+    return () => {
+      this.locked = false;
+    };
+  }
+  openNft(): NftSession {
+    const owned = new Set<string>();
+    let open = true;
+    return {
+      engage: (name, owner) => {
+        const code = this.o.nftEngageError;
+        if (code && (code !== 'EOPNOTSUPP' || owner)) throw Object.assign(new Error(`nft newtable ${code}`), { code });
+        if (this.tables.has(name)) throw Object.assign(new Error('EEXIST'), { code: 'EEXIST' });
+        this.tables.set(name, { owned: owner });
+        if (owner) owned.add(name);
+        this.log.push(`nft engage ${name}${owner ? ' owner' : ''}`);
+        if (!this.files.has(`${PROC}/sys/net/netfilter/nf_conntrack_acct`)) this.loadModule(this.o.moduleDefaultAcct ?? 0);
+      },
+      remove: (name) => {
+        this.log.push(`nft delete ${name}`);
+        return this.tables.delete(name);
+      },
+      close: () => {
+        if (!open) return;
+        open = false;
+        for (const name of owned) if (this.tables.delete(name)) this.log.push(`nft owner closed ${name}`);
+      },
+    };
+  }
+  async probeTracking(): Promise<TrackingProbe> {
+    this.log.push('probe');
+    if (this.o.netlinkError) return { v4: null, v6: null };
+    if (this.tables.size) return { v4: true, v6: true };
+    return this.o.trackedByOthers ?? { v4: false, v6: false };
+  }
+  async entryIds(): Promise<number[]> {
+    return [...this.entries];
+  }
+  async removeEntriesExcept(keep: ReadonlySet<number>): Promise<number> {
+    const gone = this.entries.filter((id) => !keep.has(id));
+    this.entries = this.entries.filter((id) => keep.has(id));
+    this.removedEntries.push(...gone);
+    this.log.push(`remove entries ${gone.join(',')}`);
+    return gone.length;
   }
   readlink(p: string): string {
     if (p === `${PROC}/self/ns/net`) return NETNS;

@@ -12,7 +12,7 @@ import { Netns, rootSkip } from '../helpers/netns.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RUNNER = join(ROOT, 'test', 'helpers', 'setup-runner.ts');
-const COST_NOTE_START = 'conntrack engaged by ctacct (nft table inet ctacct)';
+const COST_NOTE_START = 'conntrack engaged by ctacct:';
 
 interface Runner {
   child: ChildProcess;
@@ -22,8 +22,12 @@ interface Runner {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-async function startRunner(ns: Netns, stateDir: string, extra: string[] = []): Promise<Runner> {
-  const child = ns.spawn('node', ['--import', 'tsx', RUNNER, '--state-dir', stateDir, ...extra], { cwd: ROOT });
+async function startRunner(ns: Netns, stateDir: string, extra: string[] = [], hideNft = false): Promise<Runner> {
+  const cmd = ['node', '--import', 'tsx', RUNNER, '--state-dir', stateDir, ...extra];
+  // nft hidden: a private mount namespace with /dev/null bound over the binary.
+  const child = hideNft
+    ? ns.spawn('unshare', ['-m', 'sh', '-c', 'mount --bind /dev/null "$(readlink -f "$(command -v nft)")" && exec "$@"', 'sh', ...cmd], { cwd: ROOT })
+    : ns.spawn(cmd[0]!, cmd.slice(1), { cwd: ROOT });
   let out = '';
   let err = '';
   child.stdout?.on('data', (d) => (out += d));
@@ -77,7 +81,19 @@ async function withNs(tag: string, fn: (ns: Netns, stateDir: string) => Promise<
   }
 }
 
-const CT_TABLE = /table inet ctacct \{\n\tcomment "ctacct pid=\d+ start=\d+ acct=0"\n\tchain track \{\n\t\ttype filter hook output priority 300; policy accept;\n\t\tct state new\n\t\}\n\}\n/;
+/** The table a runner engages through nf_tables netlink: owned by its socket (`nft` cannot print a bare `ct state` load). */
+const ctTable = (pid: number | undefined) =>
+  new RegExp(`^table inet ctacct-${pid} \\{ # progname node\\n\\tflags owner\\n\\n\\tchain track \\{\\n\\t\\ttype filter hook output priority 300; policy accept;\\n`);
+
+/** What the reference count directory of the namespace holds. */
+async function stateFiles(ns: Netns, stateDir: string): Promise<string[]> {
+  const netns = (await ns.exec('readlink', ['/proc/self/ns/net'])).trim();
+  try {
+    return readdirSync(join(stateDir, netns.replace(/[^0-9a-z]+/gi, '-').replace(/-+$/, ''))).sort();
+  } catch {
+    return [];
+  }
+}
 
 // N payload bytes over loopback TCP inside the namespace; the server closes after reading all.
 const TRANSFER = `
@@ -87,60 +103,88 @@ const srv = net.createServer((s) => { let got = 0; s.on('data', (d) => { got += 
 srv.listen(PORT, '127.0.0.1', () => { const c = net.connect(PORT, '127.0.0.1', () => c.end(Buffer.alloc(N, 120))); c.resume(); });
 `;
 
-test('fresh namespace: acct on + table while running; a loopback transfer gets exact counters; undo leaves it as found', { skip: rootSkip }, async () => {
-  await withNs('su', async (ns, stateDir) => {
-    const before = await snapshot(ns);
-    assert.equal(before.acct, '0');
-    assert.equal(before.ruleset, '');
-    const r = await startRunner(ns, stateDir);
-    assert.deepEqual(r.report.changes, [
-      { what: 'net.netfilter.nf_conntrack_acct', detail: '0 → 1 (restored to 0 on exit)' },
-      { what: 'nft table inet ctacct', detail: 'engages conntrack in this network namespace; removed on exit' },
-    ]);
-    assert.equal(r.report.engagedBy, 'ctacct');
-    assert.equal(r.report.accounting, true);
-    assert.ok(r.report.notes.some((n) => n.startsWith(COST_NOTE_START)));
-    assert.equal(await ns.sysctl('net.netfilter.nf_conntrack_acct'), '1');
-    assert.match(await ns.nftRuleset(), CT_TABLE);
-    assert.equal(readdirSync(stateDir).length, 1);
-
-    const N = 100_000;
-    await ns.exec('node', ['-e', TRANSFER, String(N), '5201']);
-    const line = (await ns.exec('conntrack', ['-L', '-p', 'tcp', '--dport', '5201', '-o', 'extended'])).trim();
-    const m = /packets=(\d+) bytes=(\d+) .*packets=(\d+) bytes=(\d+)/.exec(line);
-    assert.ok(m, line);
-    const [op, ob, rp, rb] = m.slice(1).map(Number) as [number, number, number, number];
-    // IPv4 TCP layer-3 bytes: payload + 52 per skb + 8 for the SYN's options (docs/decisions.md)
-    assert.equal(ob, N + 52 * op + 8);
-    assert.equal(rb, 52 * rp + 8);
-
-    r.child.stdin?.write('quit\n');
-    await new Promise<void>((res) => r.child.stdout?.on('data', () => /^done$/m.test(r.out()) && res()));
-    r.child.stdin?.end();
-    assert.deepEqual(await r.exited, { code: 0, signal: null });
-    assert.deepEqual(await snapshot(ns), before);
-    assert.deepEqual(readdirSync(stateDir), []);
+/** Quits the runner the normal way (stdin `quit`) and waits for it. */
+async function quit(r: Runner): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  r.child.stdin?.write('quit\n');
+  await new Promise<void>((res) => {
+    if (/^done$/m.test(r.out())) return res();
+    r.child.stdout?.on('data', () => /^done$/m.test(r.out()) && res());
   });
-});
+  r.child.stdin?.end();
+  return r.exited;
+}
 
-test('a firewall already engages conntrack: ctacct adds no table, only turns acct on and back off', { skip: rootSkip }, async () => {
+async function transferCounters(ns: Netns, n: number, port: number): Promise<{ op: number; ob: number; rp: number; rb: number }> {
+  await ns.exec('node', ['-e', TRANSFER, String(n), String(port)]);
+  const line = (await ns.exec('conntrack', ['-L', '-p', 'tcp', '--dport', String(port), '-o', 'extended'])).trim();
+  const m = /packets=(\d+) bytes=(\d+) .*packets=(\d+) bytes=(\d+)/.exec(line);
+  assert.ok(m, line);
+  const [op, ob, rp, rb] = m.slice(1).map(Number) as [number, number, number, number];
+  return { op, ob, rp, rb };
+}
+
+for (const hideNft of [false, true]) {
+  test(`fresh namespace${hideNft ? ', nft hidden' : ''}: acct on + owned table while running; a transfer gets exact counters; its entry goes on exit; namespace as found`, { skip: rootSkip }, async () => {
+    await withNs('su', async (ns, stateDir) => {
+      const before = await snapshot(ns);
+      assert.equal(before.acct, '0');
+      assert.equal(before.ruleset, '');
+      const r = await startRunner(ns, stateDir, [], hideNft);
+      const pid = Number(/table inet ctacct-(\d+)/.exec(JSON.stringify(r.report.changes))?.[1]);
+      assert.deepEqual(r.report.changes, [
+        { code: 'acct-on', what: 'net.netfilter.nf_conntrack_acct', detail: '0 → 1 (restored to 0 when the last ctacct in this network namespace exits)' },
+        {
+          code: 'table-engaged',
+          what: `nft table inet ctacct-${pid}`,
+          detail: 'engages conntrack in this network namespace; owned by this process, so the kernel removes it when ctacct exits (even if killed)',
+        },
+      ]);
+      assert.equal(r.report.engagedBy, 'ctacct');
+      assert.equal(r.report.tracking, 'engaged-by-ctacct');
+      assert.equal(r.report.accounting, true);
+      assert.ok(r.report.notes.some((n) => n.code === 'engage-cost' && n.message.startsWith(COST_NOTE_START)));
+      assert.equal(await ns.sysctl('net.netfilter.nf_conntrack_acct'), '1');
+      assert.match(await ns.nftRuleset(), ctTable(pid));
+      assert.deepEqual(await stateFiles(ns, stateDir), ['acct-was-0', 'entries-before', 'lock', `member-${pid}-${/\d+$/.exec((await stateFiles(ns, stateDir)).find((f) => f.startsWith('member-'))!)?.[0]}`, 'others']);
+
+      const N = 100_000;
+      const c = await transferCounters(ns, N, 5201);
+      // IPv4 TCP layer-3 bytes: payload + 52 per skb + 8 for the SYN's options (docs/decisions.md)
+      assert.equal(c.ob, N + 52 * c.op + 8);
+      assert.equal(c.rb, 52 * c.rp + 8);
+      assert.equal((await ns.exec('conntrack', ['-L', '-p', 'tcp', '--dport', '5201'])).trim().split('\n').length, 1);
+
+      assert.deepEqual(await quit(r), { code: 0, signal: null });
+      assert.deepEqual(await snapshot(ns), before);
+      assert.deepEqual(await stateFiles(ns, stateDir), ['lock']);
+      // The entry existed only because ctacct engaged tracking: removed, not left for days.
+      assert.equal((await ns.exec('conntrack', ['-L'])).trim(), '');
+    });
+  });
+}
+
+test('a firewall already engages conntrack: ctacct adds no table, only turns acct on and back off; entries stay', { skip: rootSkip }, async () => {
   await withNs('su', async (ns, stateDir) => {
     await ns.engageConntrack();
     const before = await snapshot(ns);
     const r = await startRunner(ns, stateDir);
     assert.deepEqual(r.report, {
-      changes: [{ what: 'net.netfilter.nf_conntrack_acct', detail: '0 → 1 (restored to 0 on exit)' }],
-      notes: ['accounting was off: flows that began before now have no counters (shown as null)'],
+      changes: [{ code: 'acct-on', what: 'net.netfilter.nf_conntrack_acct', detail: '0 → 1 (restored to 0 when the last ctacct in this network namespace exits)' }],
+      notes: [{ code: 'acct-was-off', message: 'accounting was off: flows that began before now have no counters (shown as null)' }],
       accounting: true,
       engaged: true,
       engagedBy: 'existing',
+      tracking: 'engaged-by-others',
       acctWasOff: true,
     });
     assert.equal(await ns.nftRuleset(), before.ruleset);
     assert.equal(await ns.sysctl('net.netfilter.nf_conntrack_acct'), '1');
+    await transferCounters(ns, 10_000, 5202);
     r.child.kill('SIGTERM');
     assert.deepEqual(await r.exited, { code: 143, signal: null });
     assert.deepEqual(await snapshot(ns), before);
+    // the firewall's entry is not ctacct's to remove
+    assert.match(await ns.exec('conntrack', ['-L', '-p', 'tcp', '--dport', '5202']), /dport=5202/);
   });
 });
 
@@ -148,17 +192,20 @@ for (const [sig, code] of [
   ['SIGTERM', 143],
   ['SIGINT', 130],
   ['SIGHUP', 129],
+  ['SIGQUIT', 131],
+  ['SIGPIPE', 141],
 ] as const) {
   test(`${sig}: the runner undoes everything and exits ${code}`, { skip: rootSkip }, async () => {
     await withNs('su', async (ns, stateDir) => {
       const before = await snapshot(ns);
       const r = await startRunner(ns, stateDir);
       assert.equal(r.report.engagedBy, 'ctacct');
-      assert.match(await ns.nftRuleset(), CT_TABLE);
+      assert.match(await ns.nftRuleset(), ctTable(Number(/ctacct-(\d+)/.exec(JSON.stringify(r.report))?.[1])));
       r.child.kill(sig);
       assert.deepEqual(await r.exited, { code, signal: null });
       assert.deepEqual(await snapshot(ns), before);
-      assert.deepEqual(readdirSync(stateDir), []);
+      assert.deepEqual(await stateFiles(ns, stateDir), ['lock']);
+      assert.equal(r.err(), '');
     });
   });
 }
@@ -170,32 +217,53 @@ test('an uncaught error: one line on stderr, exit 1, namespace as found', { skip
     assert.deepEqual(await r.exited, { code: 1, signal: null });
     assert.equal(r.err(), 'ctacct: runner crashed on purpose (internal error)\n');
     assert.deepEqual(await snapshot(ns), before);
-    assert.deepEqual(readdirSync(stateDir), []);
+    assert.deepEqual(await stateFiles(ns, stateDir), ['lock']);
   });
 });
 
-test('after a SIGKILLed run, the next run reuses the stale table, restores acct=0 and cleans up', { skip: rootSkip }, async () => {
+test('SIGKILL: the kernel removes the owned table at once; the next run restores acct=0 and cleans up', { skip: rootSkip }, async () => {
   await withNs('su', async (ns, stateDir) => {
     const before = await snapshot(ns);
     const first = await startRunner(ns, stateDir);
+    // another process (nft, as root) cannot delete the owned table
+    const name = /ctacct-\d+/.exec(JSON.stringify(first.report.changes))![0];
+    await assert.rejects(ns.exec('nft', ['delete', 'table', 'inet', name]), /Operation not permitted/);
     first.child.kill('SIGKILL');
     assert.deepEqual(await first.exited, { code: null, signal: 'SIGKILL' });
-    // what a crash leaves
-    assert.match(await ns.nftRuleset(), new RegExp(`comment "ctacct pid=${first.child.pid} `));
+    // what a kill -9 leaves: no table (owned by the dead socket), acct still 1, its member record
+    assert.equal(await ns.nftRuleset(), '');
     assert.equal(await ns.sysctl('net.netfilter.nf_conntrack_acct'), '1');
-    assert.equal(readdirSync(stateDir).length, 1);
 
     const second = await startRunner(ns, stateDir);
-    assert.deepEqual(second.report.changes, [
-      { what: 'net.netfilter.nf_conntrack_acct', detail: `left at 1 by a crashed ctacct run (pid ${first.child.pid}); restored to 0 on exit` },
-      { what: 'nft table inet ctacct', detail: `reused the table an earlier ctacct run (pid ${first.child.pid}) left; removed on exit` },
-    ]);
+    assert.deepEqual(second.report.changes[0], {
+      code: 'acct-adopted',
+      what: 'net.netfilter.nf_conntrack_acct',
+      detail: 'left at 1 by a ctacct run that was killed; restored to 0 on exit',
+    });
     assert.equal(second.report.acctWasOff, true);
-    assert.match(await ns.nftRuleset(), new RegExp(`comment "ctacct pid=${second.child.pid} `));
     second.child.kill('SIGTERM');
     assert.deepEqual(await second.exited, { code: 143, signal: null });
     assert.deepEqual(await snapshot(ns), before);
-    assert.deepEqual(readdirSync(stateDir), []);
+    assert.deepEqual(await stateFiles(ns, stateDir), ['lock']);
+  });
+});
+
+test('two runs: the first exits early; the second keeps its own table and acct until it exits', { skip: rootSkip }, async () => {
+  await withNs('su', async (ns, stateDir) => {
+    const before = await snapshot(ns);
+    const [a, b] = await Promise.all([startRunner(ns, stateDir), startRunner(ns, stateDir)]);
+    // started at the same instant: exactly one changed acct, both have a table
+    assert.equal([a, b].filter((r) => r.report.changes.some((c) => c.code === 'acct-on')).length, 1);
+    assert.equal([a, b].filter((r) => r.report.notes.some((n) => n.code === 'shared')).length, 1);
+    assert.equal((await ns.nftRuleset()).match(/^table inet ctacct-\d+/gm)?.length, 2);
+    assert.deepEqual(await quit(a), { code: 0, signal: null });
+    assert.equal(await ns.sysctl('net.netfilter.nf_conntrack_acct'), '1');
+    const N = 100_000;
+    const c = await transferCounters(ns, N, 5203);
+    assert.equal(c.ob, N + 52 * c.op + 8);
+    b.child.kill('SIGTERM');
+    assert.deepEqual(await b.exited, { code: 143, signal: null });
+    assert.deepEqual(await snapshot(ns), before);
   });
 });
 
@@ -206,18 +274,22 @@ test('--no-setup changes nothing and reports what is missing', { skip: rootSkip 
     assert.deepEqual(r.report, {
       changes: [],
       notes: [
-        'accounting off (net.netfilter.nf_conntrack_acct=0): counters will be null — run without --no-setup, or `sudo sysctl -w net.netfilter.nf_conntrack_acct=1`',
-        'conntrack does not track in this network namespace (no rule uses it): no flows will appear — run without --no-setup to engage it',
+        {
+          code: 'acct-off',
+          message: 'accounting off (net.netfilter.nf_conntrack_acct=0): counters will be null — run without --no-setup, or `sudo sysctl -w net.netfilter.nf_conntrack_acct=1`',
+        },
+        { code: 'not-tracking', message: 'conntrack does not track in this network namespace (no rule uses it): no flows will appear — run without --no-setup to engage it' },
       ],
       accounting: false,
       engaged: false,
       engagedBy: 'none',
+      tracking: 'not-tracking',
       acctWasOff: true,
     });
     assert.deepEqual(await snapshot(ns), before);
     r.child.kill('SIGTERM');
     assert.deepEqual(await r.exited, { code: 143, signal: null });
     assert.deepEqual(await snapshot(ns), before);
-    assert.deepEqual(readdirSync(stateDir), []);
+    assert.deepEqual(await stateFiles(ns, stateDir), []);
   });
 });

@@ -97,3 +97,55 @@ test('kernel filters: one dump each; events outside them are dropped on arrival'
   // Of 6 events only the TCP flow to port 9000 (NEW + DESTROY) passes.
   assert.equal(e.acc.health.events - before, 2);
 });
+
+test('failed dumps are counted in health and retried with back-off (1 s, 2 s, 4 s…); the engine keeps going', async () => {
+  const { e, w, f } = engine();
+  await e.start();
+  let failing = 3;
+  const real = f.source.dumpRaw;
+  f.source.dumpRaw = async (filter, onRaw) => {
+    if (failing > 0) {
+      failing--;
+      throw Object.assign(new Error('recvmsg ENOBUFS'), { code: 'ENOBUFS' });
+    }
+    return real(filter, onRaw);
+  };
+  w.clock.t += 1000;
+  let s = await e.refresh(view); // fails (1): retry in 1 s
+  assert.equal(s.health.dump_failures, 1);
+  assert.deepEqual(s.health.notes?.map((n) => n.code), ['dump-failed']);
+  assert.equal(s.health.flows_tracked, 5); // what the last good dump saw stays
+  w.clock.t += 500;
+  s = await e.refresh(view); // not due yet
+  assert.equal(s.health.dump_failures, 1);
+  w.clock.t += 500;
+  s = await e.refresh(view); // fails (2): retry in 2 s
+  assert.equal(s.health.dump_failures, 2);
+  w.clock.t += 1000;
+  s = await e.refresh(view); // not due
+  assert.equal(s.health.dump_failures, 2);
+  w.clock.t += 1000;
+  s = await e.refresh(view); // fails (3): retry in 4 s
+  assert.equal(s.health.dump_failures, 3);
+  assert.match(s.health.notes![0]!.message, /the last 3 conntrack table dump\(s\) failed \(ENOBUFS\)/);
+  w.clock.t += 4000;
+  const dumpsBefore = e.dumps;
+  s = await e.refresh(view); // succeeds
+  assert.equal(e.dumps, dumpsBefore + 1);
+  assert.equal(s.health.dump_failures, 3);
+  assert.deepEqual(s.health.notes ?? [], []);
+});
+
+test('set-up facts reach every snapshot: tracking, notes and changes with codes', async () => {
+  const { e } = engine();
+  await e.start();
+  const s = await e.refresh({
+    ...view,
+    tracking: 'not-tracking',
+    notes: [{ code: 'not-tracking', message: 'nothing tracks' }],
+    systemChanges: [{ code: 'acct-on', message: 'net.netfilter.nf_conntrack_acct: 0 → 1' }],
+  });
+  assert.equal(s.health.tracking, 'not-tracking');
+  assert.deepEqual(s.health.notes, [{ code: 'not-tracking', message: 'nothing tracks' }]);
+  assert.deepEqual(s.health.system_changes, [{ code: 'acct-on', message: 'net.netfilter.nf_conntrack_acct: 0 → 1' }]);
+});

@@ -27,7 +27,7 @@ beforeEach(() => {
   w.fds.set(300, [7000]);
   w.fds.set(400, [7100]);
   w.procs.set(100, { pid: 100, comm: 'nginx', cmdline: 'nginx: master', uid: 33 });
-  w.procs.set(200, { pid: 200, comm: 'curl', cmdline: 'curl https://example\nsecond line', uid: 0 });
+  w.procs.set(200, { pid: 200, comm: 'curl', cmdline: 'curl https://example\nsecond line', uid: 0, startTime: 4242 });
   w.procs.set(300, { pid: 300, comm: 'client', cmdline: 'client', uid: 1000 });
   w.procs.set(400, { pid: 400, comm: 'server', cmdline: 'server --port 8080', uid: 1001 });
   retired = [];
@@ -91,6 +91,7 @@ describe('flow log lines', () => {
       unit: 'fetch.service',
       cgroup: '/system.slice/fetch.service',
       shared: false,
+      start_time: 4242,
       inferred: false,
       // The dump said mark 0 (events leave it out): "no mark" is null either way.
       mark: null,

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
-import { FdSink, RotatingFile, parseSize, writeAllSync, type Fs } from '../../src/system/rotate.js';
+import { FdSink, RotatingFile, UnsafeOutputError, openLogFile, parseSize, writeAllSync, type Fs } from '../../src/system/rotate.js';
 
 let dir: string;
 beforeEach(() => {
@@ -136,4 +136,63 @@ test('parseSize', () => {
   assert.equal(parseSize('0'), null);
   assert.equal(parseSize('ten'), null);
   assert.equal(parseSize('-5M'), null);
+});
+
+describe('openLogFile: what a root daemon may append to', () => {
+  test('a new file is created 0600; an existing own file is appended to', () => {
+    const path = join(dir, 'new.jsonl');
+    const sink = new RotatingFile(path, { maxBytes: 1 << 20, keep: 1 });
+    sink.write('a\n');
+    sink.close();
+    assert.equal(fs.statSync(path).mode & 0o777, 0o600);
+    const again = new RotatingFile(path, { maxBytes: 1 << 20, keep: 1 });
+    again.write('b\n');
+    again.close();
+    assert.equal(readFileSync(path, 'utf8'), 'a\nb\n');
+  });
+
+  test('a symlink planted at the path (or at FILE after rotation) is refused, its target untouched', () => {
+    const target = join(dir, 'precious');
+    writeFileSync(target, 'keep me\n');
+    const path = join(dir, 'flows.jsonl');
+    fs.symlinkSync(target, path);
+    assert.throws(() => new RotatingFile(path, { maxBytes: 100, keep: 1 }), (e: unknown) => e instanceof UnsafeOutputError && /symbolic link/.test(e.message));
+    fs.unlinkSync(path);
+    // The race a rotation opens: FILE is renamed away and someone plants a symlink before it is reopened.
+    const racy: Fs = {
+      ...fs,
+      renameSync: (a: fs.PathLike, b: fs.PathLike) => {
+        fs.renameSync(a, b);
+        if (a === path) fs.symlinkSync(target, path);
+      },
+    };
+    const sink = new RotatingFile(path, { maxBytes: 10, keep: 1 }, racy);
+    sink.write('0123456789\n');
+    sink.flush();
+    assert.throws(() => {
+      sink.write('0123456789\n');
+      sink.flush();
+    }, UnsafeOutputError);
+    assert.equal(readFileSync(target, 'utf8'), 'keep me\n');
+  });
+
+  test('refuses a directory writable by others without the sticky bit, a hard-linked file, a non-regular file', () => {
+    const open = join(dir, 'open');
+    fs.mkdirSync(open);
+    fs.chmodSync(open, 0o777);
+    assert.throws(() => openLogFile(fs, join(open, 'f')), /writable by every user and has no sticky bit/);
+    fs.chmodSync(open, 0o1777);
+    fs.closeSync(openLogFile(fs, join(open, 'f'))); // /tmp-like: allowed
+    const a = join(dir, 'a');
+    writeFileSync(a, '');
+    fs.linkSync(a, join(dir, 'b'));
+    assert.throws(() => openLogFile(fs, a), /other hard links/);
+    assert.throws(() => openLogFile(fs, dir), (e: unknown) => (e as { code?: string }).code === 'EISDIR' || e instanceof UnsafeOutputError);
+  });
+
+  test('refuses a file owned by another user', () => {
+    const path = join(dir, 'theirs');
+    writeFileSync(path, '');
+    assert.throws(() => openLogFile(fs, path, 12345), /owned by another user/);
+  });
 });

@@ -1,308 +1,216 @@
+// Set-up decisions against a fake host: the kernel-owned table, the per-namespace reference count,
+// the undo on every path, leftover entries. The real kernel is in test/integration/setup.test.ts.
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
 import { test } from 'node:test';
 import { EXIT, UserError } from '../../src/errors.js';
-import { EventEmitter } from 'node:events';
 import type { System } from '../../src/system.js';
 import { Lifecycle } from '../../src/system/lifecycle.js';
-import {
-  COST_NOTE,
-  formatSetupReport,
-  prepareSystem,
-  stateFilePath,
-  tableRuleset,
-  withSystemSetup,
-  type SetupOptions,
-} from '../../src/system/setup.js';
+import { COST_NOTE, formatSetupReport, namespaceDir, prepareSystem, withSystemSetup, type SetupOptions } from '../../src/system/setup.js';
 import { FakeHost, type FakeHostOptions } from '../fakes/host.js';
 
 const ACCT = '/proc/sys/net/netfilter/nf_conntrack_acct';
-const STATE = '/run/ctacct/net-4026532999.state';
+const DIR = '/run/ctacct/net-4026532999';
 const ON: SetupOptions = { setup: true, keepAcct: false, needConntrack: true };
-const firewall = {
-  rule: { family: 'inet', table: 'fw', chain: 'in', handle: 2, expr: [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: 'invalid' } }, { counter: null }] },
-};
 const ACCT_NOTE = 'accounting was off: flows that began before now have no counters (shown as null)';
-const READS = ['run nft -j list ruleset'];
 
-async function prepare(o: FakeHostOptions, opts: Partial<SetupOptions> = {}) {
-  const host = new FakeHost(o);
+async function prepare(o: FakeHostOptions, opts: Partial<SetupOptions> = {}, host = new FakeHost(o)) {
   const handle = await prepareSystem({ ...ON, ...opts }, { host });
   return { host, handle };
 }
 
-test('stateFilePath and tableRuleset', () => {
-  assert.equal(stateFilePath('/run/ctacct', 'net:[4026532999]'), STATE);
-  assert.equal(
-    tableRuleset({ pid: 7, start: 9, acctWas: 0 }, false),
-    'table inet ctacct {\n\tcomment "ctacct pid=7 start=9 acct=0"\n\tchain track {\n\t\ttype filter hook output priority 300; policy accept;\n\t\tct state new\n\t}\n}\n',
-  );
-  assert.match(tableRuleset(null, true), /^delete table inet ctacct\ntable inet ctacct \{\n\tchain track/);
+test('namespaceDir', () => {
+  assert.equal(namespaceDir('/run/ctacct', 'net:[4026532999]'), DIR);
 });
 
 test('needConntrack false: nothing is looked at or changed', async () => {
   const { host, handle } = await prepare({ acct: 0 }, { needConntrack: false });
   assert.deepEqual(host.log, []);
-  assert.deepEqual(handle.report, { changes: [], notes: [], accounting: false, engaged: null, engagedBy: 'none', acctWasOff: false });
+  assert.equal(handle.report.tracking, 'not-tracking');
+  assert.deepEqual(handle.report.changes, []);
 });
 
-test('fresh namespace: record, acct on, table; undo reverses it exactly once', async () => {
-  const { host, handle } = await prepare({ acct: 0 });
+test('fresh namespace: acct on (marked first), probe, owned table, member; undo reverses it once', async () => {
+  const { host, handle } = await prepare({ acct: 0, entries: [5, 6] });
   assert.deepEqual(host.log, [
-    ...READS,
-    `write ${STATE} ctacct pid=4242 start=777 acct=0`,
+    `mkdir ${DIR}`,
+    `write ${DIR}/member-4242-777 -`,
+    `write ${DIR}/acct-was-0 4242`,
     `write ${ACCT} 1`,
-    'run nft -f -',
+    'probe',
+    `write ${DIR}/others 0`,
+    `write ${DIR}/entries-before 5 6`,
+    'nft engage ctacct-4242 owner',
   ]);
-  assert.deepEqual(host.table, { comment: 'ctacct pid=4242 start=777 acct=0' });
-  assert.deepEqual(handle.report, {
-    changes: [
-      { what: 'net.netfilter.nf_conntrack_acct', detail: '0 → 1 (restored to 0 on exit)' },
-      { what: 'nft table inet ctacct', detail: 'engages conntrack in this network namespace; removed on exit' },
-    ],
-    notes: [ACCT_NOTE, COST_NOTE],
-    accounting: true,
-    engaged: true,
-    engagedBy: 'ctacct',
-    acctWasOff: true,
-  });
-  host.log.length = 0;
-  await handle.undo();
-  assert.deepEqual(host.log, ['run nft delete table inet ctacct', `write ${ACCT} 0`, `unlink ${STATE}`]);
-  assert.equal(host.table, null);
-  assert.equal(host.acct, '0\n');
-  host.log.length = 0;
-  await handle.undo();
-  handle.undoSync();
-  assert.deepEqual(host.log, []);
-});
-
-test('undoSync does the same as undo', async () => {
-  const { host, handle } = await prepare({ acct: 0 });
-  host.log.length = 0;
-  handle.undoSync();
-  assert.deepEqual(host.log, ['run nft delete table inet ctacct', `write ${ACCT} 0`, `unlink ${STATE}`]);
-  host.log.length = 0;
-  await handle.undo();
-  assert.deepEqual(host.log, []);
-});
-
-test('a firewall already engages conntrack: no table, only acct', async () => {
-  const { host, handle } = await prepare({ acct: 0, otherRules: [firewall] });
-  assert.equal(host.table, null);
-  assert.deepEqual(host.log, [...READS, `write ${STATE} ctacct pid=4242 start=777 acct=0`, `write ${ACCT} 1`]);
-  assert.deepEqual(handle.report, {
-    changes: [{ what: 'net.netfilter.nf_conntrack_acct', detail: '0 → 1 (restored to 0 on exit)' }],
-    notes: [ACCT_NOTE],
-    accounting: true,
-    engaged: true,
-    engagedBy: 'existing',
-    acctWasOff: true,
-  });
-  host.log.length = 0;
-  await handle.undo();
-  assert.deepEqual(host.log, [`write ${ACCT} 0`, `unlink ${STATE}`]);
-});
-
-test('everything already in place: nothing changes', async () => {
-  const { host, handle } = await prepare({ acct: 1, otherRules: [firewall] });
-  assert.deepEqual(host.log, READS);
-  assert.deepEqual(handle.report, { changes: [], notes: [], accounting: true, engaged: true, engagedBy: 'existing', acctWasOff: false });
-  await handle.undo();
-  assert.deepEqual(host.log, READS);
-});
-
-test('--keep-acct: acct turned on and left on; no record needed', async () => {
-  const { host, handle } = await prepare({ acct: 0, otherRules: [firewall] }, { keepAcct: true });
-  assert.deepEqual(host.log, [...READS, `write ${ACCT} 1`]);
-  assert.deepEqual(handle.report.changes, [{ what: 'net.netfilter.nf_conntrack_acct', detail: '0 → 1 (kept at 1 on exit: --keep-acct)' }]);
-  await handle.undo();
-  assert.equal(host.acct, '1\n');
-});
-
-test('acct already on, nothing engaged: table only, its record says acct untouched', async () => {
-  const { host, handle } = await prepare({ acct: 1 });
-  assert.deepEqual(host.log, [...READS, 'run nft -f -']);
-  assert.deepEqual(host.table, { comment: 'ctacct pid=4242 start=777 acct=-' });
-  assert.equal(handle.report.acctWasOff, false);
+  assert.deepEqual([...host.tables.keys()], ['ctacct-4242']);
+  assert.equal(handle.report.tracking, 'engaged-by-ctacct');
   assert.equal(handle.report.engagedBy, 'ctacct');
-  await handle.undo();
-  assert.equal(host.table, null);
-  assert.equal(host.acct, '1\n');
-});
-
-test('stale table from a SIGKILLed run: reused atomically, its acct=0 record honoured, removed on exit', async () => {
-  const { host, handle } = await prepare({
-    acct: 1,
-    ctacctTable: { comment: 'ctacct pid=999 start=5 acct=0' },
-    files: { [STATE]: 'ctacct pid=999 start=5 acct=0\n' },
-  });
-  assert.deepEqual(host.log, [
-    ...READS,
-    'run nft list table inet ctacct',
-    `write ${STATE} ctacct pid=4242 start=777 acct=0`,
-    'run nft -f -',
-  ]);
-  assert.deepEqual(host.table, { comment: 'ctacct pid=4242 start=777 acct=0' });
-  assert.deepEqual(handle.report, {
-    changes: [
-      { what: 'net.netfilter.nf_conntrack_acct', detail: 'left at 1 by a crashed ctacct run (pid 999); restored to 0 on exit' },
-      { what: 'nft table inet ctacct', detail: 'reused the table an earlier ctacct run (pid 999) left; removed on exit' },
-    ],
-    notes: [COST_NOTE],
-    accounting: true,
-    engaged: true,
-    engagedBy: 'ctacct',
-    acctWasOff: true,
-  });
-  await handle.undo();
-  assert.equal(host.table, null);
-  assert.equal(host.acct, '0\n');
-  assert.equal(host.files.has(STATE), false);
-});
-
-test('stale state file only (a firewall engages): acct record adopted and restored', async () => {
-  const { host, handle } = await prepare({ acct: 1, otherRules: [firewall], files: { [STATE]: 'ctacct pid=999 start=5 acct=0\n' } });
-  assert.deepEqual(handle.report.changes, [
-    { what: 'net.netfilter.nf_conntrack_acct', detail: 'left at 1 by a crashed ctacct run (pid 999); restored to 0 on exit' },
-  ]);
-  assert.equal(host.files.get(STATE), 'ctacct pid=4242 start=777 acct=0\n');
-  await handle.undo();
-  assert.equal(host.acct, '0\n');
-  assert.equal(host.files.has(STATE), false);
-});
-
-test('stale table while a firewall engages: removed at once', async () => {
-  const { host, handle } = await prepare({ acct: 1, otherRules: [firewall], ctacctTable: { comment: 'ctacct pid=999 start=5 acct=-' } });
-  assert.equal(host.table, null);
-  assert.deepEqual(handle.report.changes, [
-    { what: 'nft table inet ctacct', detail: 'removed the table an earlier ctacct run left (other rules engage conntrack)' },
-  ]);
-  assert.equal(handle.report.engagedBy, 'existing');
-  await handle.undo();
-  assert.equal(host.acct, '1\n');
-});
-
-test('another ctacct runs here: use its set-up, change nothing, undo nothing', async () => {
-  const { host, handle } = await prepare({
-    acct: 1,
-    ctacctTable: { comment: 'ctacct pid=999 start=5 acct=0' },
-    files: { '/proc/999/stat': '999 (node) S 1 1 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 7 0 5 1000 100' },
-  });
-  assert.deepEqual(handle.report, {
-    changes: [],
-    notes: ['another ctacct (pid 999) is running in this network namespace and made the system changes; it undoes them when it exits'],
-    accounting: true,
-    engaged: true,
-    engagedBy: 'existing',
-    acctWasOff: false,
-  });
-  await handle.undo();
-  assert.deepEqual(host.table, { comment: 'ctacct pid=999 start=5 acct=0' });
-  assert.deepEqual(host.log, [...READS, 'run nft list table inet ctacct']);
-});
-
-test('--no-setup: changes nothing and says what is missing', async () => {
-  const { host, handle } = await prepare({ acct: 0 }, { setup: false });
-  assert.deepEqual(host.log, READS);
-  assert.deepEqual(handle.report, {
-    changes: [],
-    notes: [
-      'accounting off (net.netfilter.nf_conntrack_acct=0): counters will be null — run without --no-setup, or `sudo sysctl -w net.netfilter.nf_conntrack_acct=1`',
-      'conntrack does not track in this network namespace (no rule uses it): no flows will appear — run without --no-setup to engage it',
-    ],
-    accounting: false,
-    engaged: false,
-    engagedBy: 'none',
-    acctWasOff: true,
-  });
-  assert.equal(
-    formatSetupReport(handle.report),
-    'ctacct: note: accounting off (net.netfilter.nf_conntrack_acct=0): counters will be null — run without --no-setup, or `sudo sysctl -w net.netfilter.nf_conntrack_acct=1`\n' +
-      'ctacct: note: conntrack does not track in this network namespace (no rule uses it): no flows will appear — run without --no-setup to engage it\n',
+  assert.deepEqual(
+    handle.report.changes.map((c) => c.code),
+    ['acct-on', 'table-engaged'],
   );
+  assert.deepEqual(handle.report.notes, [
+    { code: 'acct-was-off', message: ACCT_NOTE },
+    { code: 'engage-cost', message: COST_NOTE },
+  ]);
+  host.entries.push(7, 8); // flows that exist only because ctacct engaged
+  host.log.length = 0;
+  await handle.undo();
+  await handle.undo();
+  handle.undoSync();
+  assert.deepEqual(host.log, [
+    'nft owner closed ctacct-4242',
+    `unlink ${DIR}/member-4242-777`,
+    `write ${ACCT} 0`,
+    `unlink ${DIR}/acct-was-0`,
+    `unlink ${DIR}/others`,
+    `unlink ${DIR}/entries-before`,
+    'probe',
+    'remove entries 7,8',
+  ]);
+  assert.deepEqual(host.entries, [5, 6]);
+  assert.equal(host.tables.size, 0);
+  assert.equal(host.locked, false);
 });
 
-test('no nft: rules unknown and nothing can engage: goes on with acct and a note', async () => {
-  const { host, handle } = await prepare({ acct: 0, nft: false });
-  assert.deepEqual(host.log, [`write ${STATE} ctacct pid=4242 start=777 acct=0`, `write ${ACCT} 1`]);
-  assert.deepEqual(handle.report, {
-    changes: [{ what: 'net.netfilter.nf_conntrack_acct', detail: '0 → 1 (restored to 0 on exit)' }],
-    notes: [
-      ACCT_NOTE,
-      'cannot tell whether conntrack tracks here and cannot engage it (nft is not installed: nft rules unknown): flows may be missing — `sudo apt-get install nftables`',
-    ],
-    accounting: true,
-    engaged: null,
-    engagedBy: 'none',
-    acctWasOff: true,
-  });
+test('undoSync alone does the same (without the entry removal, which needs a dump)', async () => {
+  const { host, handle } = await prepare({ acct: 0 });
+  handle.undoSync();
+  assert.equal(host.acct, '0\n');
+  assert.equal(host.tables.size, 0);
+  assert.equal(host.files.has(`${DIR}/acct-was-0`), false);
+  await handle.undo(); // nothing more
+  assert.equal(host.acct, '0\n');
+});
+
+test('a firewall already engages conntrack: no table, only acct; entries are never touched', async () => {
+  const { host, handle } = await prepare({ acct: 0, trackedByOthers: { v4: true, v6: true }, entries: [1] });
+  assert.equal(host.tables.size, 0);
+  assert.equal(handle.report.tracking, 'engaged-by-others');
+  assert.equal(handle.report.engagedBy, 'existing');
+  assert.deepEqual(handle.report.changes.map((c) => c.code), ['acct-on']);
+  host.entries.push(2);
   await handle.undo();
   assert.equal(host.acct, '0\n');
-  assert.equal(host.files.has(STATE), false);
+  assert.deepEqual(host.entries, [1, 2]);
 });
 
-test('nft refuses (EPERM): privilege error, acct restored, record removed', async () => {
-  const host = new FakeHost({ acct: 0, nftFail: { match: /-f -/, stderr: 'Error: Could not process rule: Operation not permitted' } });
+test('IPv4 tracked by others but IPv6 not: ctacct still engages its table', async () => {
+  const { host, handle } = await prepare({ acct: 1, trackedByOthers: { v4: true, v6: false } });
+  assert.deepEqual([...host.tables.keys()], ['ctacct-4242']);
+  assert.equal(handle.report.tracking, 'engaged-by-ctacct');
+  await handle.undo();
+});
+
+test('two instances: the second joins the count, engages its own table; the last out restores acct', async () => {
+  const a = await prepare({ acct: 0, pid: 100, alive: { 200: 777 } });
+  const host = a.host;
+  // The second process: same files, another pid and table.
+  const b = new FakeHost({ acct: 1, pid: 200, alive: { 100: 777 } });
+  for (const [k, v] of host.files) if (k.startsWith('/run/')) b.files.set(k, v);
+  const hb = await prepareSystem(ON, { host: b });
+  assert.deepEqual(hb.report.changes.map((c) => c.code), ['table-engaged']);
+  assert.equal(hb.report.notes[0]?.code, 'shared');
+  assert.match(hb.report.notes[0]!.message, /1 other ctacct process \(pid 100\)/);
+  assert.deepEqual([...b.tables.keys()], ['ctacct-200']);
+  // a exits first: it must not restore acct (b still runs)
+  for (const [k, v] of b.files) if (k.startsWith('/run/')) host.files.set(k, v);
+  await a.handle.undo();
+  assert.equal(host.acct, '1\n');
+  assert.equal(host.files.has(`${DIR}/acct-was-0`), true);
+  // b is last
+  b.files.clear();
+  for (const [k, v] of host.files) b.files.set(k, v);
+  await hb.undo();
+  assert.equal(b.acct, '0\n');
+});
+
+test('a member killed with SIGKILL is ignored; the next run adopts acct=1 and restores 0', async () => {
+  const host = new FakeHost({ acct: 1, files: { [`${DIR}/acct-was-0`]: '99\n', [`${DIR}/member-99-5-`]: 'x', [`${DIR}/member-99-5`]: '-\n' } });
+  const { handle } = await prepare({}, {}, host);
+  assert.deepEqual(handle.report.changes.map((c) => [c.code, c.detail]), [
+    ['acct-adopted', 'left at 1 by a ctacct run that was killed; restored to 0 on exit'],
+    ['table-engaged', 'engages conntrack in this network namespace; owned by this process, so the kernel removes it when ctacct exits (even if killed)'],
+  ]);
+  assert.equal(host.files.has(`${DIR}/member-99-5`), false);
+  await handle.undo();
+  assert.equal(host.acct, '0\n');
+});
+
+test('old kernel (no owner flag): a plain table named in the member record, deleted on exit or by the next run', async () => {
+  const { host, handle } = await prepare({ acct: 1, nftEngageError: 'EOPNOTSUPP' });
+  assert.equal(host.tables.get('ctacct-4242')?.owned, false);
+  assert.equal(host.files.get(`${DIR}/member-4242-777`), 'ctacct-4242\n');
+  assert.match(handle.report.changes[0]!.detail, /removed on exit \(this kernel has no owned tables\)/);
+  await handle.undo();
+  assert.equal(host.tables.size, 0);
+
+  // A killed old-kernel run: the next one deletes its table.
+  const next = new FakeHost({ acct: 1, nftEngageError: 'EOPNOTSUPP', files: { [`${DIR}/member-55-1`]: 'ctacct-55\n' } });
+  next.tables.set('ctacct-55', { owned: false });
+  const h2 = await prepareSystem(ON, { host: next });
+  assert.equal(next.tables.has('ctacct-55'), false);
+  await h2.undo();
+});
+
+test('--keep-acct: acct turned on and left on, no marker', async () => {
+  const { host, handle } = await prepare({ acct: 0 }, { keepAcct: true });
+  assert.equal(host.files.has(`${DIR}/acct-was-0`), false);
+  await handle.undo();
+  assert.equal(host.acct, '1\n');
+});
+
+test('--no-setup: changes nothing and says what is missing, with codes', async () => {
+  const { host, handle } = await prepare({ acct: 0 }, { setup: false });
+  assert.deepEqual(host.log, ['probe']);
+  assert.deepEqual(handle.report.notes.map((n) => n.code), ['acct-off', 'not-tracking']);
+  assert.equal(handle.report.tracking, 'not-tracking');
+  assert.equal(handle.report.engaged, false);
+});
+
+test('nf_tables refuses (EPERM) as root: privilege error without "sudo" advice; acct restored', async () => {
+  const host = new FakeHost({ acct: 0, nftEngageError: 'EPERM' });
   await assert.rejects(prepareSystem(ON, { host }), (e: unknown) => {
     assert.ok(e instanceof UserError);
     assert.equal(e.exitCode, EXIT.privilege);
-    assert.equal(e.code, 'EPERM');
+    assert.doesNotMatch(e.message, /sudo/);
     return true;
   });
   assert.equal(host.acct, '0\n');
-  assert.equal(host.table, null);
-  assert.equal(host.files.has(STATE), false);
+  assert.equal(host.files.has(`${DIR}/acct-was-0`), false);
+  assert.equal(host.locked, false);
 });
 
-test('acct not writable: privilege error, nothing left behind', async () => {
-  const host = new FakeHost({ acct: 0, writeErrors: { [ACCT]: 'EACCES' } });
-  await assert.rejects(prepareSystem(ON, { host }), (e: unknown) => e instanceof UserError && e.exitCode === EXIT.privilege);
-  assert.equal(host.acct, '0\n');
-  assert.equal(host.table, null);
-  assert.equal(host.files.has(STATE), false);
+test('acct not writable as a user: privilege error with sudo advice, nothing left behind', async () => {
+  const host = new FakeHost({ acct: 0, uid: 1000, writeErrors: { [ACCT]: 'EACCES' } });
+  await assert.rejects(prepareSystem(ON, { host }), (e: unknown) => e instanceof UserError && e.exitCode === EXIT.privilege && /sudo/.test(e.message));
+  assert.equal(host.tables.size, 0);
+  assert.equal(host.files.has(`${DIR}/acct-was-0`), false);
 });
 
-test('nf_conntrack not loaded: the table loads it, then acct goes on; undo restores 0', async () => {
-  const { host, handle } = await prepare({ acct: null });
-  assert.deepEqual(host.log, [
-    ...READS,
-    `write ${STATE} ctacct pid=4242 start=777 acct=0`,
-    'run nft -f -',
-    `write ${ACCT} 1`,
-  ]);
-  assert.equal(handle.report.accounting, true);
-  assert.equal(handle.report.acctWasOff, true);
+test('nf_conntrack not loaded: engaging loads it, then acct goes on; undo restores 0', async () => {
+  const { host, handle } = await prepare({ acct: null, moduleDefaultAcct: 0 });
+  assert.equal(host.acct, '1\n');
+  assert.deepEqual(handle.report.changes.map((c) => c.code), ['table-engaged', 'acct-on']);
   await handle.undo();
   assert.equal(host.acct, '0\n');
-  assert.equal(host.table, null);
 });
 
-test('undo that cannot remove the table names the fix, still restores acct and keeps the record', async () => {
+test('an undo that cannot restore acct names the fix once; a concurrent sync undo adds no false alarm', async () => {
   const { host, handle } = await prepare({ acct: 0 });
-  host.o.nftFail = { match: /delete table/, stderr: 'Error: Operation not permitted' };
-  await assert.rejects(handle.undo(), (e: unknown) => {
-    assert.ok(e instanceof UserError);
-    assert.equal(e.code, 'ERR_UNDO');
-    assert.equal(
-      e.message,
-      'could not undo: removing nft table inet ctacct (Error: Operation not permitted) — run `sudo nft delete table inet ctacct`',
-    );
-    return true;
-  });
-  assert.equal(host.acct, '0\n');
-  assert.equal(host.files.has(STATE), true);
-  host.o.nftFail = null;
-  await handle.undo();
-  assert.equal(host.table, null);
-  assert.equal(host.files.has(STATE), false);
+  host.o.writeErrors = { [ACCT]: 'EROFS' };
+  const p = handle.undo();
+  // The exit path runs while the async undo is in flight: it must not write again.
+  assert.throws(() => handle.undoSync(), /could not undo: restoring net.netfilter.nf_conntrack_acct=0 \(EROFS\)/);
+  await assert.rejects(p, /could not undo: restoring net.netfilter.nf_conntrack_acct=0 \(EROFS\) — run `sudo sysctl -w net.netfilter.nf_conntrack_acct=0`$/);
 });
 
 test('formatSetupReport: one line per change, then notes', async () => {
   const { handle } = await prepare({ acct: 0 });
   assert.equal(
     formatSetupReport(handle.report),
-    'ctacct: changed net.netfilter.nf_conntrack_acct: 0 → 1 (restored to 0 on exit)\n' +
-      'ctacct: changed nft table inet ctacct: engages conntrack in this network namespace; removed on exit\n' +
+    'ctacct: changed net.netfilter.nf_conntrack_acct: 0 → 1 (restored to 0 when the last ctacct in this network namespace exits)\n' +
+      'ctacct: changed nft table inet ctacct-4242: engages conntrack in this network namespace; owned by this process, so the kernel removes it when ctacct exits (even if killed)\n' +
       `ctacct: note: ${ACCT_NOTE}\nctacct: note: ${COST_NOTE}\n`,
   );
   await handle.undo();
@@ -314,7 +222,7 @@ function fakeLifecycle() {
 }
 const fakeSystem = { stderr: { write: () => undefined } } as unknown as System;
 
-test('withSystemSetup: body sees the report; undone after it, and registered while it runs', async () => {
+test('withSystemSetup: body sees the report; undone after it; unregistered only after the undo finished', async () => {
   const host = new FakeHost({ acct: 0 });
   const { proc, lc } = fakeLifecycle();
   lc.install();
@@ -330,7 +238,7 @@ test('withSystemSetup: body sees the report; undone after it, and registered whi
   );
   assert.equal(seen, 2);
   assert.equal(host.acct, '0\n');
-  assert.equal(host.table, null);
+  assert.equal(host.tables.size, 0);
   host.log.length = 0;
   proc.emit('exit', 0); // nothing left registered
   assert.deepEqual(host.log, []);
@@ -346,19 +254,19 @@ test('withSystemSetup: a throwing body still undoes; a signal during the body un
     /body failed/,
   );
   assert.equal(host.acct, '0\n');
-  assert.equal(host.table, null);
+  assert.equal(host.tables.size, 0);
 
   const host2 = new FakeHost({ acct: 0 });
   const f = fakeLifecycle();
   f.lc.install();
   let release: () => void = () => undefined;
   const running = withSystemSetup(fakeSystem, ON, () => new Promise<void>((r) => (release = r)), { host: host2, lifecycle: f.lc });
-  await new Promise((r) => setImmediate(r));
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
   f.proc.emit('SIGTERM');
-  await new Promise((r) => setImmediate(r));
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
   assert.deepEqual(f.proc.exits, [143]);
   assert.equal(host2.acct, '0\n');
-  assert.equal(host2.table, null);
+  assert.equal(host2.tables.size, 0);
   release();
   await running;
 });
