@@ -172,6 +172,17 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const inPlace = system.stdout.isTTY && !a.json;
+  // Interactive: q (or Ctrl-C, which raw mode turns into a byte) quits, as in `top`.
+  const keys = inPlace && system.stdin?.isTTY ? system.stdin : null;
+  const onKey = (b: Buffer) => {
+    const k = b.toString('utf8');
+    if (k === 'q' || k === 'Q' || k === '\x03') stop.abort();
+  };
+  if (keys) {
+    keys.setRawMode?.(true);
+    keys.on('data', onKey);
+    keys.resume();
+  }
   let prev: StatesResult | null = null;
   try {
     for (let n = 0; a.count === undefined || n < a.count; n++) {
@@ -189,7 +200,7 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
         if (prev) line.change = diffStates(prev, r);
         system.stdout.write(`${JSON.stringify(line)}\n`);
       } else {
-        const head = `ctacct states (${r.source}) every ${a.watch}s — ${time}${inPlace ? ' — Ctrl-C to quit' : ''}\n`;
+        const head = `ctacct states (${r.source}) every ${a.watch}s — ${time}${inPlace ? (keys ? ' — q to quit' : ' — Ctrl-C to quit') : ''}\n`;
         const body = renderStates(r, { width: system.stdout.columns(), color: colorOn(system), privileged: system.isRoot });
         // In place: home + clear below, so the block redraws without scrolling.
         system.stdout.write(inPlace ? `\x1b[H\x1b[J${head}\n${body}` : `${n > 0 ? '\n' : ''}${head}${body}`);
@@ -199,6 +210,11 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
   } finally {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
+    if (keys) {
+      keys.off('data', onKey);
+      keys.setRawMode?.(false);
+      keys.pause();
+    }
   }
 }
 
