@@ -1,4 +1,5 @@
 // `ctacct top`: the live per-process (or per-connection/remote/port/user) traffic view.
+import { existsSync } from 'node:fs';
 import pidusage from 'pidusage';
 import type { CommandModule } from 'yargs';
 import { TopEngine, EngineError } from '../core/engine.js';
@@ -98,6 +99,12 @@ async function addRowUsage(s: TopSnapshot): Promise<void> {
   }
 }
 
+/** --by process: flags rows whose process is gone, so the live view dims and later drops them. */
+function markExited(s: TopSnapshot): void {
+  if (s.group_by !== 'process') return;
+  for (const r of s.rows) if (r.pid !== null) r.exited = !existsSync(`/proc/${r.pid}`);
+}
+
 export function changeLines(report: SetupReport): string[] {
   return report.changes.map((c) => `${c.what}: ${c.detail}`);
 }
@@ -157,6 +164,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
         throw e instanceof EngineError ? explainSystemError(e.cause, 'conntrack events') : e;
       }
       if (!low) await addRowUsage(s);
+      markExited(s);
       // A refresh that spends a quarter of its interval dumping the table: say once what helps.
       if (!warnedCost && !low && mode !== 'json' && (s.health.dump_ms ?? 0) > intervalS * 250) {
         warnedCost = true;
