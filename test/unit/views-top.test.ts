@@ -279,3 +279,20 @@ test('a frame before the first refresh says so and fits', () => {
   const f = renderWaiting({ width: 30, height: 2, color: false, intervalS: 1 });
   assert.deepEqual(f.split('\n'), ['ctacct top  waiting for the f…', '(rates need two readings, 1s…']);
 });
+
+test('never silent: a NOT TRACKING banner (kept on a small terminal) and a WARNING for failing dumps', () => {
+  const s = snapshot('process');
+  s.health.tracking = 'not-tracking';
+  s.health.notes = [{ code: 'not-tracking', message: 'conntrack does not track in this network namespace and ctacct cannot engage it' }];
+  for (const [w, h] of [[132, 50], [60, 10]] as const) {
+    const screen = renderTop(s, opts(w, h));
+    assert.ok(screen.split('\n')[1]!.startsWith('NOT TRACKING: conntrack does not track'), screen);
+    assert.ok(screen.split('\n').length <= h);
+  }
+  const d = snapshot('process');
+  d.health.notes = [{ code: 'dump-failed', message: 'the last 2 conntrack table dump(s) failed (ENOBUFS); retrying, events still counted' }];
+  assert.ok(renderTop(d, opts(132, 50)).includes('WARNING: the last 2 conntrack table dump(s) failed (ENOBUFS)'));
+  // an escape sequence in a message reaches the screen only as visible text
+  d.health.notes = [{ code: 'dump-failed', message: 'x\x1b[2Jy' }];
+  assert.ok(!renderTop(d, opts(132, 50)).includes('\x1b[2J'));
+});
