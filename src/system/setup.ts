@@ -421,12 +421,23 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
       plan.owned = true;
       try {
         const s = nft()!;
-        try {
-          s.engage(name, true);
-        } catch (e) {
-          if ((e as { code?: string }).code !== 'EOPNOTSUPP') throw e;
-          plan.owned = false; // Linux < 5.12: no owner flag; the member record names the table
-          s.engage(name, false);
+        // A transient refusal (EBUSY/EAGAIN/ENOBUFS from a busy nf_tables transaction) is tried again
+        // twice before ctacct reports that it cannot engage; privilege errors are final at once.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            try {
+              s.engage(name, true);
+            } catch (e) {
+              if ((e as { code?: string }).code !== 'EOPNOTSUPP') throw e;
+              plan.owned = false; // Linux < 5.12: no owner flag; the member record names the table
+              s.engage(name, false);
+            }
+            break;
+          } catch (e) {
+            const code = (e as { code?: string }).code;
+            if (attempt >= 3 || code === 'EPERM' || code === 'EACCES' || code === 'ENOENT' || code === 'EAFNOSUPPORT' || code === 'EPROTONOSUPPORT') throw e;
+            await new Promise((r) => setTimeout(r, 50 * attempt));
+          }
         }
       } catch (e) {
         plan.table = null;
