@@ -1,5 +1,7 @@
 // `ctacct top`: the live per-process (or per-connection/remote/port/user) traffic view.
+import { promises as dnsPromises } from 'node:dns';
 import { existsSync } from 'node:fs';
+import { NameCache } from '../views/names.js';
 import pidusage from 'pidusage';
 import type { CommandModule } from 'yargs';
 import { TopEngine, EngineError } from '../core/engine.js';
@@ -23,6 +25,8 @@ export interface TopArgs extends FilterArgs {
   count?: number;
   once: boolean;
   trace: boolean;
+  /** --resolve (shared output option): reverse DNS in the live view. */
+  resolve?: boolean;
   json: boolean;
   bits: boolean;
   limit?: number;
@@ -208,6 +212,7 @@ async function runLoop(
         bits: o.args.bits,
         ui,
         changes: o.changes,
+        ...(o.args.resolve ? { names: new NameCache((addr) => dnsPromises.reverse(addr)) } : {}),
         onExit: (r) => summary(r.last),
       })
     : runStream({

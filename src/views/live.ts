@@ -2,6 +2,7 @@
 // terminal back on every exit path. It knows nothing of netlink or /proc: snapshots come from `next`.
 import type { TopSnapshot } from '../core/model.js';
 import { effectiveGroupBy, initialUiState, parseKeys, reduceKey, type UiState } from './keys.js';
+import type { NameCache } from './names.js';
 import { renderTop, renderWaiting, rowsShown, topGeometry, type TopRenderOptions } from './top.js';
 
 /** How long a row of an exited process stays on screen (dimmed) before it is dropped, unless `x`. */
@@ -97,6 +98,8 @@ export interface LiveDeps {
   changes?: string[];
   /** Called after the terminal is restored, on every exit path, before `done` settles. */
   onExit?(result: LiveResult, error?: unknown): void;
+  /** --resolve: host names for the remote and connection views (the screen redraws as they arrive). */
+  names?: NameCache;
 }
 
 // DEC private modes: 1049 = alternate screen (saves and restores the user's screen and cursor), 25 = cursor.
@@ -173,6 +176,7 @@ export function runLive(deps: LiveDeps): LiveHandle {
       drill: ui.drill,
       history: memory.history,
       exited: new Set(memory.exitedSince.keys()),
+      ...(deps.names ? { nameOf: (a: string) => deps.names!.nameOf(a) } : {}),
       ...(deps.changes ? { changes: deps.changes } : {}),
     };
   };
@@ -253,6 +257,7 @@ export function runLive(deps: LiveDeps): LiveHandle {
     terminal.write(ENTER_SCREEN);
     unsubscribe.push(terminal.onData(onKeys));
     unsubscribe.push(terminal.onResize(() => safely(draw)));
+    if (deps.names) unsubscribe.push(deps.names.onName(() => safely(draw)));
     draw();
     timer = clock.setInterval(() => void refresh(), deps.intervalMs);
   } catch (e) {

@@ -49,6 +49,8 @@ export interface TopRenderOptions {
   history?: ReadonlyMap<string, readonly number[]>;
   /** Keys of rows whose process has exited: dimmed and marked. */
   exited?: ReadonlySet<string>;
+  /** --resolve: the host name of an address when known (null: show the address). */
+  nameOf?: (addr: string) => string | null;
 }
 
 /** A row's sent or received rate in the chosen window (the refresh's when the window is absent). */
@@ -147,6 +149,7 @@ export interface ColumnContext {
   sort?: SortKey;
   history?: ReadonlyMap<string, readonly number[]>;
   exited?: ReadonlySet<string>;
+  nameOf?: (addr: string) => string | null;
 }
 
 const text = (s: string | null | undefined): string => (s === null || s === undefined || s === '' ? '-' : sanitize(s));
@@ -229,7 +232,17 @@ const conns = (pri: number, ctx?: ColumnContext): Column => ({ title: 'CONNS', a
 const fresh = (pri: number, ctx?: ColumnContext): Column => ({ title: 'NEW', align: 'right', width: 5, pri, sorted: ctx?.sort === 'new', cell: (r) => formatCompact(r.new_flows) });
 
 /** The columns that name a row, per group-by (shared with the exit summary). */
-export function keyColumns(groupBy: GroupBy, opts: { fullCommand?: boolean } = {}): Column[] {
+/** An address, or with --resolve its host name once known; "addr:port" keeps its port. */
+function named(endpoint: string | null | undefined, nameOf?: (addr: string) => string | null, withPort = false): string | null {
+  if (!endpoint || !nameOf) return endpoint ?? null;
+  if (!withPort) return nameOf(endpoint) ?? endpoint;
+  const m = /^\[?(.*?)\]?:(\d+)$/.exec(endpoint);
+  if (!m) return endpoint;
+  const n = nameOf(m[1]!);
+  return n ? `${n}:${m[2]}` : endpoint;
+}
+
+export function keyColumns(groupBy: GroupBy, opts: { fullCommand?: boolean; nameOf?: (addr: string) => string | null } = {}): Column[] {
   switch (groupBy) {
     case 'process':
       return [
@@ -241,7 +254,7 @@ export function keyColumns(groupBy: GroupBy, opts: { fullCommand?: boolean } = {
       return [
         { title: 'PROTO', align: 'left', width: 5, pri: 4, cell: (r) => text(r.proto) },
         { title: 'LOCAL', align: 'left', width: 12, flex: true, comfort: 21, pri: 3, cut: 'middle', cell: (r) => text(r.local) },
-        { title: 'REMOTE', align: 'left', width: 12, minWidth: 8, flex: true, comfort: 21, pri: 0, cut: 'middle', cell: (r) => text(r.remote ?? r.key) },
+        { title: 'REMOTE', align: 'left', width: 12, minWidth: 8, flex: true, comfort: 21, pri: 0, cut: 'middle', cell: (r) => text(named(r.remote, opts.nameOf, true) ?? r.key) },
         { title: 'STATE', align: 'left', width: 11, pri: 6, cell: (r) => text(r.state) },
         {
           title: 'PID/PROGRAM',
@@ -254,7 +267,7 @@ export function keyColumns(groupBy: GroupBy, opts: { fullCommand?: boolean } = {
         },
       ];
     case 'remote':
-      return [{ title: 'REMOTE', align: 'left', width: 15, minWidth: 8, flex: true, pri: 0, cut: 'middle', cell: (r) => text(r.remote ?? r.key) }];
+      return [{ title: 'REMOTE', align: 'left', width: 15, minWidth: 8, flex: true, pri: 0, cut: 'middle', cell: (r) => text(named(r.remote ?? r.key, opts.nameOf)) }];
     case 'port':
       return [
         {
@@ -282,7 +295,7 @@ export function keyColumns(groupBy: GroupBy, opts: { fullCommand?: boolean } = {
 
 /** Every column of the live table for a group-by, in display order. */
 export function topColumns(groupBy: GroupBy, ctx: ColumnContext): Column[] {
-  const keys = keyColumns(groupBy);
+  const keys = keyColumns(groupBy, ctx.nameOf ? { nameOf: ctx.nameOf } : {});
   switch (groupBy) {
     case 'process': {
       const [pid, user, program] = keys as [Column, Column, Column];
@@ -652,6 +665,7 @@ export function renderTop(s: TopSnapshot, o: TopRenderOptions): string {
     sort: o.sort,
     ...(o.history ? { history: o.history } : {}),
     ...(o.exited ? { exited: o.exited } : {}),
+    ...(o.nameOf ? { nameOf: o.nameOf } : {}),
   });
   const placed = layoutColumns(cols, shown, width);
 
