@@ -24,8 +24,11 @@
 #define MAX_CANDIDATES 64
 #define NEWEST 16 /* when candidates miss: the newest processes, where a just-started client is */
 #define NEWEST_EVERY_NS 50000000ull /* at most every 50 ms */
+#define QUEUE_MAX_DEFAULT (4u << 20) /* ~20k records waiting for JavaScript */
 #define PENDING 512 /* inbound connections waiting for accept() */
 #define PENDING_MAX_NS 2000000000ull /* looked at for 2 s at most */
+#define PENDING_HANDSHAKE_NS 20000000ull /* a listener answer in the first 20 ms: handshake not done */
+#define PENDING_PER_TICK 64 /* lookups per millisecond at most (~160 µs) */
 
 /* An inbound TCP connection whose NEW found only its listener: looked up again every
  * millisecond until the accepted socket exists, so a connection that lives a few ms after
@@ -33,10 +36,14 @@
 struct ev_pending {
 	struct ct_record rec;
 	uint64_t since;
+	int queued; /* was seen waiting for accept() */
 };
 struct ct_evthread {
 	pthread_t thread;
 	pthread_mutex_t mu;
+	pthread_cond_t drained; /* under mu: st.queued fell below queue_max, or stopping */
+	int stopping; /* under mu */
+	size_t queue_max;
 	int fd, wake_fd, diag_fd;
 	int rcvbuf, rcvbuf_max;
 	int lookup;
@@ -54,6 +61,7 @@ struct ct_evthread {
 	struct ct_ev_batch *batch;
 	uint64_t last_newest;
 	struct ev_pending pend[PENDING];
+	struct ev_pending tmp[PENDING_PER_TICK];
 	size_t npend;
 	uint64_t last_pend;
 	char netns[64]; /* "net:[inode]" of the reader's network namespace, "" if unknown */
@@ -70,12 +78,55 @@ static struct ct_ev_batch *ev_batch_new(void)
 	return b;
 }
 
+size_t ct_ev_batch_size(const struct ct_ev_batch *b)
+{
+	return sizeof(*b) + b->n * sizeof(struct ct_record);
+}
+
+/* Hands a batch over and waits while the consumer is queue_max behind (or until stop). */
+static void ev_deliver(struct ct_evthread *t, struct ct_ev_batch *b)
+{
+	size_t size = ct_ev_batch_size(b);
+	pthread_mutex_lock(&t->mu);
+	t->st.queued += (double)size;
+	if (t->st.queued > t->st.queued_peak)
+		t->st.queued_peak = t->st.queued;
+	pthread_mutex_unlock(&t->mu);
+	t->deliver(t->ctx, b);
+	pthread_mutex_lock(&t->mu);
+	if (t->st.queued >= (double)t->queue_max && !t->stopping) {
+		t->st.pauses++;
+		while (t->st.queued >= (double)t->queue_max && !t->stopping)
+			pthread_cond_wait(&t->drained, &t->mu);
+	}
+	pthread_mutex_unlock(&t->mu);
+}
+
+void ct_evthread_consumed(struct ct_evthread *t, const struct ct_ev_batch *b)
+{
+	pthread_mutex_lock(&t->mu);
+	t->st.queued -= (double)ct_ev_batch_size(b);
+	if (t->st.queued < (double)t->queue_max)
+		pthread_cond_signal(&t->drained);
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* Delivers the working batch copied to its exact size (a delivery usually holds a record or
+ * two; the 200 KB working batch is reused). */
 static void ev_flush(struct ct_evthread *t)
 {
 	if (!t->batch || t->batch->n == 0)
 		return;
-	t->deliver(t->ctx, t->batch);
-	t->batch = ev_batch_new();
+	size_t size = ct_ev_batch_size(t->batch);
+	struct ct_ev_batch *b = malloc(size);
+	if (!b) {
+		free(t->batch); /* ev_drain reports ENOMEM */
+		t->batch = NULL;
+		return;
+	}
+	memcpy(b, t->batch, size);
+	t->batch->n = 0;
+	ev_deliver(t, b);
 }
 
 static void ev_signal(struct ct_evthread *t, int kind, int err)
@@ -87,7 +138,7 @@ static void ev_signal(struct ct_evthread *t, int kind, int err)
 	b->kind = kind;
 	b->err = err;
 	b->n = 0;
-	t->deliver(t->ctx, b);
+	ev_deliver(t, b);
 }
 
 static size_t ev_slot(uint32_t inode)
@@ -222,6 +273,7 @@ static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
 			if (rec->proto == IPPROTO_TCP && t->npend < PENDING) {
 				t->pend[t->npend].rec = *rec;
 				t->pend[t->npend].since = ev_now();
+				t->pend[t->npend].queued = 0;
 				t->npend++;
 			}
 		}
@@ -307,6 +359,105 @@ static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
 	pthread_mutex_unlock(&t->mu);
 }
 
+/* Appends pid's parent and children (of its main thread) to out[*n], up to cap. The family is
+ * where a server's accepted sockets are: pre-fork workers share the listener with their parent,
+ * a fork-after-accept child is the listener holder's child (same rule as TypeScript's search). */
+static void ev_family(struct ct_evthread *t, uint32_t pid, uint32_t *out, size_t *n, size_t cap)
+{
+	char path[256], buf[4096];
+	snprintf(path, sizeof(path), "%s/%u/stat", t->proc_root, pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ssize_t k = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (k > 0) {
+			buf[k] = 0;
+			char *rp = strrchr(buf, ')');
+			unsigned ppid = 0;
+			if (rp && sscanf(rp + 2, "%*c %u", &ppid) == 1 && ppid > 1 && *n < cap)
+				out[(*n)++] = ppid;
+		}
+	}
+	snprintf(path, sizeof(path), "%s/%u/task/%u/children", t->proc_root, pid, pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t k = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (k <= 0)
+		return;
+	buf[k] = 0;
+	for (char *q = buf, *end; *n < cap; q = end) {
+		unsigned long c = strtoul(q, &end, 10);
+		if (end == q)
+			break;
+		out[(*n)++] = (uint32_t)c;
+	}
+}
+
+/* Owners of accepted sockets in records [from, to): the family of the listener's holder
+ * (listener[i] is the listener inode of record from + i) first. */
+static void ev_owners_family(struct ct_evthread *t, size_t from, size_t to, const uint32_t *listener)
+{
+	uint32_t look[MAX_CANDIDATES];
+	size_t n = 0, scans = 0, fds = 0;
+	for (size_t i = from; i < to && n < MAX_CANDIDATES / 2; i++) {
+		uint32_t l = listener[i - from] ? ev_cache_get(t, listener[i - from]) : 0;
+		if (!l)
+			continue;
+		int seen = 0;
+		for (size_t k = 0; k < n; k++)
+			seen |= look[k] == l;
+		if (seen)
+			continue;
+		/* Children first: a fork-after-accept child holds the socket its parent accepted. */
+		ev_family(t, l, look, &n, MAX_CANDIDATES);
+		if (n < MAX_CANDIDATES)
+			look[n++] = l;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t missing = 0;
+		for (size_t j = from; j < to; j++)
+			missing += !t->batch->recs[j].sk_reply.pid;
+		if (!missing)
+			break;
+		fds += ev_scan_pid(t, look[i]);
+		scans++;
+		ev_fill_pids(t, from, to);
+	}
+	/* ev_fill_pids takes the cache as it is; a socket seen before its holder's fd was read
+	 * keeps pid 0 and TypeScript searches for it. */
+	pthread_mutex_lock(&t->mu);
+	t->st.owner_scans += (double)scans;
+	t->st.owner_fds += (double)fds;
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* Records [from, to) whose NEW already found an accepted socket (the event was read after
+ * accept()): its holder is searched in the listener holder's family first, as for pending ones. */
+static void ev_owners_accepted(struct ct_evthread *t, size_t from, size_t to)
+{
+	static const uint8_t zero[16];
+	uint32_t listener[EV_BATCH];
+	int any = 0;
+	for (size_t i = from; i < to; i++) {
+		struct ct_record *r = &t->batch->recs[i];
+		listener[i - from] = 0;
+		if (r->kind != CT_KIND_NEW || r->proto != IPPROTO_TCP || !r->sk_reply.found || !r->sk_reply.inode ||
+		    r->sk_reply.state == 10 || ev_cache_get(t, r->sk_reply.inode))
+			continue;
+		struct ct_sock_hit l;
+		memset(&l, 0, sizeof(l));
+		if (ct_diag_lookup(t->diag_fd, r->family, r->proto, r->reply_src, r->reply_sport, zero, 0, &l) > 0 &&
+		    l.inode && l.state == 10) {
+			listener[i - from] = l.inode;
+			any = 1;
+		}
+	}
+	if (any)
+		ev_owners_family(t, from, to, listener);
+}
+
 /* Looks up the pending inbound connections again. One whose accepted socket exists now goes to
  * TypeScript as an UPDATE record carrying that socket (and its holder, when found); one that is
  * gone, or waited too long, leaves the list. */
@@ -317,7 +468,9 @@ static void ev_pending_check(struct ct_evthread *t)
 		return; /* at most every millisecond, however many events arrive */
 	t->last_pend = now;
 	size_t first = t->batch->n, keep = 0, lookups = 0;
-	for (size_t i = 0; i < t->npend; i++) {
+	uint32_t listener[PENDING];
+	size_t n = t->npend < PENDING_PER_TICK ? t->npend : PENDING_PER_TICK;
+	for (size_t i = 0; i < n; i++) {
 		struct ev_pending *p = &t->pend[i];
 		struct ct_record *r = &p->rec;
 		struct ct_sock_hit h;
@@ -326,28 +479,39 @@ static void ev_pending_check(struct ct_evthread *t)
 		int rc = ct_diag_lookup(t->diag_fd, r->family, r->proto, r->reply_src, r->reply_sport, r->reply_dst,
 					r->reply_dport, &h);
 		if (rc > 0 && h.inode && h.state != 10) {
-			if (t->batch->n == EV_BATCH) {
+			if (t->batch->n == EV_BATCH || t->batch->n - first == PENDING) {
+				ev_owners_family(t, first, t->batch->n, listener);
 				ev_owners(t, first, t->batch->n);
 				ev_flush(t);
 				first = 0;
 				if (!t->batch)
 					return;
 			}
+			listener[t->batch->n - first] = r->sk_reply.inode;
 			struct ct_record *out = &t->batch->recs[t->batch->n++];
 			*out = *r;
 			out->kind = CT_KIND_UPDATE;
 			out->sk_reply = h;
 			continue;
 		}
-		/* Not accepted yet: a request, in the accept queue (ESTABLISHED, CLOSE_WAIT), or the
-		 * kernel answered with the listener. Anything else: gone. */
-		int waiting = rc > 0 && (h.state == 10 || h.state == 1 || h.state == 3 || h.state == 8 || h.state == 12);
+		/* Not accepted yet: a request or in the accept queue (ESTABLISHED, CLOSE_WAIT; inode 0).
+		 * The kernel answers with the listener when the tuple has no socket: before the
+		 * handshake (briefly), or gone. Anything else: gone. */
+		int queued = rc > 0 && !h.inode && (h.state == 1 || h.state == 3 || h.state == 8 || h.state == 12);
+		p->queued |= queued;
+		int waiting = queued || (rc > 0 && h.state == 10 && !p->queued && now - p->since < PENDING_HANDSHAKE_NS);
 		if (waiting && now - p->since < PENDING_MAX_NS)
 			t->pend[keep++] = *p;
 	}
-	t->npend = keep;
-	if (t->batch->n > first)
+	/* Round robin: the ones not looked at this tick go first next time. */
+	memcpy(t->tmp, t->pend, keep * sizeof(t->pend[0]));
+	memmove(t->pend, t->pend + n, (t->npend - n) * sizeof(t->pend[0]));
+	memcpy(t->pend + (t->npend - n), t->tmp, keep * sizeof(t->pend[0]));
+	t->npend = t->npend - n + keep;
+	if (t->batch->n > first) {
+		ev_owners_family(t, first, t->batch->n, listener);
 		ev_owners(t, first, t->batch->n);
+	}
 	pthread_mutex_lock(&t->mu);
 	t->st.lookups += (double)lookups;
 	pthread_mutex_unlock(&t->mu);
@@ -402,8 +566,10 @@ static int ev_drain(struct ct_evthread *t)
 			size_t len = t->msgs[i].msg_len, off = 0;
 			while (off < len) {
 				if (t->batch->n == EV_BATCH) {
-					if (t->lookup)
+					if (t->lookup) {
+						ev_owners_accepted(t, first, t->batch->n);
 						ev_owners(t, first, t->batch->n);
+					}
 					ev_flush(t);
 					first = 0;
 					if (!t->batch)
@@ -423,8 +589,10 @@ static int ev_drain(struct ct_evthread *t)
 				off += res.consumed;
 			}
 		}
-		if (t->lookup)
+		if (t->lookup) {
+			ev_owners_accepted(t, first, t->batch->n);
 			ev_owners(t, first, t->batch->n);
+		}
 		pthread_mutex_lock(&t->mu);
 		t->st.messages += n;
 		t->st.records += records;
@@ -435,6 +603,11 @@ static int ev_drain(struct ct_evthread *t)
 		ev_flush(t);
 		if (!t->batch)
 			return ENOMEM;
+		pthread_mutex_lock(&t->mu);
+		int stopping = t->stopping;
+		pthread_mutex_unlock(&t->mu);
+		if (stopping)
+			return 0;
 		if (n < EV_VLEN)
 			return 0;
 	}
@@ -445,6 +618,9 @@ static void *ev_main(void *arg)
 	struct ct_evthread *t = arg;
 	struct pollfd pfd[2] = { { t->fd, POLLIN, 0 }, { t->wake_fd, POLLIN, 0 } };
 	for (;;) {
+		/* While accepts are pending the thread looks every millisecond. It stays a normal
+		 * thread: SCHED_FIFO made it look on time on a loaded host, but it then took CPU from
+		 * the servers it watches (see docs/decisions.md). */
 		int rc = poll(pfd, 2, t->npend ? 1 : -1);
 		if (rc < 0) {
 			if (errno == EINTR)
@@ -492,6 +668,7 @@ static void ev_free(struct ct_evthread *t)
 	if (t->diag_fd >= 0)
 		close(t->diag_fd);
 	free(t->batch);
+	pthread_cond_destroy(&t->drained);
 	pthread_mutex_destroy(&t->mu);
 	free(t);
 }
@@ -511,10 +688,13 @@ int ct_evthread_start(const struct ct_evthread_opts *o, ct_ev_deliver deliver, v
 	ssize_t nl = readlink("/proc/self/ns/net", t->netns, sizeof(t->netns) - 1);
 	t->netns[nl > 0 ? nl : 0] = 0;
 	pthread_mutex_init(&t->mu, NULL);
+	pthread_cond_init(&t->drained, NULL);
+	t->queue_max = o->queue_max ? o->queue_max : QUEUE_MAX_DEFAULT;
 	int granted = 0;
 	t->fd = ct_sock_open(o->groups, o->rcvbuf, &granted);
 	if (t->fd < 0) {
 		int e = t->fd;
+		pthread_cond_destroy(&t->drained);
 		pthread_mutex_destroy(&t->mu);
 		free(t);
 		return e;
@@ -551,6 +731,10 @@ void ct_evthread_stop(struct ct_evthread *t)
 {
 	uint64_t one = 1;
 	ssize_t w;
+	pthread_mutex_lock(&t->mu);
+	t->stopping = 1; /* a reader paused on a full queue stops waiting */
+	pthread_cond_signal(&t->drained);
+	pthread_mutex_unlock(&t->mu);
 	do
 		w = write(t->wake_fd, &one, sizeof(one));
 	while (w < 0 && errno == EINTR);

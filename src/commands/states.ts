@@ -4,9 +4,11 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { parseCidr, type Cidr } from '../core/addr.js';
-import { countStates, DEFAULT_EPHEMERAL, diffStates, flowItems, socketItems, type StatesBy, type StatesQuery, type StatesResult, type StatesSource } from '../core/states.js';
+import { countStates, DEFAULT_EPHEMERAL, diffStates, flowItems, socketItems, type StateItem, type StatesBy, type StatesQuery, type StatesResult, type StatesSource } from '../core/states.js';
 import { EXIT, explainSystemError, UserError } from '../errors.js';
+import { dumpSocketStates, dumpSocketTable } from '../netlink/sockets.js';
 import { dumpAll } from '../netlink/source.js';
+import { tcpStateName, udpStateName, type SocketEntry } from '../proc/parse.js';
 import { readProcessInfo, readSocketTable, scanSocketOwners } from '../proc/reader.js';
 import type { System } from '../system.js';
 import { renderStates, statesJson } from '../views/states.js';
@@ -112,6 +114,53 @@ function ephemeralRange(procRoot: string): readonly [number, number] {
   return DEFAULT_EPHEMERAL;
 }
 
+/**
+ * `read` through sock_diag in the addon (binary, unprivileged, 2.5× less CPU than parsing the
+ * /proc/net text at 50k sockets), or null when the proc root is not the live /proc (a fixture
+ * tree) or the kernel has no sock_diag for inet (inet_diag not loaded): then the text is read.
+ */
+function viaSockDiag<T>(system: System, read: () => T): T | null {
+  if (system.procRoot !== '/proc') return null;
+  try {
+    return read();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'EINVAL' && code !== 'EOPNOTSUPP' && code !== 'EPROTONOSUPPORT' && code !== 'ERR_DLOPEN_FAILED' && code !== 'ERR_CTACCT_ADDON')
+      throw explainSystemError(e, 'reading the socket tables (sock_diag)');
+    return null;
+  }
+}
+
+function readSockets(system: System, opts: { tcp: boolean; udp: boolean; families: (4 | 6)[] }): { entries: SocketEntry[] } {
+  const entries = viaSockDiag(system, () => dumpSocketTable(opts));
+  if (entries) return { entries };
+  try {
+    return readSocketTable(system.procRoot, opts);
+  } catch (e) {
+    throw explainSystemError(e, `reading ${system.procRoot}/net`);
+  }
+}
+
+/**
+ * Counting by state alone needs no address, port or owner: one shared item per (protocol,
+ * state), referenced once per socket, so countStates applies the same rules without an object
+ * per socket.
+ */
+function stateOnlyItems(dumps: { proto: 'tcp' | 'udp'; states: Uint8Array }[]): StateItem[] {
+  const shared = new Map<string, StateItem>();
+  const out: StateItem[] = [];
+  for (const { proto, states } of dumps) {
+    const name = proto === 'tcp' ? tcpStateName : udpStateName;
+    for (const n of states) {
+      const k = `${proto}${n}`;
+      let it = shared.get(k);
+      if (!it) shared.set(k, (it = { proto, state: name(n), localPort: 0, remoteAddr: '', remotePort: 0, servicePort: 0, owner: 'unknown' }));
+      out.push(it);
+    }
+  }
+  return out;
+}
+
 /** One snapshot: read the kernel's tables and count. */
 async function snapshot(system: System, a: StatesArgs, q: StatesQuery): Promise<StatesResult> {
   const families: (4 | 6)[] = a['4'] ? [4] : a['6'] ? [6] : [4, 6];
@@ -124,12 +173,11 @@ async function snapshot(system: System, a: StatesArgs, q: StatesQuery): Promise<
     }
     return countStates(flowItems(flows.filter((f) => families.includes(f.family)), localAddresses()), 'conntrack', q);
   }
-  let table;
-  try {
-    table = readSocketTable(system.procRoot, { tcp: true, udp: a.udp, families });
-  } catch (e) {
-    throw explainSystemError(e, `reading ${system.procRoot}/net`);
+  if (a.by === 'state' && !a.port?.length && !a.host?.length) {
+    const dumps = viaSockDiag(system, () => dumpSocketStates({ tcp: true, udp: a.udp, families }));
+    if (dumps) return countStates(stateOnlyItems(dumps), 'sockets', q);
   }
+  const table = readSockets(system, { tcp: true, udp: a.udp, families });
   const eph = ephemeralRange(system.procRoot);
   if (a.by !== 'process') return countStates(socketItems(table.entries, undefined, undefined, eph), 'sockets', q);
   // Owners: one fd scan, then comm/uid only for the pids that hold a socket in the table.
@@ -155,6 +203,17 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const inPlace = system.stdout.isTTY && !a.json;
+  // Interactive: q (or Ctrl-C, which raw mode turns into a byte) quits, as in `top`.
+  const keys = inPlace && system.stdin?.isTTY ? system.stdin : null;
+  const onKey = (b: Buffer) => {
+    const k = b.toString('utf8');
+    if (k === 'q' || k === 'Q' || k === '\x03') stop.abort();
+  };
+  if (keys) {
+    keys.setRawMode?.(true);
+    keys.on('data', onKey);
+    keys.resume();
+  }
   let prev: StatesResult | null = null;
   try {
     for (let n = 0; a.count === undefined || n < a.count; n++) {
@@ -172,7 +231,7 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
         if (prev) line.change = diffStates(prev, r);
         system.stdout.write(`${JSON.stringify(line)}\n`);
       } else {
-        const head = `ctacct states (${r.source}) every ${a.watch}s — ${time}${inPlace ? ' — Ctrl-C to quit' : ''}\n`;
+        const head = `ctacct states (${r.source}) every ${a.watch}s — ${time}${inPlace ? (keys ? ' — q to quit' : ' — Ctrl-C to quit') : ''}\n`;
         const body = renderStates(r, { width: system.stdout.columns(), color: colorOn(system), privileged: system.isRoot });
         // In place: home + clear below, so the block redraws without scrolling.
         system.stdout.write(inPlace ? `\x1b[H\x1b[J${head}\n${body}` : `${n > 0 ? '\n' : ''}${head}${body}`);
@@ -182,6 +241,11 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
   } finally {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
+    if (keys) {
+      keys.off('data', onKey);
+      keys.setRawMode?.(false);
+      keys.pause();
+    }
   }
 }
 

@@ -31,6 +31,8 @@ export interface EndState {
   /** Monotonic ms when this end was first resolved to a socket, when it is looked at next, and the
    *  current gap between looks (doubling up to RECHECK_MAX_MS). */
   firstSeen?: number;
+  /** The listener this end was provisionally given to: its holders are searched first. */
+  listener?: number;
   nextCheck?: number;
   every?: number;
   /** This end's row key for one group-by, kept between refreshes (keys are strings to build). */
@@ -669,8 +671,10 @@ export class Accounting {
   private markUnsettled(st: FlowState, e: EndState, now: number): void {
     if (e.owner?.pid == null || !e.sock) return;
     const server = st.rec.proto === 6 && e.end.side === 'reply';
-    const provisional = server && e.sock.state === SK_LISTEN;
-    if (!(provisional || e.owner.shared || (server && st.isNew))) return;
+    // A listener with one holder and no children: its process is the one that accepts (fd passing
+    // aside), so nothing is looked at again; the per-connection cost stays that of one lookup.
+    const provisional = server && e.sock.state === SK_LISTEN && this.owners.multiProcess(e.sock.inode);
+    if (!(provisional || e.owner.shared)) return;
     e.unsettled = true;
     e.firstSeen ??= now;
     if (now - e.firstSeen >= SETTLE_MS && !provisional && !e.owner.shared) {
@@ -691,11 +695,15 @@ export class Accounting {
     // (Not a container's end: the reader thread looked in this namespace, not in the container's.)
     if (!h || !h.found || !h.inode || h.state === SK_LISTEN || !e || e.netns) return;
     const sock: SockInfo = { inode: h.inode, uid: h.uid, state: h.state, pid: h.pid };
+    if (e.sock?.state === SK_LISTEN) e.listener = e.sock.inode;
     this.owners.learn([sock]);
     this.owners.resolveInodes([sock.inode]);
     const owner = this.owners.ownerOf(sock);
     const now = this.now();
-    if (owner?.pid == null) return; // the JS recheck keeps looking
+    if (owner?.pid == null) {
+      e.sock = sock; // its holder is searched for by recheck() while the socket lasts
+      return;
+    }
     if (owner.pid !== e.owner?.pid || owner.startTime !== e.owner?.startTime) this.health.moved++;
     e.sock = sock;
     e.owner = owner;
@@ -741,15 +749,19 @@ export class Accounting {
     const s = this.owners.exactSocket(st.rec.family, st.rec.proto, e.end);
     const wasListener = e.sock!.state === SK_LISTEN;
     if (!s || s.inode === 0 || s.state === SK_LISTEN) {
-      if (wasListener && s && (s.state === SK_LISTEN || NOT_ACCEPTED_YET.has(s.state))) return; // not accepted yet
+      // Not accepted yet: in the accept queue or a request (inode 0). The kernel answers with the
+      // listener when the tuple has no socket at all: before the handshake completes, or gone.
+      if (wasListener && s && NOT_ACCEPTED_YET.has(s.state)) return;
+      if (wasListener && s?.state === SK_LISTEN && (st.rec.tcpState ?? 0) < 3 && now - e.firstSeen! < 1000) return;
       // Gone. A connection last seen unaccepted that is gone now was accepted and closed between
       // two looks (or never accepted): it stays with the listening service; count the first.
-      if (wasListener) this.health.acceptsMissed++;
+      if (wasListener || e.owner?.inode !== e.sock!.inode) this.health.acceptsMissed++;
       e.unsettled = false;
       return;
     }
-    const base = this.owners.holdersOf(e.sock!.inode);
-    let holders = this.owners.searchFamily(s.inode, base.length ? base : this.owners.recentPids(16));
+    if (wasListener) e.listener = e.sock!.inode;
+    const base = new Set([...this.owners.holdersOf(e.sock!.inode), ...(e.listener ? this.owners.holdersOf(e.listener) : [])]);
+    let holders = this.owners.searchFamily(s.inode, base.size ? base : this.owners.recentPids(16));
     if (!holders.length) {
       this.owners.resolveInodes([s.inode], () => true);
       holders = [...this.owners.holdersOf(s.inode)];

@@ -96,8 +96,17 @@ const ZERO6 = '::';
 
 export class OwnerResolver {
   private readonly inodeOwners = new Map<number, number[]>();
-  /** Listener inodes whose holders were searched across the family (searchFamily). */
-  private readonly familyDone = new Set<number>();
+  /** Listener inodes whose holders were searched across the family (searchFamily), and whether
+   *  several processes may accept on it (several holders, or a holder with children). */
+  private readonly familyDone = new Map<number, boolean>();
+
+  /** Whether a listener's connections may be accepted by another process than its one holder:
+   *  several holders (pre-fork), or a holder with children (fork-after-accept). Unknown: true. */
+  multiProcess(listenerInode: number): boolean {
+    return this.familyDone.get(listenerInode) ?? true;
+  }
+  /** When each holder's family was last read for learned sockets (monotonic ms). */
+  private readonly familyAt = new Map<number, number>();
   private readonly procs = new Map<number, { facts: ProcessFacts | null; checked: number }>();
   /** Pids that owned sockets recently, most recent last. */
   private readonly recent = new Map<number, true>();
@@ -158,7 +167,24 @@ export class OwnerResolver {
   /** Owners the addon found while the socket still existed (its fd may be closed by now). A
    *  listener's holders are searched here instead (they are few, and all of them are needed). */
   learn(socks: Iterable<SockInfo | null>): void {
-    for (const s of socks) if (s && s.pid && s.inode && s.state !== SK_LISTEN && !this.inodeOwners.has(s.inode)) this.remember(s.inode, [s.pid]);
+    const learned: number[] = [];
+    for (const s of socks) {
+      if (!s || !s.pid || !s.inode || s.state === SK_LISTEN || this.inodeOwners.has(s.inode)) continue;
+      this.remember(s.inode, [s.pid]);
+      learned.push(s.inode);
+    }
+    // The addon met one holder; its family may hold the socket too (fork). Checked at most once
+    // a second per holder: this is the per-connection path.
+    const now = this.deps.now();
+    const check = learned.filter((i) => {
+      const p = this.inodeOwners.get(i)![0]!;
+      const at = this.familyAt.get(p);
+      if (at !== undefined && now - at < 1000) return false;
+      this.familyAt.set(p, now);
+      return true;
+    });
+    if (this.familyAt.size > 10_000) this.familyAt.clear();
+    this.completeHolders(check);
   }
 
   /** Exact sock_diag lookup of one end's socket (the kernel may answer with the listener). */
@@ -193,7 +219,10 @@ export class OwnerResolver {
     this.stats.scanMs += this.deps.now() - t0;
     this.stats.candidateScans++;
     // Every table in `look` was read in full: their sockets' holder lists are exact there.
-    for (const [i, owners] of r.owners) if (i === inode || !this.inodeOwners.has(i)) this.remember(i, owners);
+    for (const [i, owners] of r.owners) {
+      if (i === inode) this.remember(i, owners);
+      else this.merge(i, owners);
+    }
     const got = r.owners.get(inode);
     if (!got) return [];
     return got;
@@ -209,6 +238,38 @@ export class OwnerResolver {
     const missing = new Set<number>();
     for (const i of inodes) if (i !== 0 && !this.inodeOwners.has(i)) missing.add(i);
     if (missing.size === 0) return;
+    const wanted = [...missing];
+    try {
+      this.search(missing, alive);
+    } finally {
+      this.completeHolders(wanted.filter((i) => this.inodeOwners.has(i)));
+    }
+  }
+
+  /**
+   * A search stops at the first holder it meets; a socket shared across fork has more, in the
+   * same family. One read of the found holders' parents and children (once per batch) completes
+   * the holder lists, so the lowest pid is the owner whichever holder was met first.
+   */
+  private completeHolders(inodes: number[]): void {
+    if (inodes.length === 0 || !this.deps.family) return;
+    const look = new Set<number>();
+    for (const i of inodes) for (const p of this.inodeOwners.get(i) ?? []) look.add(p);
+    for (const p of [...look]) {
+      const f = this.deps.family(p);
+      if (f.ppid !== null && f.ppid > 1) look.add(f.ppid);
+      for (const c of f.children) look.add(c);
+    }
+    const t0 = this.deps.now();
+    const r = this.deps.scanOwners(new Set(), look);
+    this.stats.scanMs += this.deps.now() - t0;
+    for (const i of inodes) {
+      const got = r.owners.get(i);
+      if (got) this.remember(i, got);
+    }
+  }
+
+  private search(missing: Set<number>, alive?: (inode: number) => boolean): void {
     if (this.recent.size > 0) {
       const pids = [...this.recent.keys()].slice(-this.opt.candidates);
       this.scan(pids, missing, false);
@@ -236,10 +297,19 @@ export class OwnerResolver {
     } else {
       this.stats.candidateScans++;
     }
+    // A search that stops early sees only some holders of a shared socket (a listener): add
+    // them to what is known, never replace a longer list with a shorter one.
     for (const [inode, owners] of r.owners) {
-      this.remember(inode, owners);
+      this.merge(inode, owners);
       missing.delete(inode);
     }
+  }
+
+  private merge(inode: number, pids: number[]): void {
+    const had = this.inodeOwners.get(inode);
+    if (!had) return this.remember(inode, pids);
+    for (const p of pids) if (!had.includes(p)) had.push(p);
+    had.sort((a, b) => a - b);
   }
 
   private remember(inode: number, pids: number[]): void {
@@ -261,9 +331,11 @@ export class OwnerResolver {
     let pids = this.inodeOwners.get(sock.inode);
     if (pids && sock.state === SK_LISTEN && !this.familyDone.has(sock.inode)) {
       // A listener is shared by a server's processes: find them all once, for the lowest pid.
-      this.familyDone.add(sock.inode);
       const all = this.searchFamily(sock.inode, pids);
       if (all.length) pids = all;
+      const kids = pids.some((p) => (this.deps.family?.(p).children.length ?? 0) > 0);
+      this.familyDone.set(sock.inode, pids.length > 1 || kids);
+      if (this.familyDone.size > 10_000) this.familyDone.clear();
     }
     const pid = pids && pids.length > 0 ? pids[0]! : null;
     if (pid !== null) {

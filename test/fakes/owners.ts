@@ -8,6 +8,8 @@ export interface FakeWorld {
   /** pid → socket inodes it holds. */
   fds: Map<number, number[]>;
   procs: Map<number, ProcessFacts>;
+  /** pid → parent pid (for the family search). */
+  parents?: Map<number, number>;
   scans: { pids: number[] | undefined }[];
   clock: { t: number };
 }
@@ -36,6 +38,8 @@ export function fakeDeps(w: FakeWorld): OwnerDeps {
       return { owners, scanned, exhaustive: true };
     },
     processInfo: (pid) => w.procs.get(pid) ?? null,
+    startTime: (pid) => w.procs.get(pid)?.startTime ?? null,
+    family: (pid) => ({ ppid: w.parents?.get(pid) ?? null, children: [...(w.parents ?? new Map())].filter(([, pp]) => pp === pid).map(([c]) => c) }),
     userName: (uid) => (uid === 0 ? 'root' : uid === 33 ? 'www-data' : String(uid)),
     now: () => w.clock.t,
   };

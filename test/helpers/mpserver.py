@@ -11,7 +11,8 @@
 #                                   reports {"done", "sent", "durations_ms"}
 #
 # prefork/reuseport workers print their line on SIGUSR1 (sent to the parent, which passes it on);
-# forkaccept children print theirs as they exit. The parent prints {"ready", "pid", "workers"} once
+# forkaccept children print theirs as they exit. MP_HOLD_MS=N: a worker keeps each connection N ms
+# after reading it (a response being prepared) before it answers and closes. The parent prints {"ready", "pid", "workers"} once
 # every worker listens. Each connection gets back the 8-byte count of what the worker received.
 import json
 import os
@@ -28,6 +29,9 @@ def emit(obj):
     os.write(1, (json.dumps(obj) + "\n").encode())
 
 
+HOLD_S = float(os.environ.get("MP_HOLD_MS", "0")) / 1000
+
+
 def serve_one(conn):
     n = 0
     while True:
@@ -35,6 +39,8 @@ def serve_one(conn):
         if not b:
             break
         n += len(b)
+    if HOLD_S:
+        time.sleep(HOLD_S)  # a response being prepared: the socket stays open that long
     conn.sendall(struct.pack("!Q", n))
     port = conn.getpeername()[1]
     conn.close()

@@ -112,7 +112,11 @@ describe('ctacct record', { skip: rootSkip }, () => {
   test('SIGTERM during a burst loses no completed connection; rotation keeps every line across files', async () => {
     const file = join(tmp, 'flows.jsonl');
     const rec = startCtacct(pair.a, ['record', '--dump-interval', '0.5', '--port', '7201', '--output', file, '--max-size', '16k', '--keep', '1000']);
-    await new Promise((r) => setTimeout(r, 1000));
+    // Wait (bounded) until record says it is recording: set-up done, events subscribed.
+    for (const t0 = Date.now(); !rec.stderrText.includes('ctacct: recording to '); ) {
+      assert.ok(Date.now() - t0 < 20_000, `record not ready in 20 s: ${rec.stderrText}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const server = await startTraffic(pair.b, ['tcp-server', '7201']);
     // The client prints the local port of each connection once it has fully closed.
     const client = new JsonLines(pair.a.spawn(process.execPath, ['-e', CLIENT, '10.231.0.2', '7201', '500', '3000']));
@@ -137,7 +141,12 @@ describe('ctacct record', { skip: rootSkip }, () => {
     // Those not yet settled were written at shutdown as finished (TIME_WAIT): none was lost.
     assert.ok(lines.some((l) => l.end_reason === 'closed'));
     assert.ok(lines.every((l) => ['destroy', 'closed'].includes(l.end_reason)), 'without --include-open no open flow is written');
-    assert.ok(lines.every((l) => l.pid === client.child.pid || l.pid === null || typeof l.pid === 'number'));
+    // Attribution: a line names the client process or, when its socket was gone before it was
+    // seen, nobody — never another process; and one process is one (pid, start time).
+    const owned = lines.filter((l) => l.pid !== null);
+    assert.deepEqual([...new Set(owned.map((l) => l.pid))], [client.child.pid], 'owned lines name the client, only');
+    assert.equal(new Set(owned.map((l) => l.start_time)).size, 1, 'one start time for the one client process');
+    assert.equal(typeof owned[0].start_time, 'number');
     assert.ok(rec.stderrText.includes(`wrote ${lines.length} flow lines`), rec.stderrText);
   });
 
