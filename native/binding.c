@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "ct_evthread.h"
+#include "ct_netns.h"
 #include "ct_parse.h"
 #include "ct_sock.h"
 
@@ -735,8 +736,8 @@ static napi_value ct_parse(napi_env env, napi_callback_info info)
  *   -> { inode, uid, state } | null */
 static napi_value ct_lookup_socket(napi_env env, napi_callback_info info)
 {
-	size_t argc = 6;
-	napi_value argv[6], o;
+	size_t argc = 7;
+	napi_value argv[7], o;
 	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
 	uint32_t family = 0, proto = 0, lport = 0, rport = 0;
 	void *local = NULL, *remote = NULL;
@@ -751,14 +752,19 @@ static napi_value ct_lookup_socket(napi_env env, napi_callback_info info)
 				      "lookupSocket(family, proto, local16, lport, remote16, rport)");
 		return NULL;
 	}
-	static int fd = -1;
+	static int own_fd = -1;
+	int fd = own_fd;
+	/* Optional 7th argument: a sock_diag fd opened in another namespace (netnsDiagOpen). */
+	int32_t ns_fd = -1;
+	if (argc >= 7 && napi_get_value_int32(env, argv[6], &ns_fd) == napi_ok && ns_fd >= 0)
+		fd = ns_fd;
 	if (fd < 0) {
 		fd = ct_diag_open();
 		if (fd < 0) {
 			ct_throw_errno(env, -fd, "socket(NETLINK_SOCK_DIAG)");
-			fd = -1;
 			return NULL;
 		}
+		own_fd = fd;
 	}
 	struct ct_sock_hit hit;
 	memset(&hit, 0, sizeof(hit));
@@ -839,6 +845,80 @@ static napi_value ct_local_addresses(napi_env env, napi_callback_info info)
 	return out;
 }
 
+/* ---- network namespaces (ct_netns.c) ---- */
+
+/* Reads argv[0] as a path string into buf; throws and returns 0 when it is not one. */
+static int ct_path_arg(napi_env env, napi_callback_info info, char *buf, size_t cap, const char *what)
+{
+	size_t argc = 1, len = 0;
+	napi_value argv[1];
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+	    napi_get_value_string_utf8(env, argv[0], buf, cap, &len) != napi_ok || len == 0 || len >= cap - 1) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", what);
+		return 0;
+	}
+	return 1;
+}
+
+/* netnsDiagOpen(path) -> fd of a sock_diag socket inside that namespace (close with fs.closeSync) */
+static napi_value ct_netns_diag_open_js(napi_env env, napi_callback_info info)
+{
+	char path[4096];
+	if (!ct_path_arg(env, info, path, sizeof(path), "netnsDiagOpen(path)"))
+		return NULL;
+	int fd = ct_netns_diag_open(path);
+	if (fd < 0) {
+		ct_throw_errno(env, -fd, "setns");
+		return NULL;
+	}
+	napi_value v;
+	NAPI_CALL(env, napi_create_int32(env, fd, &v));
+	return v;
+}
+
+/* netnsAddresses(path) -> Buffer of 17-byte entries, as localAddresses() inside that namespace */
+static napi_value ct_netns_addresses_js(napi_env env, napi_callback_info info)
+{
+	char path[4096];
+	if (!ct_path_arg(env, info, path, sizeof(path), "netnsAddresses(path)"))
+		return NULL;
+	size_t cap = 4096, count = 0;
+	uint8_t *buf = malloc(cap * 17);
+	if (!buf) {
+		ct_throw_errno(env, ENOMEM, "netnsAddresses");
+		return NULL;
+	}
+	int rc = ct_netns_addr_list(path, buf, cap, &count);
+	if (rc < 0) {
+		free(buf);
+		ct_throw_errno(env, -rc, "setns");
+		return NULL;
+	}
+	napi_value out;
+	void *data;
+	napi_status st = napi_create_buffer_copy(env, count * 17, buf, &data, &out);
+	free(buf);
+	if (st != napi_ok) {
+		ct_throw_status(env, st, "napi_create_buffer_copy");
+		return NULL;
+	}
+	return out;
+}
+
+/* netnsEnter(path): the calling thread (and threads it starts later) joins that namespace */
+static napi_value ct_netns_enter_js(napi_env env, napi_callback_info info)
+{
+	char path[4096];
+	if (!ct_path_arg(env, info, path, sizeof(path), "netnsEnter(path)"))
+		return NULL;
+	int rc = ct_netns_enter(path);
+	if (rc < 0) {
+		ct_throw_errno(env, -rc, "setns");
+		return NULL;
+	}
+	return NULL;
+}
+
 static napi_value ct_init(napi_env env, napi_value exports)
 {
 	napi_property_descriptor props[] = {
@@ -852,6 +932,9 @@ static napi_value ct_init(napi_env env, napi_value exports)
 		{ "parse", NULL, ct_parse, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "lookupSocket", NULL, ct_lookup_socket, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "localAddresses", NULL, ct_local_addresses, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "netnsDiagOpen", NULL, ct_netns_diag_open_js, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "netnsAddresses", NULL, ct_netns_addresses_js, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "netnsEnter", NULL, ct_netns_enter_js, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "dumpSockets", NULL, ct_dump_sockets, NULL, NULL, NULL, napi_enumerable, NULL },
 	};
 	NAPI_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));

@@ -13,14 +13,15 @@ import { dumpSocketTable } from '../netlink/sockets.js';
 import type { System } from '../system.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { renderFlowsTable } from '../views/flows.js';
-import { interfaceAddresses, realOwnerDeps, uidOfUser } from '../wiring.js';
-import { filterOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
+import { enterNetns, interfaceAddresses, makeForeignAttributor, realOwnerDeps, uidOfUser } from '../wiring.js';
+import { filterOptions, netnsOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
 
 interface FlowsArgs extends FilterArgs {
   json: boolean;
   setup: boolean;
   'keep-acct': boolean;
   owners: boolean;
+  netns?: string;
 }
 
 /** One batch of the dump as the addon delivered it, plus what attribution found for its ends. */
@@ -44,12 +45,13 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
     command: 'flows',
     describe: 'One snapshot of tracked flows with counters and owner (needs CAP_NET_ADMIN)',
     builder: (y) =>
-      setupOptions(outputOptions(ownerFilterOptions(filterOptions(y))))
+      netnsOptions(setupOptions(outputOptions(ownerFilterOptions(filterOptions(y)))))
         .option('owners', { type: 'boolean', default: true, describe: 'Find the owning process of each flow (--no-owners skips the /proc scan)', group: 'Output:' })
         .example('sudo ctacct flows', 'every tracked flow with counters and owner')
         .example('sudo ctacct flows --proto tcp --port 443 --json', 'HTTPS flows as a JSON array')
         .example('sudo ctacct flows --host 10.0.0.0/8 -4', 'flows whose remote end is in 10/8') as never,
     handler: async (args) => {
+      enterNetns(system, args.netns);
       const filters = toFilters(args, uidOfUser);
       const table: FlowView[] = [];
       await withSystemSetup(
@@ -78,7 +80,11 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           const sockets = args.owners ? socketIndex(system) : null;
           const seen = chunks.length > 1 && toKernelFilters(args).length > 1 ? new Set<FlowId>() : null;
           const inodes = new Set<number>();
-          for (const c of chunks) {
+          // Ends in containers' namespaces on this host (flows with no end here): looked up there.
+          const foreign = args.owners ? makeForeignAttributor(system) : null;
+          const inner: { family: 4 | 6; proto: number; end: FlowEnd; netns: number[] }[] = [];
+          const innerOf = new Map<string, { end: FlowEnd; idx: number }[]>();
+          for (const [ci, c] of chunks.entries()) {
             const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
             if (seen) c.dup = new Uint8Array(c.count);
             c.inodes = new Uint32Array(2 * c.count); // at most two local ends per flow
@@ -95,20 +101,26 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
                 }
                 seen.add(k);
               }
-              for (const end of localEnds(r, classify(r, local))) {
+              const dir = classify(r, local);
+              for (const end of localEnds(r, dir)) {
                 const sock = args.owners ? resolver.socketFor(r.family, r.proto, end, sockets?.get(exactKey(r.family, r.proto, end)) ?? null) : null;
                 c.inodes[c.ends] = sock?.inode ?? 0;
                 c.uids[c.ends++] = sock?.uid ?? 0;
                 if (sock && sock.inode) inodes.add(sock.inode);
               }
+              if (foreign && dir === 'forwarded') {
+                const list = foreign.endsOf(r).map((f) => ({ end: f.end, idx: inner.push({ family: r.family, proto: r.proto, end: f.end, netns: f.netns }) - 1 }));
+                if (list.length) innerOf.set(`${ci}:${i}`, list);
+              }
             }
           }
           seen?.clear();
           resolver.resolveInodes(inodes);
+          const innerRes = foreign && inner.length ? foreign.resolveAll(inner) : [];
           const now = system.now();
           let out = args.json ? '[' : '';
           let first = true;
-          for (const c of chunks) {
+          for (const [ci, c] of chunks.entries()) {
             const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
             let s = 0;
             for (let i = 0; i < c.count; i++) {
@@ -120,6 +132,7 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
                 const uid = c.uids[s++]!;
                 return { end, owner: inode ? resolver.ownerOf({ inode, uid, state: 0 }) : null };
               });
+              for (const f of innerOf.get(`${ci}:${i}`) ?? []) attributed.push({ end: f.end, owner: innerRes[f.idx]?.owner ?? null });
               if (!flowPasses(filters, r, attributed)) continue;
               const view = toFlowView(r, dir, attributed, now);
               if (!args.json) {

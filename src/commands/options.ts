@@ -145,6 +145,15 @@ export function setupOptions<T>(y: Argv<T>) {
     });
 }
 
+/** `--netns NAME|PID|PATH`: run the view inside another network namespace (see enterNetns). */
+export function netnsOptions<T>(y: Argv<T>) {
+  return y.option('netns', {
+    type: 'string',
+    describe: 'Run inside this network namespace: a name in /run/netns, a pid, or a path (needs CAP_SYS_ADMIN)',
+    group: 'System:',
+  });
+}
+
 /** `--port 80,443 --port 22` → [80, 443, 22]; rejects anything that is not a port. */
 export function parsePorts(values: unknown): number[] {
   const list = (Array.isArray(values) ? values : [values]).flatMap((v) => String(v).split(',')).filter((s) => s.trim() !== '');

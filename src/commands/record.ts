@@ -14,7 +14,7 @@ import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { FdSink, RotatingFile, UnsafeOutputError, parseSize, type LineSink } from '../system/rotate.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
-import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
+import { interfaceAddresses, makeForeignAttributor, makeOwnerResolver, uidOfUser } from '../wiring.js';
 import { checkPositive, filterOptions, ownerFilterOptions, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
@@ -191,6 +191,7 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
           kernelFilters: toKernelFilters(args),
           rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
           onRetire: (st, why) => write(st, why),
+          foreign: makeForeignAttributor(system, { candidates: 4, fullScanMaxShare: 0.02 }),
         },
       );
       seen.attach(engine.acc);

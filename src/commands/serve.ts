@@ -16,7 +16,7 @@ import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { formatSetupReport, withSystemSetup, type SetupReport } from '../system/setup.js';
 import { CounterSet, PrometheusView, type ExportModel, type FeedRow } from '../views/prometheus.js';
-import { interfaceAddresses, makeOwnerResolver } from '../wiring.js';
+import { interfaceAddresses, makeForeignAttributor, makeOwnerResolver } from '../wiring.js';
 import { checkPositive, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
@@ -142,7 +142,7 @@ export class Exporter {
     private readonly engine: TopEngine,
   ) {
     const expireMs = args.expire * 1000;
-    this.processLabels = ['comm', 'user', 'unit', ...(args['label-pid'] ? ['pid'] : [])];
+    this.processLabels = ['comm', 'user', 'unit', 'container', ...(args['label-pid'] ? ['pid'] : [])];
     this.processes = new CounterSet(3, expireMs);
     this.remotes = args['top-remotes'] > 0 ? new CounterSet(2, expireMs) : null;
     this.ports = args['top-ports'] > 0 ? new CounterSet(2, expireMs) : null;
@@ -236,6 +236,8 @@ export class Exporter {
       comm: r.comm ?? '',
       user: r.user ?? (r.uid !== null ? String(r.uid) : ''),
       unit: r.pid !== null ? unitLabel(this.cgroups.of(r.pid)) : '',
+      // One value per container (runtime:name, else runtime:short id): as bounded as the processes.
+      container: r.container ? `${r.container.runtime}:${r.container.name ?? r.container.id.slice(0, 12)}` : '',
     };
     if (this.args['label-pid']) labels.pid = r.pid !== null ? String(r.pid) : '';
     // A process is (pid, start time): a reused pid is a new source, never the old one's series.
@@ -330,7 +332,11 @@ async function runServe(system: System, args: ServeArgs): Promise<void> {
           monotonic: () => system.monotonic(),
           now: () => system.now(),
         },
-        { dumpEveryMs: args['dump-interval'] * 1000, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024) },
+        {
+          dumpEveryMs: args['dump-interval'] * 1000,
+          rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
+          foreign: makeForeignAttributor(system, { candidates: 4, fullScanMaxShare: 0.02 }),
+        },
       );
       try {
         await engine.start();

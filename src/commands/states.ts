@@ -12,10 +12,12 @@ import { tcpStateName, udpStateName, type SocketEntry } from '../proc/parse.js';
 import { readProcessInfo, readSocketTable, scanSocketOwners } from '../proc/reader.js';
 import type { System } from '../system.js';
 import { renderStates, statesJson } from '../views/states.js';
-import { checkFamilies, parsePorts } from './options.js';
+import { checkFamilies, netnsOptions, parsePorts } from './options.js';
+import { enterNetns } from '../wiring.js';
 
 /** Raw arguments as yargs gives them; validated in the handler (see checkArgs). */
 interface RawStatesArgs {
+  netns?: string;
   source: StatesSource;
   by: StatesBy;
   listening: boolean;
@@ -274,8 +276,9 @@ export function statesCommand(system: System): CommandModule<object, RawStatesAr
     command: 'states',
     describe: 'TCP state counts, like `netstat -ant | awk` / `ss -s` (works without root)',
     builder: (y) =>
-      statesOptions(y).epilogue(REPLACES) as unknown as Argv<RawStatesArgs>,
+      netnsOptions(statesOptions(y)).epilogue(REPLACES) as unknown as Argv<RawStatesArgs>,
     handler: async (raw) => {
+      enterNetns(system, raw.netns);
       const a = checkArgs(raw);
       const q: StatesQuery = {
         by: a.by,

@@ -14,8 +14,8 @@ import { formatSetupReport, withSystemSetup, type SetupReport } from '../system/
 import { renderJsonLine } from '../views/json.js';
 import { renderSummary } from '../views/summary.js';
 import { renderTrace } from '../views/trace.js';
-import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
-import { checkPositive, filterOptions, outputOptions, ownerFilterOptions, setupOptions, usage } from './options.js';
+import { enterNetns, interfaceAddresses, makeForeignAttributor, makeOwnerResolver, uidOfUser } from '../wiring.js';
+import { checkPositive, filterOptions, netnsOptions, outputOptions, ownerFilterOptions, setupOptions, usage } from './options.js';
 import { runLive, runStream } from '../views/live.js';
 
 export interface TopArgs extends FilterArgs {
@@ -36,6 +36,7 @@ export interface TopArgs extends FilterArgs {
   color: boolean;
   setup: boolean;
   'keep-acct': boolean;
+  netns?: string;
 }
 
 /** Rows whose process CPU/MEM is sampled with pidusage each refresh (default mode only). */
@@ -46,7 +47,7 @@ export function topCommand(system: System): CommandModule<object, TopArgs> {
     command: ['top', '$0'],
     describe: 'Live traffic per process, connection, remote host, port or user (the default; needs CAP_NET_ADMIN)',
     builder: (y) =>
-      setupOptions(outputOptions(ownerFilterOptions(filterOptions(y))))
+      netnsOptions(setupOptions(outputOptions(ownerFilterOptions(filterOptions(y)))))
         .option('by', { choices: GROUP_BYS, default: 'process' as GroupBy, describe: 'Group rows by', group: 'View:' })
         .option('sort', { choices: SORT_KEYS, default: 'total' as SortKey, describe: 'Sort rows by rate sent/recv/total, open conns, or new conns', group: 'View:' })
         .option('interval', { alias: ['d', 'delay', 'watch'], type: 'number', describe: 'Seconds between refreshes (default 1; with --low-overhead, the dump interval); -d as in nethogs', group: 'View:' })
@@ -114,6 +115,7 @@ export function changeLines(report: SetupReport): string[] {
 }
 
 async function runTop(system: System, args: TopArgs): Promise<void> {
+  enterNetns(system, args.netns);
   const filters = toFilters(args, uidOfUser);
   const count = args.once ? 1 : args.count;
   const mode: 'json' | 'trace' | 'live' = args.json ? 'json' : args.trace || !system.stdout.isTTY ? 'trace' : 'live';
@@ -151,6 +153,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
         filters,
         ...(args.limit !== undefined ? { limit: args.limit } : {}),
         rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
+        foreign: makeForeignAttributor(system, low ? { candidates: 4, fullScanMaxShare: 0.02 } : {}),
       },
     );
     try {

@@ -5,6 +5,7 @@ import { classify, endBytes, flowKey, formatHostPort, localEnds, rawFlowKey, sam
 import { blankRow, compareRows, emptyBucket, type Bucket, type GroupBy, type Health, type SortKey, type TopRow, type TopSnapshot } from './model.js';
 import { flowPasses } from './filters.js';
 import { SK_LISTEN, type Owner, type OwnerResolver, type SockInfo } from './owners.js';
+import type { ForeignAttributor, UnattributedReason } from './foreign.js';
 
 export interface EndState {
   end: FlowEnd;
@@ -19,6 +20,10 @@ export interface EndState {
   recvInterval: number;
   /** The owner was inferred from the remote endpoint (the socket was gone before it was seen). */
   inferred?: boolean;
+  /** An end in another local network namespace (a container): the candidate namespaces. */
+  netns?: number[];
+  /** Why it has no owner (while it has none). */
+  reason?: UnattributedReason | null;
   /** The owner is not final: the listener of a connection not accepted yet, a socket shared by
    *  several processes (a fork-after-accept server hands it to a child), or a young accepted
    *  socket. Such ends are looked at again (see Accounting.recheck). */
@@ -122,6 +127,8 @@ export interface AccountingOptions {
   retryMs?: number;
   /** Retired per-connection rows kept for --by conn (oldest dropped first). */
   maxRetiredConns?: number;
+  /** Attribution of flows whose ends live in other local network namespaces (containers). */
+  foreign?: ForeignAttributor;
 }
 
 interface Acc {
@@ -148,6 +155,8 @@ export class Accounting {
     remote: new Map(),
     port: new Map(),
     user: new Map(),
+    container: new Map(),
+    unit: new Map(),
   };
   /** When each retired row last took an ended flow's bytes (monotonic ms), for pruning. */
   private readonly retiredAt = new Map<TopRow, number>();
@@ -163,7 +172,10 @@ export class Accounting {
   private readonly history: { from: number; t: number; groupBy: GroupBy; rates: Map<string, [number, number]> }[] = [];
   private readonly peaks = new Map<string, [number, number]>();
   private lastSnapshot: number | null = null;
-  private readonly opt: Required<Omit<AccountingOptions, 'onRetire' | 'filters'>>;
+  private readonly opt: Required<Omit<AccountingOptions, 'onRetire' | 'filters' | 'foreign'>>;
+  private readonly foreign: ForeignAttributor | undefined;
+  /** Retired unknown bytes by reason. */
+  private readonly retiredReasons = new Map<string, Bucket>();
   private readonly filters: Filters;
   private readonly onRetire: AccountingOptions['onRetire'];
   /** Earlier lives waiting for their DESTROY, by key (see EarlierLife). */
@@ -197,6 +209,7 @@ export class Accounting {
   ) {
     this.onRetire = opts.onRetire;
     this.filters = opts.filters ?? {};
+    this.foreign = opts.foreign;
     this.opt = {
       goneTimeoutMs: opts.goneTimeoutMs ?? 180_000,
       retryMs: opts.retryMs ?? 1000,
@@ -474,8 +487,10 @@ export class Accounting {
       shape: shapeOf(r),
       rec: r,
       dir,
-      ends: localEnds(r, dir).map((end) => ({
+      // A flow with no end here may have one in a container's namespace on this host.
+      ends: (dir === 'forwarded' ? (this.foreign?.endsOf(r) ?? []) : localEnds(r, dir).map((end) => ({ end, netns: undefined }))).map(({ end, netns }) => ({
         end,
+        ...(netns ? { netns } : {}),
         sock: null,
         owner: null,
         tries: 0,
@@ -575,6 +590,7 @@ export class Accounting {
     const todoSt: FlowState[] = [];
     const fam: (4 | 6)[] = [];
     const protos: number[] = [];
+    const foreign: { e: EndState; family: 4 | 6; proto: number; end: FlowEnd; netns: number[] }[] = [];
     const now = this.now();
     for (const st of states) {
       for (const e of st.ends) {
@@ -584,6 +600,10 @@ export class Accounting {
         e.lastTry = now;
         // A closed client connection's socket is gone for good: only inference can help it now.
         if (st.closed && e.end.side === 'orig' && e.tries > 1) continue;
+        if (e.netns) {
+          foreign.push({ e, family: st.rec.family, proto: st.rec.proto, end: e.end, netns: e.netns });
+          continue;
+        }
         e.sock = this.owners.socketFor(st.rec.family, st.rec.proto, e.end, hit) ?? e.sock;
         if (e.sock) {
           todo.push(e);
@@ -592,6 +612,16 @@ export class Accounting {
           protos.push(st.rec.proto);
         }
       }
+    }
+    if (foreign.length && this.foreign) {
+      // Ends in containers' namespaces: looked up there, in one batch.
+      this.foreign.resolveAll(foreign).forEach((f, i) => {
+        const e = foreign[i]!.e;
+        e.sock = f.sock ?? e.sock;
+        e.owner = f.owner;
+        e.reason = f.reason;
+        if (f.owner?.pid != null) e.netns = [f.netns];
+      });
     }
     if (todo.length === 0) {
       this.inferOwners(states, now);
@@ -613,6 +643,7 @@ export class Accounting {
     for (let i = 0; i < todo.length; i++) {
       const e = todo[i]!;
       e.owner = this.owners.ownerOf(e.sock);
+      e.reason = e.owner?.pid != null ? null : 'no_process';
       if (e.owner?.pid == null && e.end.side === 'reply' && e.sock!.state !== SK_LISTEN) {
         // A server's connection socket whose fd is already closed: its listener owns the service.
         const l = this.owners.serviceSocket(fam[i]!, protos[i]!, e.end);
@@ -624,7 +655,10 @@ export class Accounting {
     }
     if (fallback.length) {
       this.owners.resolveInodes(fallback.map((e) => e.sock!.inode));
-      for (const e of fallback) e.owner = this.owners.ownerOf(e.sock);
+      for (const e of fallback) {
+        e.owner = this.owners.ownerOf(e.sock);
+        e.reason = e.owner?.pid != null ? null : 'no_process';
+      }
     }
     for (let i = 0; i < todo.length; i++) this.markUnsettled(todoSt[i]!, todo[i]!, now);
     this.inferOwners(states, now);
@@ -658,7 +692,8 @@ export class Accounting {
   private accepted(st: FlowState, r: FlowRecord): void {
     const h = r.skReply;
     const e = st.ends.find((x) => x.end.side === 'reply');
-    if (!h || !h.found || !h.inode || h.state === SK_LISTEN || !e) return;
+    // (Not a container's end: the reader thread looked in this namespace, not in the container's.)
+    if (!h || !h.found || !h.inode || h.state === SK_LISTEN || !e || e.netns) return;
     const sock: SockInfo = { inode: h.inode, uid: h.uid, state: h.state, pid: h.pid };
     if (e.sock?.state === SK_LISTEN) e.listener = e.sock.inode;
     this.owners.learn([sock]);
@@ -806,8 +841,11 @@ export class Accounting {
       if (unknown) {
         this.retiredUnknown.sent_total += e.sentTotal;
         this.retiredUnknown.recv_total += e.recvTotal;
+        const rb = reasonBucket(this.retiredReasons, endReason(e));
+        rb.sent_total += e.sentTotal;
+        rb.recv_total += e.recvTotal;
       }
-      for (const g of ['process', 'conn', 'remote', 'port', 'user'] as GroupBy[]) {
+      for (const g of ['process', 'conn', 'remote', 'port', 'user', 'container', 'unit'] as GroupBy[]) {
         const k = this.groupKey(g, st, e);
         if (k === null) continue;
         const map = this.retired[g];
@@ -927,6 +965,12 @@ export class Accounting {
       }
       case 'conn':
         return `${protoName(st.rec.proto)} ${formatHostPort(e.end.localAddr, e.end.localPort)} ${formatHostPort(e.end.remoteAddr, e.end.remotePort)}`;
+      case 'container':
+        if (e.owner?.pid == null) return null;
+        return e.owner.container ? `${e.owner.container.runtime}/${e.owner.container.id}` : 'host';
+      case 'unit':
+        if (e.owner?.pid == null) return null;
+        return e.owner.unit ?? '-';
     }
   }
 
@@ -948,6 +992,11 @@ export class Accounting {
       row.uid = o?.uid ?? null;
       row.user = o?.user ?? null;
     }
+    if (g === 'process' || g === 'conn') row.netns = o?.netns ?? e.netns?.[0] ?? null;
+    if (g === 'process' || g === 'conn' || g === 'container') row.container = o?.container ?? null;
+    if (g === 'process' || g === 'conn' || g === 'unit') row.unit = o?.unit ?? null;
+    // Every process of a container lives in its namespace (pods: one namespace for all).
+    if (g === 'container') row.netns = o?.container ? (o?.netns ?? e.netns?.[0] ?? null) : null;
     if (g === 'remote') row.remote = e.end.remoteAddr;
     if (g === 'port') {
       row.port = st.rec.orig.dport;
@@ -996,7 +1045,9 @@ export class Accounting {
     }
     this.dirtyRetired.clear();
     const forwarded = { ...this.retiredForwarded };
-    const unknown = { ...this.retiredUnknown };
+    const unknown: Bucket = { ...this.retiredUnknown };
+    const reasons = new Map<string, Bucket>();
+    for (const [k, b] of this.retiredReasons) reasons.set(k, { ...b });
     let withoutCounters = 0;
     for (const st of this.flows.values()) {
       if (!st.hasCounters) withoutCounters++;
@@ -1020,6 +1071,10 @@ export class Accounting {
           unknown.sent_total += e.sentTotal;
           unknown.recv_total += e.recvTotal;
           if (!st.closed) unknown.flows++;
+          const rb = reasonBucket(reasons, endReason(e));
+          rb.sent_total += e.sentTotal;
+          rb.recv_total += e.recvTotal;
+          if (!st.closed) rb.flows++;
         }
         if (e.keyFor !== g || e.keyOwner !== e.owner) {
           e.key = this.groupKey(g, st, e);
@@ -1072,6 +1127,7 @@ export class Accounting {
       accepts_missed: this.health.acceptsMissed,
       ...(opts.changes ? { changes: opts.changes } : {}),
     };
+    unknown.reasons = Object.fromEntries([...reasons].sort(([a], [b]) => (a < b ? -1 : 1)));
     return {
       time: opts.time,
       interval_s: Math.round(intervalS * 1000) / 1000,
@@ -1132,4 +1188,14 @@ export class Accounting {
       r.recv_peak_bps = p[1];
     }
   }
+}
+
+function endReason(e: EndState): UnattributedReason {
+  return e.reason ?? (e.netns ? 'not_found_in_netns' : e.sock ? 'no_process' : 'no_socket');
+}
+
+function reasonBucket(m: Map<string, Bucket>, reason: string): Bucket {
+  let b = m.get(reason);
+  if (!b) m.set(reason, (b = emptyBucket()));
+  return b;
 }

@@ -1,6 +1,7 @@
 // `ctacct record`: one finished flow → its JSON lines (one per local end; one for a forwarded flow).
 // Pure: the flow's state, the record that settled it and the times ctacct saw it in; lines out.
 // The line format is versioned (docs/record.md): fields may be added, never renamed or retyped.
+import type { ContainerRef } from './model.js';
 import { ctTcpStateName, protoName } from '../netlink/record.js';
 import type { Filters, FlowState } from './accounting.js';
 import { flowPasses } from './filters.js';
@@ -49,6 +50,9 @@ export interface FlowLine {
   user: string | null;
   unit: string | null;
   cgroup: string | null;
+  /** Added: the owner's network namespace inode and container (null: none / unknown). */
+  netns?: number | null;
+  container?: ContainerRef | null;
   shared: boolean;
   inferred: boolean;
   mark: number | null;
@@ -156,6 +160,8 @@ export function flowLines(st: FlowState, ctx: LineContext, filters: Filters = {}
       unit: cg?.unit || null,
       // The root cgroup ("/") is what an unreadable or kernel-thread cgroup looks like: no information.
       cgroup: cg?.cgroup && cg.cgroup !== '/' ? cg.cgroup : null,
+      netns: o?.netns ?? e.netns?.[0] ?? null,
+      container: o?.container ?? null,
       shared: o?.shared ?? false,
       inferred: e.inferred ?? false,
       mark: nonZero(r.mark),

@@ -3,6 +3,7 @@ import { ctTcpStateName, protoName, type FlowRecord } from '../netlink/record.js
 import type { Direction, FlowEnd } from './flow.js';
 import { endBytes, formatHostPort } from './flow.js';
 import type { Owner } from './owners.js';
+import type { ContainerRef } from './model.js';
 
 export interface FlowSide {
   src: string;
@@ -36,6 +37,10 @@ export interface FlowView {
   peer?: { pid: number | null; comm: string | null; uid: number | null; local: string; sent_bytes: number | null; recv_bytes: number | null };
   /** Added: the flow's socket is shared by several processes; pid is the lowest. */
   shared?: boolean;
+  /** Added: where the owner lives (network namespace inode, container, systemd unit). */
+  netns?: number | null;
+  container?: ContainerRef | null;
+  unit?: string | null;
   timeout_s?: number | null;
 }
 
@@ -80,6 +85,11 @@ export function toFlowView(r: FlowRecord, direction: Direction | null, ends: Att
     timeout_s: r.timeout,
   };
   if (main?.owner?.shared) v.shared = true;
+  if (main?.owner?.netns !== undefined) {
+    v.netns = main.owner.netns;
+    v.container = main.owner.container ?? null;
+    v.unit = main.owner.unit ?? null;
+  }
   const peer = ends[1];
   if (peer) {
     const pb = bytes(peer);

@@ -1,8 +1,20 @@
 // The `top` view model: exactly the `--json` line shape of DESIGN.md (snake_case field names are
 // the contract: fields may be added, never renamed). Renderers take a TopSnapshot; accounting makes it.
 
-export type GroupBy = 'process' | 'conn' | 'remote' | 'port' | 'user';
-export const GROUP_BYS: GroupBy[] = ['process', 'conn', 'remote', 'port', 'user'];
+export type GroupBy = 'process' | 'conn' | 'remote' | 'port' | 'user' | 'container' | 'unit';
+export const GROUP_BYS: GroupBy[] = ['process', 'conn', 'remote', 'port', 'user', 'container', 'unit'];
+
+/** The container a process runs in, from its cgroup path (null: not in a container). */
+export interface ContainerRef {
+  /** docker | podman | containerd | crio | lxc | nspawn | … */
+  runtime: string;
+  /** The runtime's id: 64 hex digits for OCI runtimes, the name for lxc/nspawn. */
+  id: string;
+  /** The name the runtime gave it, where its files say (Docker's config.v2.json). */
+  name: string | null;
+  /** Kubernetes pod uid, when the cgroup path has one. */
+  pod?: string | null;
+}
 
 export type SortKey = 'sent' | 'recv' | 'total' | 'conns' | 'new';
 export const SORT_KEYS: SortKey[] = ['sent', 'recv', 'total', 'conns', 'new'];
@@ -23,6 +35,11 @@ export interface TopRow {
   state?: string | null;
   /** The socket is shared by several processes (after fork); pid is the lowest. */
   shared?: boolean;
+  /** Where the owner lives (--by process, conn, container, unit): the inode of its network
+   *  namespace, its container (null: none) and its systemd unit (null: none). */
+  netns?: number | null;
+  container?: ContainerRef | null;
+  unit?: string | null;
   /** With pid, the process identity: its start time in clock ticks after boot (/proc/PID/stat
    *  field 22). A reused pid is another process, with another row. */
   start_time?: number | null;
@@ -62,6 +79,11 @@ export interface Bucket {
   sent_total: number;
   recv_total: number;
   flows: number;
+  /** `unknown` only: the same split by why no process was found (no_socket: no socket with
+   *  that tuple; not_found_in_netns: none in the container namespace holding the address;
+   *  no_process: a socket but no process holds it (closed, or not readable); no_permission:
+   *  the namespace could not be entered). */
+  reasons?: Record<string, Bucket>;
 }
 
 export interface HealthItem {

@@ -4,6 +4,7 @@
 // One rule for a socket held by several processes: the lowest pid, marked shared. A process is
 // (pid, start time): a reused pid is another process. All I/O comes in through OwnerDeps.
 import type { FlowEnd } from './flow.js';
+import type { ContainerRef } from './model.js';
 
 /** Kernel TCP socket states used here. */
 export const SK_LISTEN = 10;
@@ -21,6 +22,10 @@ export interface ProcessFacts {
   comm: string;
   cmdline: string;
   uid: number;
+  /** Where it lives: network namespace inode, container, systemd unit (absent: not read). */
+  netns?: number | null;
+  container?: ContainerRef | null;
+  unit?: string | null;
   /** Start time (clock ticks after boot, /proc/PID/stat field 22); with pid, the identity. */
   startTime?: number | null;
 }
@@ -58,6 +63,9 @@ export interface Owner {
   comm: string | null;
   cmdline: string | null;
   inode: number;
+  netns?: number | null;
+  container?: ContainerRef | null;
+  unit?: string | null;
   /** Start time of the process (see ProcessFacts.startTime), null when unknown. */
   startTime: number | null;
 }
@@ -345,6 +353,7 @@ export class OwnerResolver {
       comm: info?.comm ?? null,
       cmdline: info?.cmdline ?? null,
       inode: sock.inode,
+      ...(info && info.netns !== undefined ? { netns: info.netns, container: info.container ?? null, unit: info.unit ?? null } : {}),
       startTime: info?.startTime ?? null,
     };
   }

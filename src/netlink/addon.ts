@@ -97,7 +97,15 @@ export interface Addon {
     lport: number,
     remote: Buffer,
     rport: number,
+    /** A sock_diag fd from netnsDiagOpen: look up in that namespace instead of this one. */
+    nsFd?: number,
   ): { inode: number; uid: number; state: number } | null;
+  /** A sock_diag socket created inside the network namespace at `path` (nsfs file); an fd. */
+  netnsDiagOpen(path: string): number;
+  /** localAddresses() of the network namespace at `path`. */
+  netnsAddresses(path: string): Buffer;
+  /** Moves the calling thread (and threads it starts later) into the namespace at `path`. */
+  netnsEnter(path: string): void;
   /** Every address of this network namespace (RTM_GETADDR), 17 bytes each: family, 16 address bytes. */
   localAddresses(): Buffer;
   /** A NETLINK_NETFILTER socket for nf_tables requests; keep it open as long as an owned table must live. */

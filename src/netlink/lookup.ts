@@ -19,14 +19,17 @@ function addr16(addr: string, family: 4 | 6): Buffer | null {
   return b;
 }
 
-export function makeSocketLookup(addon: () => Addon = getAddon): (family: 4 | 6, proto: number, end: FlowEnd) => SockInfo | null {
+/** Lookups in this namespace, or (nsFd) through a sock_diag socket opened in another one. */
+export function makeSocketLookup(addon: () => Addon = getAddon, nsFd?: () => number | null): (family: 4 | 6, proto: number, end: FlowEnd) => SockInfo | null {
   return (family, proto, end) => {
     if ((proto !== 6 && proto !== 17) || end.localPort === null) return null;
     const local = addr16(end.localAddr, family);
     const remote = addr16(end.remoteAddr, family);
     if (!local || !remote) return null;
     try {
-      return addon().lookupSocket(AF[family], proto, local, end.localPort, remote, end.remotePort ?? 0);
+      if (!nsFd) return addon().lookupSocket(AF[family], proto, local, end.localPort, remote, end.remotePort ?? 0);
+      const fd = nsFd();
+      return fd === null ? null : addon().lookupSocket(AF[family], proto, local, end.localPort, remote, end.remotePort ?? 0, fd);
     } catch {
       return null; // a failed lookup leaves the end unattributed; it is retried later
     }

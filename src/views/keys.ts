@@ -332,6 +332,11 @@ export function inDrill(d: Drill, c: TopRow): boolean {
       return d.uid !== null && c.uid === d.uid;
     case 'conn':
       return c.key === d.key;
+    case 'container':
+      // Connection rows carry their owner's container ("host": an owner in none).
+      return c.pid != null && (c.container ? `${c.container.runtime}/${c.container.id}` : 'host') === d.key;
+    case 'unit':
+      return c.pid != null && (c.unit ?? '-') === d.key;
   }
 }
 

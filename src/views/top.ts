@@ -290,6 +290,21 @@ export function keyColumns(groupBy: GroupBy, opts: { fullCommand?: boolean; name
           cell: (r) => (r.uid === null || r.uid === undefined ? text(r.user ?? r.key) : `${text(r.user ?? String(r.uid))}/${r.uid}`),
         },
       ];
+    case 'container':
+      return [
+        {
+          title: 'CONTAINER',
+          align: 'left',
+          width: 14,
+          flex: true,
+          comfort: 40,
+          pri: 0,
+          cut: 'middle',
+          cell: (r) => (r.container ? `${sanitize(r.container.runtime)}:${sanitize(r.container.name ?? r.container.id.slice(0, 12))}` : text(r.key)),
+        },
+      ];
+    case 'unit':
+      return [{ title: 'UNIT', align: 'left', width: 14, flex: true, comfort: 40, pri: 0, cut: 'middle', cell: (r) => text(r.unit ?? r.key) }];
   }
 }
 
@@ -543,6 +558,8 @@ export function drillName(d: Drill): string {
     case 'user':
       return text(d.user ?? (d.uid === null ? d.key : String(d.uid)));
     case 'conn':
+    case 'container':
+    case 'unit':
       return text(d.key);
   }
 }

@@ -150,12 +150,38 @@ function userRows(): TopRow[] {
   ];
 }
 
+function containerRows(): TopRow[] {
+  const c = (key: string, container: TopRow['container'], netns: number | null, sent_bps: number, recv_bps: number, sent_total: number, recv_total: number, flows: number, new_flows: number) =>
+    row({ key, container, netns, sent_bps, recv_bps, sent_total, recv_total, flows, new_flows });
+  const id = (h: string) => h.repeat(64 / h.length);
+  return [
+    c(`docker/${id('3f1a')}`, { runtime: 'docker', id: id('3f1a'), name: 'web' }, 4026532301, 2.9 * MiB, 64 * KiB, 5_301_000_000, 210_000_000, 130, 22),
+    c(`containerd/${id('9c')}`, { runtime: 'containerd', id: id('9c'), name: null, pod: '0b7d2a51-5e0c-4d4e-9a43-2f6a1c9e7b10' }, 4026532455, 1.3 * MiB, 64 * KiB, 2_900_000_000, 200_000_000, 84, 15),
+    c('host', null, null, 960 * KiB, 11.4 * MiB, 34_001_992_294, 191_540_275, 4, 1),
+    c(`podman/${id('e7')}`, { runtime: 'podman', id: id('e7'), name: null }, 4026532519, 0, 0, 5_870_000, 901_000, 0, 0),
+  ];
+}
+
+function unitRows(): TopRow[] {
+  const u = (unit: string, sent_bps: number, recv_bps: number, sent_total: number, recv_total: number, flows: number, new_flows: number) =>
+    row({ key: unit, unit, sent_bps, recv_bps, sent_total, recv_total, flows, new_flows });
+  return [
+    u('nginx.service', 4.2 * MiB, 128.4 * KiB, 8_201_000_000, 410_000_000, 214, 37),
+    u('session-3.scope', 60 * KiB, 11.4 * MiB, 1992294, 91540275, 1, 1),
+    u('postgresql@15-main.service', 900 * KiB, 12 * KiB, 34_000_000_000, 100_000_000, 3, 0),
+    u('docker-3f1a3f1a3f1a3f1a3f1a3f1a3f1a3f1a3f1a3f1a3f1a3f1a3f1a3f1a3f1a3f1a.scope', 2.3 * MiB, 1.1 * MiB, 5_819_000_000, 2_909_000_000, 58, 12),
+    u('-', 0, 0, 1824, 1824, 0, 0),
+  ];
+}
+
 const ROWS: Record<GroupBy, () => TopRow[]> = {
   process: processRows,
   conn: connRows,
   remote: remoteRows,
   port: portRows,
   user: userRows,
+  container: containerRows,
+  unit: unitRows,
 };
 
 export function snapshot(groupBy: GroupBy = 'process', over: Partial<TopSnapshot> = {}): TopSnapshot {

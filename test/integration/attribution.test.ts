@@ -1,6 +1,7 @@
 // `ctacct top` attribution on a real kernel: helper processes of known pid send known bytes over a
 // veth pair (or loopback) between namespaces this test creates; ctacct runs in each namespace.
 import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { createPair, Netns, rootSkip } from '../helpers/netns.js';
 import { moreSnapshots, startCtacct, stopTop } from '../helpers/ctacct.js';
@@ -163,7 +164,7 @@ describe('forwarded traffic', { skip: rootSkip }, () => {
     for (const ns of nss) await ns.destroy();
   });
 
-  test('a router namespace forwarding between two others counts its flows as forwarded, never as a pid', async () => {
+  test('a router namespace forwarding between two others of this host: each end goes to the process in its namespace, nothing to forwarded', async () => {
     const [left, router, right] = [await Netns.create('fwl'), await Netns.create('fwr'), await Netns.create('fwx')];
     nss = [left, router, right];
     const suffix = router.name.slice(-6);
@@ -174,13 +175,21 @@ describe('forwarded traffic', { skip: rootSkip }, () => {
     await right.sh(`ip addr add 10.231.2.2/24 dev R${suffix} && ip link set R${suffix} up && ip route add default via 10.231.2.1`);
     const top = startCtacct(router, ['top', '--json', '--interval', '0.5']);
     await moreSnapshots(top, 1);
-    const server = await startTraffic(right, ['tcp-server', '8009', '--count', '1']);
-    await runTraffic(left, ['tcp-client', '10.231.2.2', '8009', '400000']);
-    await server.next((o) => o.done);
+    const server = await startTraffic(right, ['tcp-server', '8009']);
+    const client = await runTraffic(left, ['tcp-client', '10.231.2.2', '8009', '400000', '--hold-ms', '500']);
     await moreSnapshots(top, 2);
     const s = await stopTop(top);
-    assertL3(s.unattributed.forwarded.sent_total, 400_000, 'forwarded bytes (orig direction)');
-    assert.equal(s.rows.length, 0);
-    assert.equal(s.unattributed.unknown.sent_total, 0);
+    server.child.kill('SIGTERM');
+    // Both ends live in namespaces of this host: the router looks each up where it lives (a truly
+    // routed flow, with no end on this host, stays in forwarded: test/unit/foreign.test.ts).
+    const c = rowOf(s, client.pid);
+    const v = rowOf(s, server.lines[0].pid);
+    assertL3(c.sent_total, 400_000, 'client sent');
+    assert.equal(v.recv_total, c.sent_total);
+    assert.equal(v.sent_total, c.recv_total);
+    assert.equal(c.netns, statSync(`/run/netns/${left.name}`).ino);
+    assert.equal(v.netns, statSync(`/run/netns/${right.name}`).ino);
+    assert.deepEqual(s.unattributed.forwarded, { sent_total: 0, recv_total: 0, flows: 0 });
+    assert.equal(s.unattributed.unknown.sent_total + s.unattributed.unknown.recv_total, 0);
   });
 });

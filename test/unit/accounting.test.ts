@@ -319,7 +319,7 @@ describe('pruning for daemons', () => {
     assert.equal(acc.pruneRetired(10_000), 0);
     assert.equal(snap().rows.find((r) => r.pid === 200)!.sent_total, 100);
     w.clock.t += 10_000;
-    assert.equal(acc.pruneRetired(10_000), 5, 'one row per group-by');
+    assert.equal(acc.pruneRetired(10_000), 7, 'one row per group-by (process, conn, remote, port, user, container, unit)');
     assert.equal(snap().rows.length, 0);
   });
 });

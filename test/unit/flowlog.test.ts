@@ -90,6 +90,8 @@ describe('flow log lines', () => {
       user: 'root',
       unit: 'fetch.service',
       cgroup: '/system.slice/fetch.service',
+      netns: null,
+      container: null,
       shared: false,
       start_time: 4242,
       inferred: false,

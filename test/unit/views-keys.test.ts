@@ -40,11 +40,11 @@ test('s r t c n pick the sort and go back to the top', () => {
 test('b cycles the group-by forward; B toggles bits/bytes', () => {
   let ui = initialUiState();
   const seen: string[] = [];
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 7; i++) {
     ui = reduceKey(ui, 'b');
     seen.push(ui.groupBy);
   }
-  assert.deepEqual(seen, ['conn', 'remote', 'port', 'user', 'process']);
+  assert.deepEqual(seen, ['conn', 'remote', 'port', 'user', 'container', 'unit', 'process']);
   assert.equal(reduceKey(initialUiState(), 'B').groupBy, 'process');
   assert.equal(reduceKey(initialUiState(), 'B').bits, true);
   assert.equal(reduceKey(reduceKey(initialUiState(), 'B'), 'B').bits, false);
