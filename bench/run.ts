@@ -1,4 +1,4 @@
-// The benchmark suite (issue 5, plus the benchmark parts of issues 2 and 3).
+// The benchmark suite: loads, peers, dump speed and refresh cost.
 //
 //   sudo npm run bench -- --quick                 CI: every load for a few seconds, small sizes, < 3 min
 //   sudo npm run bench                            full: ≥ 3 runs per cell, medians; rewrites the
@@ -783,7 +783,7 @@ export function report(r: Results): string {
         : Number.isFinite(spread) && spread > 3 && Math.abs(diff) <= spread
           ? `**not shown**: the baseline's own runs spread ${f1(spread)}% on this shared machine, more than the difference to detect`
           : '**not met**';
-    L.push(`Targets (issue 5): ctacct CPU ≤ 0.01 of a core — ${f3(ctCpu)}: ${verdict(Number.isFinite(ctCpu) ? ctCpu <= 0.01 : null)}; ` +
+    L.push(`Targets: ctacct CPU ≤ 0.01 of a core — ${f3(ctCpu)}: ${verdict(Number.isFinite(ctCpu) ? ctCpu <= 0.01 : null)}; ` +
       `throughput indistinguishable from no monitor (taken as within 3%) — ${f1(diff)}%: ${thr}.`, '');
   }
 
@@ -796,7 +796,7 @@ export function report(r: Results): string {
       if (!cs.length) continue;
       L.push(`| ${monitorLabel(r, m)} | ${m === 'none' ? '–' : f3(med(cs, (c) => c.mon?.cpu))} | ${m === 'none' ? '–' : `${f1(med(cs, (c) => c.mon?.rssMB))} MB`} | ${Math.round(med(cs, (c) => c.load_result.sent_pps as number))} | ${f2(med(cs, (c) => c.load_result.lost_percent as number))}% | ${nRuns(cs)}${errorsOf(cs)} |`);
     }
-    L.push('', 'No numeric target in issue 5 for this load; the comparison is loss and CPU against the baseline and the packet-capture peers.', '');
+    L.push('', 'No numeric target for this load; the comparison is loss and CPU against the baseline and the packet-capture peers.', '');
   }
 
   // churn
@@ -825,14 +825,14 @@ export function report(r: Results): string {
     const acc = (m: string, key: string) => med(cellsOf(r, 'churn', m), (c) => c.load_result[key] as number);
     const rate = med(cellsOf(r, 'churn', 'ctacct'), (c) => c.load_result.conn_rate as number);
     L.push('');
-    L.push(`Targets (issue 5, at ${k(r.config.churnRate)}/s; reached ${Math.round(rate)}/s with ctacct running): default CPU ≤ 0.08 — ${f3(cpuD)}: ${verdict(Number.isFinite(cpuD) ? cpuD <= 0.08 : null)}; ` +
+    L.push(`Targets (at ${k(r.config.churnRate)}/s; reached ${Math.round(rate)}/s with ctacct running): default CPU ≤ 0.08 — ${f3(cpuD)}: ${verdict(Number.isFinite(cpuD) ? cpuD <= 0.08 : null)}; ` +
       `\`--low-overhead\` ≤ 0.03 — ${f3(cpuL)}: ${verdict(Number.isFinite(cpuL) ? cpuL <= 0.03 : null)}; ` +
       `≥ 99.5% of bytes accounted — default ${f2(acc('ctacct', 'accounted_pct'))}%, low-overhead ${f2(acc('ctacct --low-overhead', 'accounted_pct'))}% (at +${r.config.settleS} s): ${verdict(Number.isFinite(acc('ctacct', 'accounted_pct')) ? acc('ctacct', 'accounted_pct') >= 99.5 && !(acc('ctacct --low-overhead', 'accounted_pct') < 99.5) : null)}; ` +
       `≥ 99% attributed to the server pid — default ${f2(acc('ctacct', 'server_pct'))}%, low-overhead ${f2(acc('ctacct --low-overhead', 'server_pct'))}%: ${verdict(Number.isFinite(acc('ctacct', 'server_pct')) ? acc('ctacct', 'server_pct') >= 99 && !(acc('ctacct --low-overhead', 'server_pct') < 99) : null)}; ` +
       `lost events 0 or resynced within 0.5% — lost ${acc('ctacct', 'lost_events')} / ${acc('ctacct --low-overhead', 'lost_events')}.`, '');
     const over = ctNames.filter((m) => acc(m, 'accounted_pct') > 100.01);
     if (over.length) L.push(`**Over-counted**: ${over.map((m) => `${m} ${f2(acc(m, 'accounted_pct'))}%`).join(', ')} of the L3 bytes the kernel moved — more bytes than exist, i.e. some flows counted twice; the percentage targets above are met only formally.`, '');
-    L.push('Accounted above 100% would mean double counting; the share read at +2.3 s shows how late the last connections\' bytes appear (the DESIGN.md target is within two refreshes).', '');
+    L.push('Accounted above 100% would mean double counting; the share read at +2.3 s shows how late the last connections\' bytes appear (the target is within two refreshes).', '');
   }
 
   // big table
@@ -868,12 +868,12 @@ export function report(r: Results): string {
         tgt.push(`peak RSS ≤ 100 MB at 250k (worse of the two modes) — ${f1(rss)} MB: ${verdict(Number.isFinite(rss) ? rss <= 100 : null)}`);
       }
     }
-    if (tgt.length) L.push(`Targets (issue 5): ${tgt.join('; ')}.`, '');
+    if (tgt.length) L.push(`Targets: ${tgt.join('; ')}.`, '');
   }
 
   // dump
   if (r.dump.length) {
-    L.push('### One dump of the table (issue 2): ctacct dump + parse into JS records vs `conntrack -L >/dev/null`, same table, same run', '');
+    L.push('### One dump of the table: ctacct dump + parse into JS records vs `conntrack -L >/dev/null`, same table, same run', '');
     L.push(`Script: \`bench/dump.mjs\` in the server namespace (median of ${r.config.reps} dumps after a warm-up, CPU = user+sys of the process from \`process.cpuUsage()\`); \`conntrack -L\` under GNU time (its process start included).`, '');
     L.push('| entries | kernel dump alone (raw addon dump) wall / CPU | ctacct `dumpAll` → records wall / CPU | `conntrack -L` wall / CPU | ctacct ÷ conntrack (wall) | target ≤ 1.0× |', '|---:|---:|---:|---:|---:|---|');
     for (const d of r.dump) {
@@ -887,7 +887,7 @@ export function report(r: Results): string {
 
   // refresh
   if (r.refresh.length) {
-    L.push('### Cost of one `top` refresh (issue 3): dump + attribution + aggregation + JSON render', '');
+    L.push('### Cost of one `top` refresh: dump + attribution + aggregation + JSON render', '');
     L.push(`Script: \`bench/refresh.mjs\` drives \`TopEngine\` (as \`ctacct top --json\` does, without the pidusage sampling) on a table of N inserted ESTABLISHED flows, all inbound to a listening server (attributed by the listener rule); median of ${r.config.reps} refreshes after the first; the raw dump is measured in the same process right after.`, '');
     L.push('| tracked flows | start (subscribe + first dump) | first refresh | steady refresh wall / CPU | kernel dump alone wall / CPU | refresh ÷ dump (wall) | rows |', '|---:|---:|---:|---:|---:|---:|---:|');
     for (const x of r.refresh) {

@@ -3,7 +3,7 @@
 //   node --import tsx bench/states.ts            → prints a markdown table, writes bench/out/benchmarks-states.md (its figures are kept in docs/benchmarks.md)
 // The CLI is compiled to bench/out/dist (git-ignored) so node startup is measured without tsx.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
@@ -11,7 +11,8 @@ const REPO = fileURLToPath(new URL('../', import.meta.url));
 const HELPER = `${REPO}test/helpers/tcp-states.mjs`;
 const OUT = `${REPO}bench/out`;
 const RUNS = 5;
-const SIZES = [10_000, 50_000];
+const sizesArg = process.argv.indexOf('--sizes');
+const SIZES = sizesArg > 0 ? process.argv[sizesArg + 1]!.split(',').map(Number) : [10_000, 50_000];
 const START = Date.now();
 const BUDGET_MS = 170_000;
 
@@ -25,19 +26,26 @@ let ns = '';
 const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { encoding: 'utf8', maxBuffer: 256 << 20 });
 const inNs = (cmd: string) => sh(`ip netns exec ${ns} sh -c ${JSON.stringify(cmd)}`);
 
-/** Wall time of a shell command inside the namespace, median of RUNS (after one warm-up). */
-function time(cmd: string): { ms: number; out: string } {
+/** Wall and CPU (user+sys of the whole pipeline, GNU time) of a shell command inside the
+ *  namespace, medians of RUNS (after one warm-up). CPU is the figure to trust on a busy machine. */
+function time(cmd: string): { ms: number; cpu: number; out: string } {
   let out = '';
   const xs: number[] = [];
+  const cs: number[] = [];
+  const f = `${OUT}/states-time.txt`;
   for (let i = 0; i <= RUNS; i++) {
     const t = process.hrtime.bigint();
-    const r = spawnSync('ip', ['netns', 'exec', ns, 'sh', '-c', cmd], { encoding: 'utf8', maxBuffer: 256 << 20 });
+    const r = spawnSync('ip', ['netns', 'exec', ns, '/usr/bin/time', '-f', '%U %S', '-o', f, 'sh', '-c', cmd], { encoding: 'utf8', maxBuffer: 256 << 20 });
     const ms = Number(process.hrtime.bigint() - t) / 1e6;
     if (r.status !== 0) throw new Error(`${cmd}: exit ${r.status}: ${r.stderr}`);
     out = r.stdout;
-    if (i > 0) xs.push(ms);
+    const [u, sy] = readFileSync(f, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+    if (i > 0) {
+      xs.push(ms);
+      cs.push((u! + sy!) * 1000);
+    }
   }
-  return { ms: median(xs), out };
+  return { ms: median(xs), cpu: median(cs), out };
 }
 
 /** Parse-only and scan-only timings, in a child inside the namespace (so /proc/net is the namespace's). */
@@ -45,13 +53,18 @@ function inProcess(): Record<string, number> {
   const script = `
     import { readSocketTable, scanSocketOwners, scanSocketOwnersAsync } from '${REPO}src/proc/reader.ts';
     import { countStates, socketItems } from '${REPO}src/core/states.ts';
+    import { dumpSocketTable } from '${REPO}src/netlink/sockets.ts';
     import { readFileSync } from 'node:fs';
     const med = (a) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
-    const parse = [], count = [], scan = [], scanA = [], readOnly = [];
+    const parse = [], count = [], scan = [], scanA = [], readOnly = [], diag = [], parseCpu = [], diagCpu = [];
+    const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
     let sockets = 0, fds = 0;
     for (let i = 0; i <= ${RUNS}; i++) {
       let t = performance.now(); readFileSync('/proc/net/tcp', 'latin1'); readFileSync('/proc/net/tcp6', 'latin1'); if (i > 0) readOnly.push(performance.now() - t);
-      t = performance.now(); const tab = readSocketTable('/proc'); const p = performance.now() - t;
+      let c0 = cpu(); t = performance.now(); const tab = readSocketTable('/proc'); const p = performance.now() - t; const pc = cpu() - c0;
+      c0 = cpu(); t = performance.now(); const dt = dumpSocketTable({ tcp: true }); const d = performance.now() - t; const dc = cpu() - c0;
+      if (dt.length < tab.entries.length * 0.99 || dt.length > tab.entries.length * 1.01) throw new Error('sock_diag ' + dt.length + ' vs /proc ' + tab.entries.length);
+      if (i > 0) { diag.push(d); parseCpu.push(pc); diagCpu.push(dc); }
       t = performance.now(); countStates(socketItems(tab.entries), 'sockets', { by: 'state', listening: true, udp: false }); const c = performance.now() - t;
       if (i > 0) count.push(c);
       t = performance.now(); const s = scanSocketOwners('/proc'); const sc = performance.now() - t;
@@ -59,7 +72,7 @@ function inProcess(): Record<string, number> {
       if (i > 0) { parse.push(p); scan.push(sc); scanA.push(sa); }
       sockets = tab.entries.length; fds = s.stats.fds;
     }
-    console.log(JSON.stringify({ readOnly: med(readOnly), parse: med(parse), count: med(count), scan: med(scan), scanAsync: med(scanA), sockets, fds }));
+    console.log(JSON.stringify({ readOnly: med(readOnly), parse: med(parse), diag: med(diag), parseCpu: med(parseCpu), diagCpu: med(diagCpu), count: med(count), scan: med(scan), scanAsync: med(scanA), sockets, fds }));
   `;
   writeFileSync(`${OUT}/inproc.mts`, script);
   return JSON.parse(inNs(`cd ${REPO} && node --import tsx ${OUT}/inproc.mts`)) as Record<string, number>;
@@ -106,11 +119,17 @@ function startHelper(connections: number): Promise<ChildProcess> {
 interface Row {
   sockets: number;
   ctacct: number;
+  ctacctCpu: number;
+  ssCpu: number;
+  startupCpu: number;
   ctacctProcess: number;
   ss: number;
   netstat: number;
   readOnly: number;
   parse: number;
+  diag: number;
+  parseCpu: number;
+  diagCpu: number;
   count: number;
   scan: number;
   scanAsync: number;
@@ -135,7 +154,8 @@ async function main() {
       inNs('sysctl -qw net.ipv4.ip_local_port_range="10000 65000"');
       const helpers = await startHelpers(size / 2);
       try {
-        if (!startup) startup = time(`${cli} --version`).ms;
+        const v = time(`${cli} --version`);
+        if (!startup) startup = v.ms;
         const c = time(`${cli} states --json`);
         const s = time(`ss -tan | awk 'NR>1 {print $1}' | sort | uniq -c`);
         const n = time(`netstat -ant | awk 'NR>2 {print $6}' | sort | uniq -c`);
@@ -145,11 +165,17 @@ async function main() {
         rows.push({
           sockets: total,
           ctacct: c.ms,
+          ctacctCpu: c.cpu,
+          ssCpu: s.cpu,
+          startupCpu: v.cpu,
           ctacctProcess: p.ms,
           ss: s.ms,
           netstat: n.ms,
           readOnly: ip.readOnly!,
           parse: ip.parse!,
+          diag: ip.diag!,
+          parseCpu: ip.parseCpu!,
+          diagCpu: ip.diagCpu!,
           count: ip.count!,
           scan: ip.scan!,
           scanAsync: ip.scanAsync!,
@@ -184,11 +210,17 @@ async function main() {
     '',
     `The fixed cost of starting the CLI (\`ctacct --version\`, same conditions) is ${f(startup)} ms of each ctacct figure.`,
     '',
+    'CPU time (user+sys of the whole pipeline, GNU time; medians of the same runs) — the fair comparison on a busy machine:',
+    '',
+    '| TCP sockets | `ctacct states` CPU | `ss -tan \\| awk \\| sort \\| uniq -c` CPU | ratio (target ≤ 1.0) | of which `ctacct --version` (node start-up) |',
+    '|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.sockets} | ${f(r.ctacctCpu)} ms | ${f(r.ssCpu)} ms | ${(r.ctacctCpu / r.ssCpu).toFixed(2)}× | ${f(r.startupCpu)} ms |`),
+    '',
     'Inside ctacct (in-process, median of the same runs):',
     '',
-    '| TCP sockets | read /proc/net/tcp{,6} only (kernel) | read + parse (`readSocketTable`) | count (pure) | fd scan, sync | fd scan, async (64 at a time) | fds scanned |',
-    '|---:|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.sockets} | ${f(r.readOnly)} ms | ${f(r.parse)} ms | ${f(r.count)} ms | ${f(r.scan)} ms | ${f(r.scanAsync)} ms | ${r.fds} |`),
+    '| TCP sockets | read /proc/net/tcp{,6} only (kernel) | read + parse (`readSocketTable`) | sock_diag dump + decode (`dumpSocketTable`, what `states` uses) | CPU: /proc read + parse | CPU: sock_diag | count (pure) | fd scan, sync | fd scan, async (64 at a time) | fds scanned |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.sockets} | ${f(r.readOnly)} ms | ${f(r.parse)} ms | ${f(r.diag)} ms | ${f(r.parseCpu)} ms | ${f(r.diagCpu)} ms | ${f(r.count)} ms | ${f(r.scan)} ms | ${f(r.scanAsync)} ms | ${r.fds} |`),
     '',
   ];
   const md = lines.join('\n');

@@ -367,12 +367,15 @@ struct ct_events {
 /* Runs on the JS thread for every batch the reader thread delivered. */
 static void ct_events_call_js(napi_env env, napi_value cb, void *context, void *data)
 {
-	(void)context;
+	struct ct_events *e = context;
 	struct ct_ev_batch *b = data;
 	if (!env || !cb) { /* the function is being torn down: just free */
 		free(b);
 		return;
 	}
+	/* The records are copied into a JS buffer below: the reader may go on reading. */
+	if (e && e->thread)
+		ct_evthread_consumed(e->thread, b);
 	napi_value argv[4], recv, result;
 	if (napi_get_global(env, &recv) != napi_ok)
 		goto done;
@@ -459,6 +462,9 @@ static napi_value ct_open_events(napi_env env, napi_callback_info info)
 	o.rcvbuf = (int)rcvbuf;
 	o.rcvbuf_max = (int)rcvbuf_max;
 	o.lookup = ct_opt_bool(env, argv[0], "lookupSockets");
+	uint32_t queue_max = 0;
+	ct_opt_u32(env, argv[0], "queueMax", &queue_max);
+	o.queue_max = queue_max;
 	char root[200] = "/proc";
 	bool has = false;
 	napi_value v;
@@ -477,7 +483,7 @@ static napi_value ct_open_events(napi_env env, napi_callback_info info)
 	}
 	napi_value name;
 	if (napi_create_string_utf8(env, "ctacct:events", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-	    napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, ct_events_call_js,
+	    napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, e, ct_events_call_js,
 					    &e->tsfn) != napi_ok) {
 		free(e);
 		ct_throw_status(env, napi_generic_failure, "napi_create_threadsafe_function");
@@ -558,7 +564,9 @@ static napi_value ct_events_stats_js(napi_env env, napi_callback_info info)
 	    !ct_set_num(env, o, "overruns", st.overruns) || !ct_set_num(env, o, "rcvbuf", st.rcvbuf) ||
 	    !ct_set_num(env, o, "lookups", st.lookups) || !ct_set_num(env, o, "lookupErrors", st.lookup_errors) ||
 	    !ct_set_num(env, o, "bytesRead", st.bytes_read) || !ct_set_num(env, o, "ownerHits", st.owner_hits) ||
-	    !ct_set_num(env, o, "ownerScans", st.owner_scans) || !ct_set_num(env, o, "ownerFds", st.owner_fds)) {
+	    !ct_set_num(env, o, "ownerScans", st.owner_scans) || !ct_set_num(env, o, "ownerFds", st.owner_fds) ||
+	    !ct_set_num(env, o, "pauses", st.pauses) || !ct_set_num(env, o, "queuedBytes", st.queued) ||
+	    !ct_set_num(env, o, "queuedPeakBytes", st.queued_peak)) {
 		ct_throw_status(env, napi_generic_failure, "eventsStats");
 		return NULL;
 	}
@@ -773,6 +781,37 @@ static napi_value ct_lookup_socket(napi_env env, napi_callback_info info)
 	return o;
 }
 
+/* dumpSockets(family, proto, states) -> Buffer of 56-byte struct ct_diag_sock entries */
+static napi_value ct_dump_sockets(napi_env env, napi_callback_info info)
+{
+	size_t argc = 3;
+	napi_value argv[3];
+	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+	uint32_t family = 0, proto = 0, states = 0;
+	if (argc < 3 || napi_get_value_uint32(env, argv[0], &family) != napi_ok ||
+	    napi_get_value_uint32(env, argv[1], &proto) != napi_ok ||
+	    napi_get_value_uint32(env, argv[2], &states) != napi_ok) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "dumpSockets(family, proto, states)");
+		return NULL;
+	}
+	struct ct_diag_socks socks = { NULL, 0, 0 };
+	int rc = ct_diag_dump((uint8_t)family, (uint8_t)proto, states, &socks);
+	if (rc < 0) {
+		free(socks.v);
+		ct_throw_errno(env, -rc, "sock_diag");
+		return NULL;
+	}
+	napi_value out;
+	void *data;
+	napi_status st = napi_create_buffer_copy(env, socks.n * sizeof(struct ct_diag_sock), socks.v ? (void *)socks.v : (void *)"", &data, &out);
+	free(socks.v);
+	if (st != napi_ok) {
+		ct_throw_status(env, st, "napi_create_buffer_copy");
+		return NULL;
+	}
+	return out;
+}
+
 /* localAddresses() -> Buffer of 17-byte entries (family 4|6, 16 address bytes) */
 static napi_value ct_local_addresses(napi_env env, napi_callback_info info)
 {
@@ -813,6 +852,7 @@ static napi_value ct_init(napi_env env, napi_value exports)
 		{ "parse", NULL, ct_parse, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "lookupSocket", NULL, ct_lookup_socket, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "localAddresses", NULL, ct_local_addresses, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "dumpSockets", NULL, ct_dump_sockets, NULL, NULL, NULL, napi_enumerable, NULL },
 	};
 	NAPI_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
 	if (ct_nft_register(env, exports) < 0)

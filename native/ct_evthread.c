@@ -24,6 +24,7 @@
 #define MAX_CANDIDATES 64
 #define NEWEST 16 /* when candidates miss: the newest processes, where a just-started client is */
 #define NEWEST_EVERY_NS 50000000ull /* at most every 50 ms */
+#define QUEUE_MAX_DEFAULT (4u << 20) /* ~20k records waiting for JavaScript */
 #define PENDING 512 /* inbound connections waiting for accept() */
 #define PENDING_MAX_NS 2000000000ull /* looked at for 2 s at most */
 #define PENDING_HANDSHAKE_NS 20000000ull /* a listener answer in the first 20 ms: handshake not done */
@@ -40,6 +41,9 @@ struct ev_pending {
 struct ct_evthread {
 	pthread_t thread;
 	pthread_mutex_t mu;
+	pthread_cond_t drained; /* under mu: st.queued fell below queue_max, or stopping */
+	int stopping; /* under mu */
+	size_t queue_max;
 	int fd, wake_fd, diag_fd;
 	int rcvbuf, rcvbuf_max;
 	int lookup;
@@ -74,12 +78,55 @@ static struct ct_ev_batch *ev_batch_new(void)
 	return b;
 }
 
+size_t ct_ev_batch_size(const struct ct_ev_batch *b)
+{
+	return sizeof(*b) + b->n * sizeof(struct ct_record);
+}
+
+/* Hands a batch over and waits while the consumer is queue_max behind (or until stop). */
+static void ev_deliver(struct ct_evthread *t, struct ct_ev_batch *b)
+{
+	size_t size = ct_ev_batch_size(b);
+	pthread_mutex_lock(&t->mu);
+	t->st.queued += (double)size;
+	if (t->st.queued > t->st.queued_peak)
+		t->st.queued_peak = t->st.queued;
+	pthread_mutex_unlock(&t->mu);
+	t->deliver(t->ctx, b);
+	pthread_mutex_lock(&t->mu);
+	if (t->st.queued >= (double)t->queue_max && !t->stopping) {
+		t->st.pauses++;
+		while (t->st.queued >= (double)t->queue_max && !t->stopping)
+			pthread_cond_wait(&t->drained, &t->mu);
+	}
+	pthread_mutex_unlock(&t->mu);
+}
+
+void ct_evthread_consumed(struct ct_evthread *t, const struct ct_ev_batch *b)
+{
+	pthread_mutex_lock(&t->mu);
+	t->st.queued -= (double)ct_ev_batch_size(b);
+	if (t->st.queued < (double)t->queue_max)
+		pthread_cond_signal(&t->drained);
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* Delivers the working batch copied to its exact size (a delivery usually holds a record or
+ * two; the 200 KB working batch is reused). */
 static void ev_flush(struct ct_evthread *t)
 {
 	if (!t->batch || t->batch->n == 0)
 		return;
-	t->deliver(t->ctx, t->batch);
-	t->batch = ev_batch_new();
+	size_t size = ct_ev_batch_size(t->batch);
+	struct ct_ev_batch *b = malloc(size);
+	if (!b) {
+		free(t->batch); /* ev_drain reports ENOMEM */
+		t->batch = NULL;
+		return;
+	}
+	memcpy(b, t->batch, size);
+	t->batch->n = 0;
+	ev_deliver(t, b);
 }
 
 static void ev_signal(struct ct_evthread *t, int kind, int err)
@@ -91,7 +138,7 @@ static void ev_signal(struct ct_evthread *t, int kind, int err)
 	b->kind = kind;
 	b->err = err;
 	b->n = 0;
-	t->deliver(t->ctx, b);
+	ev_deliver(t, b);
 }
 
 static size_t ev_slot(uint32_t inode)
@@ -556,6 +603,11 @@ static int ev_drain(struct ct_evthread *t)
 		ev_flush(t);
 		if (!t->batch)
 			return ENOMEM;
+		pthread_mutex_lock(&t->mu);
+		int stopping = t->stopping;
+		pthread_mutex_unlock(&t->mu);
+		if (stopping)
+			return 0;
 		if (n < EV_VLEN)
 			return 0;
 	}
@@ -616,6 +668,7 @@ static void ev_free(struct ct_evthread *t)
 	if (t->diag_fd >= 0)
 		close(t->diag_fd);
 	free(t->batch);
+	pthread_cond_destroy(&t->drained);
 	pthread_mutex_destroy(&t->mu);
 	free(t);
 }
@@ -635,10 +688,13 @@ int ct_evthread_start(const struct ct_evthread_opts *o, ct_ev_deliver deliver, v
 	ssize_t nl = readlink("/proc/self/ns/net", t->netns, sizeof(t->netns) - 1);
 	t->netns[nl > 0 ? nl : 0] = 0;
 	pthread_mutex_init(&t->mu, NULL);
+	pthread_cond_init(&t->drained, NULL);
+	t->queue_max = o->queue_max ? o->queue_max : QUEUE_MAX_DEFAULT;
 	int granted = 0;
 	t->fd = ct_sock_open(o->groups, o->rcvbuf, &granted);
 	if (t->fd < 0) {
 		int e = t->fd;
+		pthread_cond_destroy(&t->drained);
 		pthread_mutex_destroy(&t->mu);
 		free(t);
 		return e;
@@ -675,6 +731,10 @@ void ct_evthread_stop(struct ct_evthread *t)
 {
 	uint64_t one = 1;
 	ssize_t w;
+	pthread_mutex_lock(&t->mu);
+	t->stopping = 1; /* a reader paused on a full queue stops waiting */
+	pthread_cond_signal(&t->drained);
+	pthread_mutex_unlock(&t->mu);
 	do
 		w = write(t->wake_fd, &one, sizeof(one));
 	while (w < 0 && errno == EINTR);

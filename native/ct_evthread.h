@@ -19,7 +19,10 @@ struct ct_ev_batch {
 	struct ct_record recs[]; /* n records */
 };
 
-/* Takes ownership of b (free() it). Called on the reader thread. */
+/* Takes ownership of b (free() it, after ct_evthread_consumed). Called on the reader thread.
+ * Reading pauses while more than queue_max bytes are delivered and not consumed: the kernel's
+ * socket buffer then fills and overflows (ENOBUFS: an overrun, counted, and the consumer
+ * resyncs), so a stalled consumer costs kernel buffer, never unbounded process memory. */
 typedef void (*ct_ev_deliver)(void *ctx, struct ct_ev_batch *b);
 
 struct ct_evthread_opts {
@@ -27,11 +30,14 @@ struct ct_evthread_opts {
 	int rcvbuf, rcvbuf_max;
 	int lookup; /* sock_diag lookups + owner search for NEW records */
 	const char *proc_root;
+	size_t queue_max; /* bytes of batches handed over and not yet consumed before reading pauses; 0 = default */
 };
 
 struct ct_ev_stats {
 	double messages, records, malformed, ignored, overruns, lookups, lookup_errors, bytes_read;
 	double owner_hits, owner_scans, owner_fds;
+	double pauses; /* times reading paused because the consumer was queue_max behind */
+	double queued, queued_peak; /* bytes handed over and not yet consumed: now, and the most */
 	int rcvbuf;
 };
 
@@ -43,5 +49,9 @@ void ct_evthread_stop(struct ct_evthread *t);
 /* Processes to search first for the owner of a new socket (most likely first). */
 void ct_evthread_set_candidates(struct ct_evthread *t, const uint32_t *pids, size_t n);
 void ct_evthread_stats(struct ct_evthread *t, struct ct_ev_stats *out);
+/* The consumer is done with a batch delivered earlier (any thread). */
+void ct_evthread_consumed(struct ct_evthread *t, const struct ct_ev_batch *b);
+/* Bytes a batch occupies, as counted against queue_max. */
+size_t ct_ev_batch_size(const struct ct_ev_batch *b);
 
 #endif

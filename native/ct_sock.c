@@ -11,6 +11,7 @@
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -265,6 +266,107 @@ int ct_diag_lookup(int fd, uint8_t family, uint8_t proto, const uint8_t *local, 
 			}
 		}
 	}
+}
+
+static int ct_diag_push(struct ct_diag_socks *out, uint8_t proto, const struct inet_diag_msg *m)
+{
+	if (out->n == out->cap) {
+		size_t cap = out->cap ? out->cap * 2 : 1024;
+		struct ct_diag_sock *v = realloc(out->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		out->v = v;
+		out->cap = cap;
+	}
+	struct ct_diag_sock *s = &out->v[out->n++];
+	memset(s, 0, sizeof(*s));
+	s->family = m->idiag_family;
+	s->proto = proto;
+	s->state = m->idiag_state;
+	s->lport = ntohs(m->id.idiag_sport);
+	s->rport = ntohs(m->id.idiag_dport);
+	s->uid = m->idiag_uid;
+	s->inode = m->idiag_inode;
+	s->rqueue = m->idiag_rqueue;
+	s->wqueue = m->idiag_wqueue;
+	size_t alen = m->idiag_family == AF_INET ? 4 : 16;
+	memcpy(s->local, m->id.idiag_src, alen);
+	memcpy(s->remote, m->id.idiag_dst, alen);
+	return 0;
+}
+
+int ct_diag_dump(uint8_t family, uint8_t proto, uint32_t states, struct ct_diag_socks *out)
+{
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (fd < 0)
+		return -errno;
+	/* A dump is answered at once; bound the wait anyway so a stuck kernel cannot hang the CLI. */
+	struct timeval tv = { 5, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct {
+		struct nlmsghdr nlh;
+		struct inet_diag_req_v2 req;
+	} q;
+	memset(&q, 0, sizeof(q));
+	q.nlh.nlmsg_len = sizeof(q);
+	q.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	q.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	q.nlh.nlmsg_seq = 1;
+	q.req.sdiag_family = family;
+	q.req.sdiag_protocol = proto;
+	q.req.idiag_states = states;
+	ssize_t n;
+	do
+		n = send(fd, &q, sizeof(q), 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	/* The kernel fills each reply up to the reader's buffer size (up to 32 KiB per message). */
+	size_t bufsz = 64 * 1024;
+	uint8_t *buf = malloc(bufsz);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	int rc = 0, done = 0;
+	while (!done && rc == 0) {
+		do
+			n = recv(fd, buf, bufsz, 0);
+		while (n < 0 && errno == EINTR);
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+			if (h->nlmsg_type == NLMSG_DONE) {
+				done = 1;
+				break;
+			}
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *e = NLMSG_DATA(h);
+				if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)))
+					rc = -EBADMSG;
+				else if (e->error)
+					rc = e->error;
+				else
+					done = 1;
+				break;
+			}
+			if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+				continue;
+			rc = ct_diag_push(out, proto, NLMSG_DATA(h));
+			if (rc)
+				break;
+		}
+	}
+	free(buf);
+	close(fd);
+	return rc;
 }
 
 /* Lists every IPv4/IPv6 address configured in this network namespace (RTM_GETADDR dump), whatever

@@ -41,6 +41,28 @@ int ct_diag_open(void);
 int ct_diag_lookup(int fd, uint8_t family, uint8_t proto, const uint8_t *local, uint16_t lport,
 		   const uint8_t *remote, uint16_t rport, struct ct_sock_hit *hit);
 
+/* One socket of a sock_diag dump, as /proc/net/{tcp,udp}[6] would list it. 56 bytes. */
+struct ct_diag_sock {
+	uint8_t family; /* AF_INET / AF_INET6 */
+	uint8_t proto; /* IPPROTO_TCP / IPPROTO_UDP */
+	uint8_t state; /* TCP_* (request sockets as SYN_RECV) */
+	uint8_t pad;
+	uint16_t lport, rport; /* host order */
+	uint32_t uid, inode, rqueue, wqueue;
+	uint8_t local[16], remote[16]; /* network order; IPv4 in the first 4 bytes */
+};
+
+_Static_assert(sizeof(struct ct_diag_sock) == 56, "ct_diag_sock size (src/netlink/sockets.ts)");
+
+struct ct_diag_socks {
+	struct ct_diag_sock *v;
+	size_t n, cap;
+};
+
+/* Dumps every socket of one family and protocol whose state bit is in `states` (no privileges
+ * needed), appending to *out (grown with realloc; free out->v). Returns 0 or -errno. */
+int ct_diag_dump(uint8_t family, uint8_t proto, uint32_t states, struct ct_diag_socks *out);
+
 /* Addresses of this network namespace: entries of 17 bytes (4 or 6, then 16 address bytes). */
 int ct_addr_list(uint8_t *out, size_t cap, size_t *count);
 

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensureTestDeps } from './test-deps.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const layers = process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'integration', 'e2e'];
@@ -17,6 +18,9 @@ function files(dir) {
   }
   return out.sort();
 }
+
+// As root on Debian/Ubuntu, install the system tools the tests use (scripts/test-deps.mjs).
+if (layers.some((l) => l !== 'unit')) ensureTestDeps();
 
 // Build dist/ (the e2e tests spawn it), then typecheck the tests and benches too.
 for (const project of [join(root, 'tsconfig.json'), join(root, 'tsconfig.test.json')]) {

@@ -35,5 +35,19 @@ export function buildCli(system: System): Argv {
     .help()
     .alias('help', 'h');
   for (const make of commands) cli = cli.command(make(system));
+  skipHelpCache(cli);
   return cli;
+}
+
+/**
+ * Before a subcommand's handler runs, yargs renders that command's whole help text and caches it
+ * for a later `showHelp()` (usage.cacheHelpMessage). ctacct never shows help after a handler
+ * started (usage errors go through .fail above), and rendering it measures every cell's display
+ * width — about a quarter of a one-shot command's CPU after node's own start-up. Without the
+ * cache, yargs would render help on demand, so `--help` is unchanged.
+ */
+function skipHelpCache(cli: Argv): void {
+  const internal = (cli as unknown as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } }).getInternalMethods?.();
+  const usage = internal?.getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
 }

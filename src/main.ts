@@ -2,8 +2,8 @@
 // `ctacct --version` answers before yargs and the command modules are loaded (they cost ~3× a bare
 // `node -e 0`); everything else builds the CLI, which loads only the module of the command run.
 import { readFileSync } from 'node:fs';
-import { UserError } from './errors.js';
-import { EXIT_PIPE, installSignalHandlers, isEpipe } from './system/lifecycle.js';
+import { EXIT, UserError } from './errors.js';
+import { EXIT_PIPE, guardOutput, isEpipe } from './system/lifecycle.js';
 
 const argv = process.argv.slice(2);
 const debug = argv.includes('--debug');
@@ -21,6 +21,14 @@ function fatal(err: unknown): void {
     return;
   }
   const e = err as Error;
+  if (e?.name === 'YError') {
+    // A usage error yargs raised (or re-wrapped from an option's coerce) outside its fail handler,
+    // as it does with lazily loaded command builders: still one line in our words, exit 2.
+    process.stderr.write(`ctacct: ${String(e.message).replace(/\s*\n\s*/g, ' ').trim()} (see \`ctacct --help\`)\n`);
+    if (debug && e.stack) process.stderr.write(`${e.stack}\n`);
+    process.exitCode = EXIT.usage;
+    return;
+  }
   process.stderr.write(`ctacct: ${e?.message?.split('\n')[0] ?? String(err)}${debug ? '' : ' (run with --debug for details)'}\n`);
   if (debug && e?.stack) process.stderr.write(`${e.stack}\n`);
   process.exitCode = 1;
@@ -30,12 +38,12 @@ if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   process.stdout.write(`${pkg.version}\n`);
 } else {
+  // A closed output (`| head`) ends any command quietly with 141, after the registered cleanup;
+  // commands that change the system also install the signal handlers (withSystemSetup).
+  guardOutput();
   try {
     const [{ buildCli }, { realSystem }] = await Promise.all([import('./cli.js'), import('./system.js')]);
-    const system = realSystem();
-    // Every exit path (signals, a closed output, uncaught errors) runs the registered cleanup.
-    installSignalHandlers(system);
-    await buildCli(system).parseAsync(argv);
+    await buildCli(realSystem()).parseAsync(argv);
   } catch (err) {
     fatal(err);
   }

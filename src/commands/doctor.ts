@@ -1,5 +1,6 @@
 // `ctacct doctor`: checks the kernel, privileges and settings, and says how to fix each.
-// It changes nothing (reads /proc, lists the nft ruleset, tries one empty ctnetlink dump).
+// It changes nothing (reads /proc, lists the nft ruleset when nft exists, tries one empty ctnetlink
+// dump, and sends one loopback UDP datagram to see whether conntrack tracks it — deleting that entry).
 import { sanitize } from '../views/format.js';
 import type { Argv, CommandModule } from 'yargs';
 import { EXIT, UserError } from '../errors.js';
@@ -25,6 +26,9 @@ export interface DoctorResult {
 }
 
 const SUDO = 'run ctacct with sudo, or grant the capability: sudo setcap cap_net_admin+ep $(readlink -f $(which node))';
+/** Root without CAP_NET_ADMIN: sudo cannot help (a container, or a capability bounding set). */
+const ROOT_NO_CAP = 'give the process CAP_NET_ADMIN (a container: `docker run --cap-add NET_ADMIN …`; systemd: AmbientCapabilities=CAP_NET_ADMIN)';
+const privilegeFix = (d: Detection) => (d.uid === 0 ? ROOT_NO_CAP : SUDO);
 
 const ok = (name: string, detail: string): Check => ({ name, ok: true, status: 'ok', detail, fix: null });
 const warn = (name: string, detail: string, fix: string | null): Check => ({ name, ok: true, status: 'warn', detail, fix });
@@ -38,12 +42,14 @@ export function doctorChecks(d: Detection): Check[] {
   checks.push(
     d.netAdmin
       ? ok('privileges', `CAP_NET_ADMIN${who}`)
-      : fail('privileges', `no CAP_NET_ADMIN${who}: top, flows and states --source conntrack need it`, SUDO),
+      : fail('privileges', `no CAP_NET_ADMIN${who}: top, flows and states --source conntrack need it`, privilegeFix(d)),
   );
 
   if (!d.procReadable) checks.push(fail('proc', '/proc/net/tcp is not readable: no socket table, no attribution', 'sudo mount -t proc proc /proc'));
   else if (!d.procFdsReadable)
-    checks.push(warn('proc', "/proc readable, but not other users' /proc/PID/fd: their traffic shows as unknown", 'run ctacct with sudo'));
+    checks.push(
+      warn('proc', "/proc readable, but not other users' /proc/PID/fd: their traffic shows as unknown", d.uid === 0 ? 'give the process CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or run it outside this restricted container)' : 'run ctacct with sudo'),
+    );
   else checks.push(ok('proc', '/proc readable, including process fds'));
 
   if (d.conntrackLoaded) checks.push(ok('conntrack_module', `nf_conntrack loaded${d.max !== null ? ` (max ${d.max} entries)` : ''}`));
@@ -57,7 +63,7 @@ export function doctorChecks(d: Detection): Check[] {
       break;
     case 'EPERM':
     case 'EACCES':
-      checks.push(fail('ctnetlink', `conntrack netlink: permission denied (${d.netlinkError})`, SUDO));
+      checks.push(fail('ctnetlink', `conntrack netlink: permission denied (${d.netlinkError})`, privilegeFix(d)));
       break;
     case 'EPROTONOSUPPORT':
     case 'ENOENT':
@@ -73,30 +79,52 @@ export function doctorChecks(d: Detection): Check[] {
 
   const e = d.engagement;
   const table = e.ctacctTable;
-  if (d.nft) checks.push(ok('nft', `nft found at ${d.nft}`));
-  else if (e.byOthers === true) checks.push(warn('nft', 'nft is not installed (not needed here: other rules engage conntrack)', 'sudo apt-get install nftables'));
-  else checks.push(fail('nft', 'nft is not installed: ctacct cannot engage conntrack where no rule does', 'sudo apt-get install nftables'));
+  // nft is optional: ctacct engages conntrack through the kernel's nf_tables netlink API.
+  if (d.nft) checks.push(ok('nft', `nft found at ${d.nft} (used only to list other rules)`));
+  else checks.push(ok('nft', 'nft is not installed (not needed: ctacct talks to nf_tables directly)'));
 
-  if (e.byOthers === true) checks.push(ok('tracking', `conntrack tracks in this network namespace: ${e.evidence.join('; ')}`));
-  else if (table?.ownerAlive) checks.push(ok('tracking', `engaged by a running ctacct (pid ${table.record?.pid}, nft table inet ctacct)`));
+  const probed = d.probe.v4;
+  const tracks = e.byOthers === true || (probed === true && d.probe.v6 !== false);
+  const runs = d.ctacctRuns.length ? `; ${d.ctacctRuns.length} ctacct process${d.ctacctRuns.length > 1 ? 'es' : ''} running here (pid ${d.ctacctRuns.join(', ')})` : '';
+  if (e.byOthers === true) checks.push(ok('tracking', `conntrack tracks in this network namespace: ${e.evidence.join('; ')}${runs}`));
+  else if (tracks && d.ctacctRuns.length) checks.push(ok('tracking', `engaged by running ctacct${runs.slice(1)}`));
+  else if (tracks) checks.push(ok('tracking', `conntrack tracks in this network namespace (a loopback probe was tracked)${e.evidence.length ? `: ${e.evidence.join('; ')}` : ''}`));
   else if (table)
     checks.push(
       warn(
         'tracking',
-        `a table inet ctacct left by a ctacct run that ended without cleaning up${table.record ? ` (pid ${table.record.pid})` : ''} engages conntrack; the next ctacct run reuses and removes it`,
+        `a table inet ctacct left by an older ctacct run that ended without cleaning up${table.record ? ` (pid ${table.record.pid})` : ''} engages conntrack`,
         'sudo nft delete table inet ctacct',
       ),
     );
-  else if (e.byOthers === false)
+  else if (probed === false || e.byOthers === false)
     checks.push(
       warn(
         'tracking',
-        `no rule uses conntrack in this network namespace: ctacct top engages it while it runs (nft table inet ctacct), costing ${ENGAGE_COST}`,
+        `no rule uses conntrack in this network namespace: ctacct top engages it while it runs (an nf_tables table owned by the ctacct process), costing ${ENGAGE_COST}`,
         'nothing to run: ctacct engages it (or add a stateful firewall rule such as `ct state established,related accept`)',
       ),
     );
-  else checks.push(warn('tracking', `cannot tell whether conntrack tracks here: ${e.evidence.join('; ')}`, 'run ctacct doctor with sudo'));
+  else
+    checks.push(
+      warn(
+        'tracking',
+        `cannot tell whether conntrack tracks here${e.evidence.length ? `: ${e.evidence.join('; ')}` : ''}`,
+        d.uid === 0 ? 'fix the ctnetlink check above (the probe reads conntrack)' : 'run ctacct doctor with sudo',
+      ),
+    );
 
+  // Entries left behind: nothing tracks, no ctacct runs, yet the table holds entries (e.g. a
+  // ctacct run killed before it could remove what it made trackable). They keep frozen counters
+  // until their timeout (5 days for ESTABLISHED).
+  if (probed === false && !d.ctacctRuns.length && (d.count ?? 0) > 0)
+    checks.push(
+      warn(
+        'leftovers',
+        `${d.count} conntrack entr${d.count === 1 ? 'y remains' : 'ies remain'} although nothing tracks here: left by an engager that is gone (frozen counters; they show as unknown … open); they expire on their own`,
+        'sudo conntrack -D (deletes them now), or let them time out',
+      ),
+    );
   if (d.acct === 1) checks.push(ok('accounting', 'net.netfilter.nf_conntrack_acct=1: flows get byte and packet counters'));
   else if (d.acct === 0)
     checks.push(
@@ -152,7 +180,7 @@ export function doctorFailure(r: DoctorResult): UserError | null {
   const names = failed.map((c) => c.name);
   const code = names.includes('privileges') || failed.some((c) => c.name === 'ctnetlink' && /permission/.test(c.detail))
     ? EXIT.privilege
-    : names.some((n) => n === 'conntrack_module' || n === 'ctnetlink' || n === 'nft')
+    : names.some((n) => n === 'conntrack_module' || n === 'ctnetlink')
       ? EXIT.unsupported
       : EXIT.failure;
   return new UserError(`doctor: ${failed.length} check${failed.length > 1 ? 's' : ''} failed (${names.join(', ')})`, code, 'ERR_DOCTOR');

@@ -7,8 +7,9 @@ import { classify, flowKey, localAddressSet, localEnds, type FlowEnd, type FlowI
 import { flowPasses, toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
 import { OwnerResolver, type SockInfo } from '../core/owners.js';
-import { explainSystemError } from '../errors.js';
-import { decodeRecords } from '../netlink/record.js';
+import { EXIT, UserError, explainSystemError } from '../errors.js';
+import { decodeOne, RECORD_SIZE } from '../netlink/record.js';
+import { dumpSocketTable } from '../netlink/sockets.js';
 import type { System } from '../system.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { renderFlowsTable } from '../views/flows.js';
@@ -28,8 +29,11 @@ interface Chunk {
   count: number;
   /** Records seen in an earlier chunk (several kernel-filtered dumps can return one flow twice). */
   dup: Uint8Array | null;
-  /** Socket of each local end, in record order then end order. */
-  socks: (SockInfo | null)[];
+  /** Socket of each local end, in record order then end order: inode (0 = none) and uid, kept in
+   *  typed arrays rather than an object per end (they live until the output is written). */
+  inodes: Uint32Array;
+  uids: Uint32Array;
+  ends: number;
 }
 
 /** Output is written in pieces of about this many characters. */
@@ -52,13 +56,17 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
         system,
         { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true },
         async (report) => {
+          if (report.tracking === 'not-tracking') {
+            const why = report.notes.find((n) => n.code === 'not-tracking')?.message ?? 'conntrack does not track in this network namespace';
+            throw new UserError(`${why} (exit 4: not tracking)`, EXIT.unsupported, 'ERR_NOT_TRACKING');
+          }
           if (!args.json) system.stderr.write(formatSetupReport(report));
           if (!args.json && report.engagedBy === 'ctacct')
             system.stderr.write('ctacct: note: conntrack was not tracking in this namespace until now, so this snapshot cannot show earlier flows; `ctacct top` watches from now on\n');
           const chunks: Chunk[] = [];
           try {
             for (const f of toKernelFilters(args))
-              await system.conntrack().dumpRaw(f, (buf, count) => chunks.push({ buf, count, dup: null, socks: [] }));
+              await system.conntrack().dumpRaw(f, (buf, count) => chunks.push({ buf, count, dup: null, inodes: NONE, uids: NONE, ends: 0 }));
           } catch (e) {
             throw explainSystemError(e, 'reading the conntrack table');
           }
@@ -67,13 +75,18 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           const deps = realOwnerDeps(system);
           const resolver = new OwnerResolver({ ...deps, lookupSocket: memoServiceLookups(deps.lookupSocket) });
           const local = localAddressSet(interfaceAddresses());
+          const sockets = args.owners ? socketIndex(system) : null;
           const seen = chunks.length > 1 && toKernelFilters(args).length > 1 ? new Set<FlowId>() : null;
           const inodes = new Set<number>();
           for (const c of chunks) {
-            const recs = decodeRecords(c.buf, c.count);
+            const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
             if (seen) c.dup = new Uint8Array(c.count);
-            for (let i = 0; i < recs.length; i++) {
-              const r = recs[i]!;
+            c.inodes = new Uint32Array(2 * c.count); // at most two local ends per flow
+            c.uids = new Uint32Array(2 * c.count);
+            // One record decoded at a time: each dies young (an array of a batch's records would
+            // outlive the nursery and grow the old generation).
+            for (let i = 0; i < c.count; i++) {
+              const r = decodeOne(dv, c.buf, i * RECORD_SIZE);
               if (seen) {
                 const k = flowKey(r);
                 if (seen.has(k)) {
@@ -83,8 +96,9 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
                 seen.add(k);
               }
               for (const end of localEnds(r, classify(r, local))) {
-                const sock = args.owners ? resolver.socketFor(r.family, r.proto, end, null) : null;
-                c.socks.push(sock);
+                const sock = args.owners ? resolver.socketFor(r.family, r.proto, end, sockets?.get(exactKey(r.family, r.proto, end)) ?? null) : null;
+                c.inodes[c.ends] = sock?.inode ?? 0;
+                c.uids[c.ends++] = sock?.uid ?? 0;
                 if (sock && sock.inode) inodes.add(sock.inode);
               }
             }
@@ -95,13 +109,17 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           let out = args.json ? '[' : '';
           let first = true;
           for (const c of chunks) {
-            const recs = decodeRecords(c.buf, c.count);
+            const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
             let s = 0;
-            for (let i = 0; i < recs.length; i++) {
+            for (let i = 0; i < c.count; i++) {
               if (c.dup?.[i]) continue;
-              const r = recs[i]!;
+              const r = decodeOne(dv, c.buf, i * RECORD_SIZE);
               const dir = classify(r, local);
-              const attributed: AttributedEnd[] = localEnds(r, dir).map((end) => ({ end, owner: resolver.ownerOf(c.socks[s++] ?? null) }));
+              const attributed: AttributedEnd[] = localEnds(r, dir).map((end) => {
+                const inode = c.inodes[s]!;
+                const uid = c.uids[s++]!;
+                return { end, owner: inode ? resolver.ownerOf({ inode, uid, state: 0 }) : null };
+              });
               if (!flowPasses(filters, r, attributed)) continue;
               const view = toFlowView(r, dir, attributed, now);
               if (!args.json) {
@@ -117,7 +135,8 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
             }
             // Done with this batch: its memory can go before the next is decoded.
             c.buf = EMPTY;
-            c.socks = [];
+            c.inodes = NONE;
+            c.uids = NONE;
           }
           if (args.json) system.stdout.write(`${out}]\n`);
         },
@@ -128,6 +147,40 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
 }
 
 const EMPTY = Buffer.alloc(0);
+const NONE = new Uint32Array(0);
+
+function exactKey(family: 4 | 6, proto: number, end: { localAddr: string; localPort: number | null; remoteAddr: string; remotePort: number | null }): string {
+  return `${family}|${proto}|${end.localAddr}|${end.localPort}|${end.remoteAddr}|${end.remotePort}`;
+}
+
+/**
+ * Every TCP and UDP socket of the namespace, from one sock_diag dump, by exact 4-tuple: a flow end
+ * whose own socket is in it needs no lookup of its own (at 100k flows, one lookup per flow costs
+ * more than the whole dump). An end that is not in it (its socket is gone, or only a listener or
+ * an unconnected UDP socket can take it) is still looked up in the kernel, whose answer for those
+ * depends on the 4-tuple (SO_REUSEPORT groups). A 4-tuple held by two sockets is left out.
+ * IPv4 connections on dual-stack IPv6 sockets are listed under their IPv4 form too.
+ */
+function socketIndex(system: System): Map<string, SockInfo | null> | null {
+  if (system.procRoot !== '/proc') return null; // a fixture tree: per-flow lookups only
+  let entries;
+  try {
+    entries = dumpSocketTable({ tcp: true, udp: true });
+  } catch {
+    return null; // no inet sock_diag: per-flow lookups, as before
+  }
+  const index = new Map<string, SockInfo | null>();
+  const put = (k: string, v: SockInfo) => index.set(k, index.has(k) ? null : v);
+  for (const e of entries) {
+    if (e.remotePort === 0) continue; // listeners and unconnected sockets: the kernel chooses
+    const proto = e.proto === 'tcp' ? 6 : 17;
+    const v: SockInfo = { inode: e.inode, uid: e.uid, state: e.stateNum };
+    put(exactKey(e.family, proto, e), v);
+    if (e.family === 6 && e.localAddr.startsWith('::ffff:') && e.remoteAddr.startsWith('::ffff:') && e.localAddr.includes('.'))
+      put(exactKey(4, proto, { ...e, localAddr: e.localAddr.slice(7), remoteAddr: e.remoteAddr.slice(7) }), v);
+  }
+  return index;
+}
 
 type Lookup = (family: 4 | 6, proto: number, end: FlowEnd) => SockInfo | null;
 

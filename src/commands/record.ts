@@ -13,8 +13,6 @@ import { CgroupReader } from '../proc/cgroup.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { FdSink, RotatingFile, UnsafeOutputError, parseSize, type LineSink } from '../system/rotate.js';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { interfaceAddresses, makeOwnerResolver, uidOfUser } from '../wiring.js';
 import { checkPositive, filterOptions, ownerFilterOptions, setupOptions } from './options.js';
@@ -56,7 +54,7 @@ export function recordCommand(system: System): CommandModule<object, RecordArgs>
           return true;
         })
         .example('sudo ctacct record | vector --config vector.toml', 'ship finished connections with their process')
-        .example('sudo ctacct record -o /var/log/ctacct/flows.jsonl --max-size 100M --keep 10', 'a rotated log file')
+        .example('sudo mkdir -p -m 750 /var/log/ctacct && sudo ctacct record -o /var/log/ctacct/flows.jsonl --max-size 100M --keep 10', 'a rotated log file')
         .example('sudo ctacct record --proto tcp --port 443 --include-open', 'HTTPS flows, and those open at exit') as never,
     handler: (args) => runRecord(system, args),
   };
@@ -64,16 +62,8 @@ export function recordCommand(system: System): CommandModule<object, RecordArgs>
 
 function openSink(args: RecordArgs): LineSink {
   if (!args.output) return new FdSink(1);
-  const open = () => new RotatingFile(args.output!, { maxBytes: parseSize(args['max-size'])!, keep: args.keep });
   try {
-    try {
-      return open();
-    } catch (e) {
-      // A missing last directory (e.g. /var/log/ctacct) is created, owner-only; deeper paths are not.
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      mkdirSync(dirname(args.output), { mode: 0o750 });
-      return open();
-    }
+    return new RotatingFile(args.output, { maxBytes: parseSize(args['max-size'])!, keep: args.keep });
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'ERR_CTACCT';
     if (e instanceof UnsafeOutputError) throw new UserError(`refusing to write ${args.output}: ${e.message}`, EXIT.failure, e.code);
@@ -211,6 +201,8 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
         throw explainSystemError(e, 'reading conntrack');
       }
       seen.afterDump(engine.acc.flows.values(), true);
+      // Set-up done and events subscribed: from here on no finished flow is missed.
+      system.stderr.write(`ctacct: recording to ${args.output ?? 'stdout'}\n`);
       // Remember the cgroup of every owner while the process lives (short-lived clients are gone
       // by the time their DESTROY arrives).
       const noteCgroups = () => {

@@ -225,7 +225,7 @@ export class Exporter {
       scrapeSeconds: (this.system.monotonic() - t0) / 1000,
       self: { startTimeSeconds: this.startTimeSeconds },
     };
-    return this.view.render(model) + trackingMetrics(this.tracking, this.engine.dumpFailures);
+    return `${await this.view.render(model)}${trackingMetrics(this.tracking, this.engine.dumpFailures)}`;
   }
 
   /** Who makes conntrack track here (from set-up); /healthz fails while nothing does. */

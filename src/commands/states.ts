@@ -6,7 +6,9 @@ import type { Argv, CommandModule } from 'yargs';
 import { parseCidr, type Cidr } from '../core/addr.js';
 import { countStates, DEFAULT_EPHEMERAL, diffStates, flowItems, socketItems, type StatesBy, type StatesQuery, type StatesResult, type StatesSource } from '../core/states.js';
 import { EXIT, explainSystemError, UserError } from '../errors.js';
+import { dumpSocketTable } from '../netlink/sockets.js';
 import { dumpAll } from '../netlink/source.js';
+import type { SocketEntry } from '../proc/parse.js';
 import { readProcessInfo, readSocketTable, scanSocketOwners } from '../proc/reader.js';
 import type { System } from '../system.js';
 import { renderStates, statesJson } from '../views/states.js';
@@ -110,6 +112,28 @@ function ephemeralRange(procRoot: string): readonly [number, number] {
   return DEFAULT_EPHEMERAL;
 }
 
+/**
+ * The socket tables: through sock_diag in the addon (binary, unprivileged, about a third of the
+ * CPU of parsing /proc/net text at 50k sockets); the /proc/net text when the proc root is not the
+ * live /proc (a fixture tree) or the kernel has no sock_diag for inet (inet_diag not loaded).
+ */
+function readSockets(system: System, opts: { tcp: boolean; udp: boolean; families: (4 | 6)[] }): { entries: SocketEntry[] } {
+  if (system.procRoot === '/proc') {
+    try {
+      return { entries: dumpSocketTable(opts) };
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'EINVAL' && code !== 'EOPNOTSUPP' && code !== 'EPROTONOSUPPORT' && code !== 'ERR_DLOPEN_FAILED' && code !== 'ERR_CTACCT_ADDON')
+        throw explainSystemError(e, 'reading the socket tables (sock_diag)');
+    }
+  }
+  try {
+    return readSocketTable(system.procRoot, opts);
+  } catch (e) {
+    throw explainSystemError(e, `reading ${system.procRoot}/net`);
+  }
+}
+
 /** One snapshot: read the kernel's tables and count. */
 async function snapshot(system: System, a: StatesArgs, q: StatesQuery): Promise<StatesResult> {
   const families: (4 | 6)[] = a['4'] ? [4] : a['6'] ? [6] : [4, 6];
@@ -122,12 +146,7 @@ async function snapshot(system: System, a: StatesArgs, q: StatesQuery): Promise<
     }
     return countStates(flowItems(flows.filter((f) => families.includes(f.family)), localAddresses()), 'conntrack', q);
   }
-  let table;
-  try {
-    table = readSocketTable(system.procRoot, { tcp: true, udp: a.udp, families });
-  } catch (e) {
-    throw explainSystemError(e, `reading ${system.procRoot}/net`);
-  }
+  const table = readSockets(system, { tcp: true, udp: a.udp, families });
   const eph = ephemeralRange(system.procRoot);
   if (a.by !== 'process') return countStates(socketItems(table.entries, undefined, undefined, eph), 'sockets', q);
   // Owners: one fd scan, then comm/uid only for the pids that hold a socket in the table.
@@ -153,6 +172,17 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const inPlace = system.stdout.isTTY && !a.json;
+  // Interactive: q (or Ctrl-C, which raw mode turns into a byte) quits, as in `top`.
+  const keys = inPlace && system.stdin?.isTTY ? system.stdin : null;
+  const onKey = (b: Buffer) => {
+    const k = b.toString('utf8');
+    if (k === 'q' || k === 'Q' || k === '\x03') stop.abort();
+  };
+  if (keys) {
+    keys.setRawMode?.(true);
+    keys.on('data', onKey);
+    keys.resume();
+  }
   let prev: StatesResult | null = null;
   try {
     for (let n = 0; a.count === undefined || n < a.count; n++) {
@@ -170,7 +200,7 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
         if (prev) line.change = diffStates(prev, r);
         system.stdout.write(`${JSON.stringify(line)}\n`);
       } else {
-        const head = `ctacct states (${r.source}) every ${a.watch}s — ${time}${inPlace ? ' — Ctrl-C to quit' : ''}\n`;
+        const head = `ctacct states (${r.source}) every ${a.watch}s — ${time}${inPlace ? (keys ? ' — q to quit' : ' — Ctrl-C to quit') : ''}\n`;
         const body = renderStates(r, { width: system.stdout.columns(), color: colorOn(system), privileged: system.isRoot });
         // In place: home + clear below, so the block redraws without scrolling.
         system.stdout.write(inPlace ? `\x1b[H\x1b[J${head}\n${body}` : `${n > 0 ? '\n' : ''}${head}${body}`);
@@ -180,6 +210,11 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
   } finally {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
+    if (keys) {
+      keys.off('data', onKey);
+      keys.setRawMode?.(false);
+      keys.pause();
+    }
   }
 }
 

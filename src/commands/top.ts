@@ -1,4 +1,7 @@
 // `ctacct top`: the live per-process (or per-connection/remote/port/user) traffic view.
+import { promises as dnsPromises } from 'node:dns';
+import { existsSync } from 'node:fs';
+import { NameCache } from '../views/names.js';
 import pidusage from 'pidusage';
 import type { CommandModule } from 'yargs';
 import { TopEngine, EngineError } from '../core/engine.js';
@@ -22,6 +25,8 @@ export interface TopArgs extends FilterArgs {
   count?: number;
   once: boolean;
   trace: boolean;
+  /** --resolve (shared output option): reverse DNS in the live view. */
+  resolve?: boolean;
   json: boolean;
   bits: boolean;
   limit?: number;
@@ -98,6 +103,12 @@ async function addRowUsage(s: TopSnapshot): Promise<void> {
   }
 }
 
+/** --by process: flags rows whose process is gone, so the live view dims and later drops them. */
+function markExited(s: TopSnapshot): void {
+  if (s.group_by !== 'process') return;
+  for (const r of s.rows) if (r.pid !== null) r.exited = !existsSync(`/proc/${r.pid}`);
+}
+
 export function changeLines(report: SetupReport): string[] {
   return report.changes.map((c) => `${c.what}: ${c.detail}`);
 }
@@ -157,6 +168,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
         throw e instanceof EngineError ? explainSystemError(e.cause, 'conntrack events') : e;
       }
       if (!low) await addRowUsage(s);
+      markExited(s);
       // A refresh that spends a quarter of its interval dumping the table: say once what helps.
       if (!warnedCost && !low && mode !== 'json' && (s.health.dump_ms ?? 0) > intervalS * 250) {
         warnedCost = true;
@@ -200,6 +212,7 @@ async function runLoop(
         bits: o.args.bits,
         ui,
         changes: o.changes,
+        ...(o.args.resolve ? { names: new NameCache((addr) => dnsPromises.reverse(addr)) } : {}),
         onExit: (r) => summary(r.last),
       })
     : runStream({

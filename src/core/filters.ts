@@ -5,7 +5,8 @@ import type { Filters } from './accounting.js';
 import type { FlowRecord } from '../netlink/record.js';
 import type { FlowEnd } from './flow.js';
 import type { Owner } from './owners.js';
-import { cidrMatcher, parseCidr, type Cidr } from './addr.js';
+import { BlockList } from 'node:net';
+import { addrBytes, parseCidr, type Cidr } from './addr.js';
 
 export interface FilterArgs {
   proto?: string;
@@ -29,7 +30,7 @@ export function toFilters(a: FilterArgs, uidOf: (name: string) => number | null)
       if (!c) throw new UserError(`--host: '${h}' is not an address or ADDR/PREFIX`, EXIT.usage, 'ERR_USAGE');
       return c;
     });
-    f.host = cidrMatcher(cidrs);
+    f.host = hostMatcher(cidrs);
   }
   if (a.pid?.length) f.pids = a.pid;
   if (a.user?.length) {
@@ -48,6 +49,35 @@ export function toFilters(a: FilterArgs, uidOf: (name: string) => number | null)
   if (a['4']) f.family = 4;
   if (a['6']) f.family = 6;
   return f;
+}
+
+/** "1.2.3.4" / "2001:db8::1" from an address's bytes (the form net.BlockList takes). */
+function addrText(family: 4 | 6, b: Uint8Array): string {
+  if (family === 4) return Array.from(b).join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16));
+  return groups.join(':');
+}
+
+/**
+ * Prefix matching by Node's own `net.BlockList` (subnets per family). Addresses are normalised
+ * first (brackets, v4-mapped IPv6 as IPv4, as parseCidr does for the prefixes), and each answer is
+ * remembered: a refresh asks about the same few remotes again and again.
+ */
+export function hostMatcher(cidrs: readonly Cidr[]): (addr: string) => boolean {
+  const list = new BlockList();
+  for (const c of cidrs) list.addSubnet(addrText(c.family, c.bytes), c.prefix, c.family === 4 ? 'ipv4' : 'ipv6');
+  const cache = new Map<string, boolean>();
+  return (addr) => {
+    let hit = cache.get(addr);
+    if (hit === undefined) {
+      const a = addrBytes(addr);
+      hit = a !== null && list.check(addrText(a.family, a.bytes), a.family === 4 ? 'ipv4' : 'ipv6');
+      if (cache.size > 65_536) cache.clear();
+      cache.set(addr, hit);
+    }
+    return hit;
+  };
 }
 
 /** More kernel-side dumps than this and one unfiltered dump is cheaper. */

@@ -51,6 +51,8 @@ export interface TopRow {
   recv_bps_40s?: number;
   sent_peak_bps?: number;
   recv_peak_bps?: number;
+  /** --by process: the process has exited (its row keeps the totals it made). */
+  exited?: boolean;
   /** Process CPU and memory (pidusage), for the top rows of --by process; null when not sampled. */
   cpu_percent?: number | null;
   rss_bytes?: number | null;

@@ -79,7 +79,9 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
           monotonic: () => system.monotonic(),
           now: () => system.now(),
         },
-        { dumpEveryMs: args.interval * 1000, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st) },
+        // Every refresh dumps: the ticks set the cadence (one per --interval, aligned to the clock),
+        // and the last reading at shutdown must be a fresh dump.
+        { dumpEveryMs: 0, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st) },
       );
       try {
         await engine.start();
@@ -102,9 +104,20 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
           throw sqliteError(store.path, e);
         }
       };
+      let lostSeen = 0;
+      let dumpFailuresSeen = 0;
       const tick = async () => {
         try {
-          await engine.refresh({ groupBy: 'process', sort: 'total' });
+          const snap = await engine.refresh({ groupBy: 'process', sort: 'total' });
+          // Never silent about lost data: overruns (resynced with a dump) and failed dumps.
+          if (snap.health.lost_events > lostSeen) {
+            system.stderr.write(`ctacct: warning: ${snap.health.lost_events - lostSeen} conntrack event overrun(s); resynced with a dump (flows that began and ended in between may be missing)\n`);
+            lostSeen = snap.health.lost_events;
+          }
+          if (engine.dumpFailures > dumpFailuresSeen) {
+            system.stderr.write(`ctacct: warning: a conntrack dump failed (${engine.dumpFailures - dumpFailuresSeen}); retried with back-off, open flows' bytes wait for the next dump\n`);
+            dumpFailuresSeen = engine.dumpFailures;
+          }
         } catch (e) {
           throw e instanceof EngineError ? explainSystemError(e.cause, 'conntrack events') : e;
         }
@@ -124,7 +137,10 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
       system.stderr.write(`ctacct: collecting into ${store.path} (a ${minuteS === 60 ? 'minute' : `${minuteS} s "minute"`} per transaction)\n`);
       if (server) {
         exporter = new Exporter(system, serveDefaults(args), engine);
-        system.stderr.write(`ctacct: serving http://${args.listen}/metrics\n`);
+        exporter.tracking = report.tracking;
+        const addr = server.address();
+        const shown = addr && typeof addr === 'object' ? (addr.family === 'IPv6' ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`) : args.listen;
+        system.stderr.write(`ctacct: serving http://${shown}/metrics\n`);
       }
       let timer: ReturnType<typeof setTimeout> | undefined;
       let inflight: Promise<void> | null = null;

@@ -89,10 +89,14 @@ export function groupedSql(by: ReportKey[]): { sql: string; names: string[] } {
   const cols = by.flatMap((k, n) => COLUMNS[k].map(([name, expr]) => ({ name: `k${n}_${name}`, expr })));
   const names = cols.map((c) => c.name);
   const levels = ['minutes', 'hours', 'days'].map((t) => `SELECT t, series, sent, recv, flows FROM ${t} WHERE t >= ? AND t < ?`).join(' UNION ALL ');
+  // Summed per series and slot first (one pass over the buckets, no join per bucket), then the
+  // few resulting rows are joined to their identities and grouped by the --by columns.
   const sql = `SELECT ${cols.map((c) => `${c.expr} AS ${c.name}`).join(', ')},
-       CAST((u.t - ?) * ? / ? AS INTEGER) AS slot, SUM(u.sent) AS sent, SUM(u.recv) AS recv, SUM(u.flows) AS flows
-  FROM (${levels}) u JOIN series s ON s.id = u.series JOIN idents i ON i.id = s.ident
-  GROUP BY ${names.join(', ')}, slot`;
+       u.slot AS slot, SUM(u.sent) AS sent, SUM(u.recv) AS recv, SUM(u.flows) AS flows
+  FROM (SELECT series, CAST((t - ?) * ? / ? AS INTEGER) AS slot, SUM(sent) AS sent, SUM(recv) AS recv, SUM(flows) AS flows
+          FROM (${levels}) GROUP BY series, slot) u
+  JOIN series s ON s.id = u.series JOIN idents i ON i.id = s.ident
+  GROUP BY ${names.join(', ')}, u.slot`;
   return { sql, names };
 }
 

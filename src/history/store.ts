@@ -78,7 +78,14 @@ export class UsageStore {
     const ro = opts.readonly ?? false;
     if (ro && !existsSync(path)) throw refuse(path, 'no usage database here (start `ctacct collect` first, or give --db PATH)', 'ENOENT');
     const fresh = !ro && !existsSync(path);
-    if (fresh) mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
+    if (fresh) {
+      try {
+        mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? 'ERR_CTACCT_DB';
+        throw new UserError(`${path}: cannot create its directory (${code}): run as root, or give --db PATH in a writable directory`, code === 'EACCES' || code === 'EPERM' ? EXIT.privilege : EXIT.failure, code);
+      }
+    }
     let db: Database;
     try {
       db = new Sqlite(path, { readonly: ro, fileMustExist: ro, timeout: 5000 });

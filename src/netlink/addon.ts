@@ -29,6 +29,10 @@ export interface EventOptionsNative {
   lookupSockets?: boolean;
   /** Root of the proc filesystem for the owner search (default /proc). */
   procRoot?: string;
+  /** Bytes of batches handed to JavaScript and not yet taken before the reader stops reading
+   *  (default 4 MiB): a stalled event loop then makes the kernel's buffer overflow (an overrun,
+   *  resynced by a dump) instead of growing this process. */
+  queueMax?: number;
 }
 
 export type BatchCallback = (err: NativeError | null, records: Buffer | null, count: number, done: boolean) => void;
@@ -56,6 +60,10 @@ export interface EventStats extends ReaderStats {
   ownerHits: number;
   ownerScans: number;
   ownerFds: number;
+  /** Times reading paused because JavaScript was queueMax behind; bytes waiting now and at most. */
+  pauses: number;
+  queuedBytes: number;
+  queuedPeakBytes: number;
 }
 
 export interface ParseResult {
@@ -105,6 +113,8 @@ export interface Addon {
   ctDelete(handle: Handle, key: CtEntryKey): boolean;
   /** Opens `path` (O_NOFOLLOW, 0600) and takes an exclusive flock (waits up to 10 s); returns the fd. */
   lockFile(path: string): number;
+  /** sock_diag dump of one family (AF_INET 2 / AF_INET6 10) and protocol: 56-byte entries (native/ct_sock.h struct ct_diag_sock). */
+  dumpSockets(family: number, proto: number, states: number): Buffer;
 }
 
 export interface CtEntryKey {

@@ -115,6 +115,7 @@ export class KernelConntrackSource implements ConntrackSource {
         ...(opts.rcvbufMax !== undefined ? { rcvbufMax: opts.rcvbufMax } : {}),
         lookupSockets: opts.lookupSockets ?? false,
         ...(opts.procRoot ? { procRoot: opts.procRoot } : {}),
+        ...(opts.queueMax !== undefined ? { queueMax: opts.queueMax } : {}),
       },
       (err, buf, count, fatal) => {
         if (closed) return;

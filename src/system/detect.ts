@@ -1,8 +1,8 @@
 // What the kernel and this network namespace offer ctacct: conntrack, ctnetlink, tracking,
 // accounting, privileges, tools. Every side effect goes through `Host`, so tests hand in fakes.
 import { execFile, execFileSync } from 'node:child_process';
-import { accessSync, constants, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { dumpAll } from '../netlink/source.js';
 import { findTool, realToolEnv as toolEnv } from './tools.js';
 import { entryIds, lockPath, openNftSession, probeTracking, removeEntriesExcept, type NftSession, type TrackingProbe } from './engage.js';
@@ -54,7 +54,6 @@ export interface Host {
   pid: number;
 }
 
-const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 
 function runResultOf(err: (Error & { code?: unknown; status?: number | null }) | null, stdout: string, stderr: string): RunResult {
   if (!err) return { status: 0, stdout, stderr };
@@ -185,6 +184,10 @@ export interface Detection {
   engagement: Engagement;
   /** Network namespace identity, e.g. `net:[4026531840]`; null when unreadable. */
   netns: string | null;
+  /** The loopback probe (no rule set needed): does conntrack track each family here now? */
+  probe: TrackingProbe;
+  /** nf_tables tables of running ctacct processes (`inet ctacct-PID`), from the reference count. */
+  ctacctRuns: number[];
 }
 
 export const CAP_NET_ADMIN = 12;
@@ -279,6 +282,7 @@ export function scanNftRuleset(json: string): NftRulesetScan {
     if (!body || typeof body !== 'object') continue;
     const b = body as { family?: string; table?: string; name?: string; type?: string; comment?: string; expr?: unknown };
     const table = kind === 'table' ? `${b.family} ${b.name}` : `${b.family} ${b.table}`;
+    if (/^inet ctacct-\d+$/.test(table)) continue; // a running ctacct's own (kernel-owned) table
     if (table === 'inet ctacct') {
       if (kind === 'table') {
         out.ctacctPresent = true;
@@ -401,6 +405,24 @@ export async function detectEngagement(host: Host, nft: string | null, count: nu
   return { byOthers, evidence, ctacctTable, rulesetRead };
 }
 
+/** Pids of running ctacct processes in the reference count directory `dir`. */
+export function liveCtacctRuns(host: Host, dir: string): number[] {
+  let names: string[] = [];
+  try {
+    names = host.readdir(dir);
+  } catch {
+    return [];
+  }
+  const pids: number[] = [];
+  for (const n of names) {
+    const m = /^member-(\d+)-(\d+)$/.exec(n);
+    if (!m) continue;
+    const stat = readText(host, join(host.procRoot, m[1]!, 'stat'));
+    if (stat !== null && startTimeOf(stat) === Number(m[2]) && Number(m[1]) !== host.pid) pids.push(Number(m[1]));
+  }
+  return pids.sort((a, b) => a - b);
+}
+
 function conntrackAvailable(host: Host): boolean {
   const release = readText(host, join(host.procRoot, 'sys/kernel/osrelease'))?.trim();
   if (!release) return false;
@@ -457,5 +479,7 @@ export async function detect(host: Host): Promise<Detection> {
     max,
     engagement: await detectEngagement(host, nft, count),
     netns,
+    probe: netlinkError === null ? await host.probeTracking().catch(() => ({ v4: null, v6: null })) : { v4: null, v6: null },
+    ctacctRuns: netns ? liveCtacctRuns(host, join('/run/ctacct', netns.replace(/[^0-9a-z]+/gi, '-').replace(/-+$/, ''))) : [],
   };
 }

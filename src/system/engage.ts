@@ -109,7 +109,9 @@ export interface TrackingProbe {
 }
 
 export async function probeTracking(source: ConntrackSource, addon: Addon = getAddon()): Promise<TrackingProbe> {
-  return { v4: await probeFamily(source, addon, 4), v6: await probeFamily(source, addon, 6) };
+  // Both families at once: each costs one kernel-filtered dump round trip.
+  const [v4, v6] = await Promise.all([probeFamily(source, addon, 4), probeFamily(source, addon, 6)]);
+  return { v4, v6 };
 }
 
 /** Conntrack ids in the table now (to tell later which entries came after). */

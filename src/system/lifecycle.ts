@@ -1,5 +1,5 @@
 // The one place that runs cleanup (undo system changes, restore the terminal) exactly once, on
-// every exit path: normal end, SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGPIPE, a closed output (EPIPE),
+// every exit path: normal end, SIGINT/SIGTERM/SIGHUP/SIGQUIT, a closed output (EPIPE),
 // an uncaught error, and process 'exit'. A closed output ends quietly with status 141 (128 +
 // SIGPIPE), as a C tool killed by SIGPIPE under `| head` does.
 
@@ -16,7 +16,10 @@ export interface ProcessLike {
   stderr?: { on(event: string, l: (...args: any[]) => void): unknown; removeListener(event: string, l: (...args: any[]) => void): unknown };
 }
 
-export const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGPIPE: 13, SIGTERM: 15 } as const;
+// SIGPIPE is not here on purpose: Node ignores it, and must — it also comes from a scraper that
+// hung up on `serve` or a child whose stdin closed. A closed output shows up as EPIPE on that
+// output (onClosedOutput), which ends ctacct quietly with 141.
+export const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGTERM: 15 } as const;
 /** Exit status after a closed output (EPIPE). */
 export const EXIT_PIPE = 141;
 export type HandledSignal = keyof typeof SIGNALS;
@@ -105,19 +108,27 @@ export class Lifecycle {
     for (const sig of Object.keys(SIGNALS) as HandledSignal[]) this.listen(sig, () => this.onSignal(sig));
     this.listen('uncaughtException', (err: unknown) => (isEpipe(err) ? this.onClosedOutput() : this.onFatal(err)));
     this.listen('unhandledRejection', (err: unknown) => (isEpipe(err) ? this.onClosedOutput() : this.onFatal(err)));
+    this.guardOutput();
+    this.listen('exit', () => this.shutdownSync());
+  }
+
+  /**
+   * Only the closed-output path (EPIPE on stdout/stderr → quiet cleanup, exit 141), without taking
+   * over signals: commands that handle their own Ctrl-C keep doing so. Idempotent.
+   */
+  guardOutput(): void {
+    if (this.streamListeners.length) return;
     for (const stream of [this.proc.stdout, this.proc.stderr]) {
       if (!stream) continue;
       const fn = (err: unknown) => (isEpipe(err) ? this.onClosedOutput() : this.onFatal(err));
       stream.on('error', fn);
-      this.listeners.push([`stream-error`, fn]);
       this.streamListeners.push([stream, fn]);
     }
-    this.listen('exit', () => this.shutdownSync());
   }
 
   uninstall(): void {
     for (const [stream, fn] of this.streamListeners.splice(0)) stream.removeListener('error', fn);
-    for (const [ev, fn] of this.listeners.splice(0)) if (ev !== 'stream-error') this.proc.removeListener(ev, fn);
+    for (const [ev, fn] of this.listeners.splice(0)) this.proc.removeListener(ev, fn);
     this.installed = false;
   }
 
@@ -133,11 +144,12 @@ export class Lifecycle {
   }
 
   private onSignal(sig: HandledSignal): void {
-    if (sig === 'SIGPIPE') this.outputClosed = true;
-    this.ending(128 + SIGNALS[sig], sig === 'SIGPIPE');
+    this.ending(128 + SIGNALS[sig], false);
   }
 
   private ending(code: number, quiet: boolean): void {
+    // More EPIPEs follow the first (every later write fails too): the shutdown under way is enough.
+    if (this.exiting && quiet) return;
     if (this.exiting) {
       // A second signal while cleaning up: finish synchronously and go.
       this.shutdownSync();
@@ -186,6 +198,13 @@ export function lifecycle(): Lifecycle {
 /** Registers cleanup with the process-wide lifecycle; returns unregister. */
 export function onShutdown(fn: Cleanup, syncFn: SyncCleanup): () => void {
   return lifecycle().onShutdown(fn, syncFn);
+}
+
+/** Guards stdout/stderr against a closed reader (main.ts, for every command). */
+export function guardOutput(): Lifecycle {
+  const lc = lifecycle();
+  lc.guardOutput();
+  return lc;
 }
 
 /** Installs the process-wide handlers, writing messages to `system.stderr`. */

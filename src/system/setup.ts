@@ -66,7 +66,7 @@ export interface SetupDeps {
 export const TABLE_FAMILY = 'inet';
 /** Each process engages through its own table, so none can undo another's. */
 export const tableName = (pid: number) => `ctacct-${pid}`;
-/** DESIGN.md's measured cost of engaging conntrack where nothing did. */
+/** The measured cost of engaging conntrack where nothing did (docs/benchmarks.md). */
 export const ENGAGE_COST = 'about 10% of the maximum new-connection rate (15.5k → 14.0k conn/s measured on a 2-core machine)';
 export const COST_NOTE = `conntrack engaged by ctacct: costs ${ENGAGE_COST} while ctacct runs`;
 
@@ -401,7 +401,9 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
       if (dir) {
         try {
           host.writeFileAtomic(join(dir, OTHERS), `${others === true ? 1 : others === false ? 0 : '-'}\n`);
-          if (others === false) host.writeFileAtomic(join(dir, BEFORE), `${(await host.entryIds()).join(' ')}\n`);
+          // An empty table needs no dump to know that nothing was there before.
+          const count = readNumber(host, proc(SYSCTL.count));
+          if (others === false) host.writeFileAtomic(join(dir, BEFORE), `${count === 0 ? '' : (await host.entryIds()).join(' ')}\n`);
         } catch {
           /* best effort: without it leftovers are not removed */
         }
@@ -419,12 +421,23 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
       plan.owned = true;
       try {
         const s = nft()!;
-        try {
-          s.engage(name, true);
-        } catch (e) {
-          if ((e as { code?: string }).code !== 'EOPNOTSUPP') throw e;
-          plan.owned = false; // Linux < 5.12: no owner flag; the member record names the table
-          s.engage(name, false);
+        // A transient refusal (EBUSY/EAGAIN/ENOBUFS from a busy nf_tables transaction) is tried again
+        // twice before ctacct reports that it cannot engage; privilege errors are final at once.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            try {
+              s.engage(name, true);
+            } catch (e) {
+              if ((e as { code?: string }).code !== 'EOPNOTSUPP') throw e;
+              plan.owned = false; // Linux < 5.12: no owner flag; the member record names the table
+              s.engage(name, false);
+            }
+            break;
+          } catch (e) {
+            const code = (e as { code?: string }).code;
+            if (attempt >= 3 || code === 'EPERM' || code === 'EACCES' || code === 'ENOENT' || code === 'EAFNOSUPPORT' || code === 'EPROTONOSUPPORT') throw e;
+            await new Promise((r) => setTimeout(r, 50 * attempt));
+          }
         }
       } catch (e) {
         plan.table = null;

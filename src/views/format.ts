@@ -134,20 +134,37 @@ function clusters(s: string): string[] {
 
 /** Terminal columns a code point takes: 0 for combining marks, 2 for East Asian wide, else 1. */
 export function charWidth(cp: number): number {
-  return stringWidth(String.fromCodePoint(cp));
+  return cachedWidth(String.fromCodePoint(cp));
+}
+
+/** Printable ASCII: one column per character, no need to segment (the common case, and fast). */
+const ASCII = /^[\x20-\x7e]*$/;
+
+// string-width segments and tests emoji per call (tens of µs for a line): the frame measures the
+// same few strings again and again, so remember them (bounded: cleared when it grows large).
+const widthCache = new Map<string, number>();
+function cachedWidth(s: string): number {
+  let w = widthCache.get(s);
+  if (w === undefined) {
+    if (widthCache.size > 4096) widthCache.clear();
+    w = stringWidth(s);
+    widthCache.set(s, w);
+  }
+  return w;
 }
 
 /** Columns a string takes on a terminal (escape sequences are not counted). */
 export function displayWidth(s: string): number {
-  return stringWidth(s);
+  return ASCII.test(s) ? s.length : cachedWidth(s);
 }
 
 /** Longest prefix of s that fits in `width` columns. */
 function takeWidth(s: string, width: number): string {
+  if (ASCII.test(s)) return s.slice(0, Math.max(0, width));
   let w = 0;
   let out = '';
   for (const g of clusters(s)) {
-    const cw = stringWidth(g);
+    const cw = cachedWidth(g);
     if (w + cw > width) break;
     w += cw;
     out += g;
@@ -157,11 +174,12 @@ function takeWidth(s: string, width: number): string {
 
 /** Longest suffix of s that fits in `width` columns. */
 function takeWidthEnd(s: string, width: number): string {
+  if (ASCII.test(s)) return width > 0 ? s.slice(-width) : '';
   const gs = clusters(s);
   let w = 0;
   let i = gs.length;
   while (i > 0) {
-    const cw = stringWidth(gs[i - 1]!);
+    const cw = cachedWidth(gs[i - 1]!);
     if (w + cw > width) break;
     w += cw;
     i--;

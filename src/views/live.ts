@@ -1,8 +1,52 @@
 // The live loop of `ctacct top`: timers, raw mode, alternate screen, keys, resize, and putting the
 // terminal back on every exit path. It knows nothing of netlink or /proc: snapshots come from `next`.
 import type { TopSnapshot } from '../core/model.js';
-import { initialUiState, parseKeys, reduceKey, type UiState } from './keys.js';
-import { renderTop, renderWaiting, topGeometry, type TopRenderOptions } from './top.js';
+import { effectiveGroupBy, initialUiState, parseKeys, reduceKey, type UiState } from './keys.js';
+import type { NameCache } from './names.js';
+import { renderTop, renderWaiting, rowsShown, topGeometry, type TopRenderOptions } from './top.js';
+
+/** How long a row of an exited process stays on screen (dimmed) before it is dropped, unless `x`. */
+export const EXITED_TTL_MS = 60_000;
+/** The sparkline covers this much history. */
+export const HISTORY_MS = 60_000;
+
+/**
+ * What the screen remembers between refreshes, beside the UI state: each row's recent rates (the
+ * sparkline) and since when each exited process's row has been exited. Pure: a snapshot and the
+ * time in, the new memory out.
+ */
+export interface RowMemory {
+  groupBy: string | null;
+  history: Map<string, number[]>;
+  exitedSince: Map<string, number>;
+}
+
+export function emptyMemory(): RowMemory {
+  return { groupBy: null, history: new Map(), exitedSince: new Map() };
+}
+
+export function remember(m: RowMemory, s: TopSnapshot, nowMs: number, intervalMs: number): RowMemory {
+  const keep = Math.max(2, Math.ceil(HISTORY_MS / Math.max(1, intervalMs)));
+  const same = m.groupBy === s.group_by;
+  const history = new Map<string, number[]>();
+  const exitedSince = new Map<string, number>();
+  for (const r of s.rows) {
+    const past = same ? (m.history.get(r.key) ?? []) : [];
+    history.set(r.key, [...past, Math.max(0, r.sent_bps) + Math.max(0, r.recv_bps)].slice(-keep));
+    if (r.exited) exitedSince.set(r.key, (same ? m.exitedSince.get(r.key) : undefined) ?? nowMs);
+  }
+  return { groupBy: s.group_by, history, exitedSince };
+}
+
+/** The snapshot as shown: rows of processes that exited more than EXITED_TTL_MS ago dropped (unless kept). */
+export function withoutExpired(s: TopSnapshot, m: RowMemory, nowMs: number, keepExited: boolean): TopSnapshot {
+  if (keepExited || m.exitedSince.size === 0) return s;
+  const rows = s.rows.filter((r) => {
+    const since = m.exitedSince.get(r.key);
+    return since === undefined || nowMs - since <= EXITED_TTL_MS;
+  });
+  return rows.length === s.rows.length ? s : { ...s, rows };
+}
 
 export interface LiveTerminal {
   write(s: string): void;
@@ -54,6 +98,8 @@ export interface LiveDeps {
   changes?: string[];
   /** Called after the terminal is restored, on every exit path, before `done` settles. */
   onExit?(result: LiveResult, error?: unknown): void;
+  /** --resolve: host names for the remote and connection views (the screen redraws as they arrive). */
+  names?: NameCache;
 }
 
 // DEC private modes: 1049 = alternate screen (saves and restores the user's screen and cursor), 25 = cursor.
@@ -96,8 +142,9 @@ function settleLoop(
 
 export function runLive(deps: LiveDeps): LiveHandle {
   const { terminal, clock } = deps;
-  let ui = initialUiState({ ...deps.ui, quit: false });
+  let ui = initialUiState({ ...(deps.bits !== undefined ? { bits: deps.bits } : {}), ...deps.ui, quit: false });
   let last: TopSnapshot | null = null;
+  let memory = emptyMemory();
   let refreshes = 0;
   let busy = false;
   let finished = false;
@@ -113,7 +160,7 @@ export function runLive(deps: LiveDeps): LiveHandle {
     return {
       width,
       height,
-      bits: deps.bits ?? false,
+      bits: ui.bits,
       mode: ui.mode,
       sort: ui.sort,
       scroll: ui.scroll,
@@ -121,25 +168,40 @@ export function runLive(deps: LiveDeps): LiveHandle {
       color: deps.color,
       showHelp: ui.showHelp,
       pendingGroupBy: ui.groupBy,
+      intervalS: deps.intervalMs / 1000,
+      window: ui.window,
+      filter: ui.filter,
+      editing: ui.editing,
+      selected: ui.selected,
+      drill: ui.drill,
+      history: memory.history,
+      exited: new Set(memory.exitedSince.keys()),
+      ...(deps.names ? { nameOf: (a: string) => deps.names!.nameOf(a) } : {}),
       ...(deps.changes ? { changes: deps.changes } : {}),
     };
   };
 
+  const shownSnapshot = (): TopSnapshot | null => (last ? withoutExpired(last, memory, clock.now(), ui.keepExited) : null);
+
   const scrollView = () => {
-    if (!last) return { page: 1, maxScroll: 0 };
-    const g = topGeometry(last, renderOptions());
-    return { page: Math.max(1, g.visibleRows - 1), maxScroll: g.maxScroll };
+    const snap = shownSnapshot();
+    if (!snap) return { page: 1, maxScroll: 0 };
+    const o = renderOptions();
+    const g = topGeometry(snap, o);
+    return { page: Math.max(1, g.visibleRows - 1), maxScroll: g.maxScroll, visible: g.visibleRows, rows: rowsShown(snap, o) };
   };
 
   function draw(): void {
     if (finished) return;
     const o = renderOptions();
     let frame: string;
-    if (last) {
-      // Rows may have shrunk or the window grown since the key press: keep scroll within the table.
-      const g = topGeometry(last, o);
-      if (g.scroll !== ui.scroll) ui = { ...ui, scroll: g.scroll };
-      frame = renderTop(last, { ...o, scroll: g.scroll });
+    const snap = shownSnapshot();
+    if (snap) {
+      // Rows may have shrunk or the window grown since the key press: keep scroll and cursor within the table.
+      const g = topGeometry(snap, o);
+      const selected = Math.max(0, Math.min(ui.selected, g.totalRows - 1));
+      if (g.scroll !== ui.scroll || selected !== ui.selected) ui = { ...ui, scroll: g.scroll, selected };
+      frame = renderTop(snap, { ...o, scroll: g.scroll, selected });
     } else {
       frame = renderWaiting({ width: o.width, height: o.height, color: deps.color, intervalS: deps.intervalMs / 1000 });
     }
@@ -162,9 +224,10 @@ export function runLive(deps: LiveDeps): LiveHandle {
     // A slow engine must not stack refreshes: a tick that finds one in flight is skipped.
     busy = true;
     try {
-      const snap = await deps.next({ ...ui });
+      const snap = await deps.next({ ...ui, groupBy: effectiveGroupBy(ui) });
       if (finished) return;
       last = snap;
+      memory = remember(memory, snap, clock.now(), deps.intervalMs);
       refreshes++;
       draw();
       if (deps.count !== undefined && deps.count > 0 && refreshes >= deps.count) finish();
@@ -194,6 +257,7 @@ export function runLive(deps: LiveDeps): LiveHandle {
     terminal.write(ENTER_SCREEN);
     unsubscribe.push(terminal.onData(onKeys));
     unsubscribe.push(terminal.onResize(() => safely(draw)));
+    if (deps.names) unsubscribe.push(deps.names.onName(() => safely(draw)));
     draw();
     timer = clock.setInterval(() => void refresh(), deps.intervalMs);
   } catch (e) {

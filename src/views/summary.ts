@@ -17,8 +17,8 @@ export interface SummaryOptions {
 }
 
 const totalsColumns = (): Column[] => [
-  { title: 'SENT', align: 'right', width: 10, pri: 1, cell: (r) => formatBytes(r.sent_total) },
-  { title: 'RECV', align: 'right', width: 10, pri: 1, cell: (r) => formatBytes(r.recv_total) },
+  { title: 'SENT', align: 'right', width: 10, pri: 1, essential: true, cell: (r) => formatBytes(r.sent_total) },
+  { title: 'RECV', align: 'right', width: 10, pri: 1, essential: true, cell: (r) => formatBytes(r.recv_total) },
   // Exact bytes for whoever copies the numbers out (the human units are rounded to 3 digits).
   { title: 'SENT BYTES', align: 'right', width: 15, pri: 9, cell: (r) => String(r.sent_total) },
   { title: 'RECV BYTES', align: 'right', width: 15, pri: 9, cell: (r) => String(r.recv_total) },
@@ -55,7 +55,7 @@ export function renderSummary(s: TopSnapshot | null, opts: SummaryOptions = {}):
 
   const sort = opts.sort ?? 'total';
   const rows = sortRows(s.rows, sort, 'total');
-  const cols = [...keyColumns(s.group_by), ...totalsColumns()];
+  const cols = [...keyColumns(s.group_by, { fullCommand: true }), ...totalsColumns()];
   // A summary names every row in full where it can: the key columns grow to their content.
   const placed = layoutColumns(cols, rows, width === Number.MAX_SAFE_INTEGER ? 400 : width, 100);
   out.push(cut(tableHeader(placed)));

@@ -81,6 +81,7 @@ describe('npm package: prebuilt addon, no toolchain needed', { timeout: 600_000 
     assert.ok(readlinkSync(join(app, 'node_modules', '.bin', 'ctacct')).endsWith('bin/ctacct.js'));
 
     const doc = spawnSync(join(app, 'node_modules', '.bin', 'ctacct'), ['doctor', '--json'], { cwd: app, env, encoding: 'utf8', timeout: 60_000 });
+    assert.ok(doc.stdout.startsWith('{'), `doctor printed no JSON (exit ${doc.status}): ${doc.stdout}\n${doc.stderr}`);
     const r = JSON.parse(doc.stdout) as { checks: { name: string; status: string; detail: string }[] };
     const ctnetlink = r.checks.find((c) => c.name === 'ctnetlink');
     if (process.getuid?.() === 0) {

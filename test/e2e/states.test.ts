@@ -1,7 +1,7 @@
 // End to end: the built CLI (bin/ctacct.js) against this machine's /proc, no root
 // needed. A helper holds known loopback sockets on a kernel-chosen port; --port narrows to them.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
@@ -41,6 +41,11 @@ function cli(args: string[], onStdout?: (sofar: string, child: ChildProcess) => 
   });
 }
 
+/** Every socket state at 0: `states --json` lists them all. */
+const ZERO = Object.fromEntries(
+  ['ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'].map((s) => [s, 0]),
+);
+
 let helper: ChildProcess;
 let port = 0;
 before(async () => {
@@ -69,7 +74,11 @@ test('states --json --port P: exactly the helper listener and both ends of its 3
   const r = await cli(['states', '--json', '--port', String(port)]);
   assert.equal(r.stderr, '');
   assert.equal(r.code, 0);
-  assert.equal(r.stdout, '{"source":"sockets","states":{"LISTEN":1,"ESTABLISHED":6},"total":7}\n');
+  // Every state is listed, zero when none (jq .states.TIME_WAIT reads 0, not null), in netstat order.
+  assert.equal(
+    r.stdout,
+    '{"source":"sockets","states":{"ESTABLISHED":6,"SYN_SENT":0,"SYN_RECV":0,"FIN_WAIT1":0,"FIN_WAIT2":0,"TIME_WAIT":0,"CLOSE":0,"CLOSE_WAIT":0,"LAST_ACK":0,"LISTEN":1,"CLOSING":0},"total":7}\n',
+  );
 });
 
 test('states --json without filters: total is the sum of the states, names are netstat names', async () => {
@@ -89,8 +98,8 @@ test('states --by port --port P: one group keyed by the port, human and JSON', a
   assert.deepEqual(JSON.parse(j.stdout), {
     source: 'sockets',
     by: 'port',
-    groups: [{ key: String(port), states: { LISTEN: 1, ESTABLISHED: 6 }, total: 7 }],
-    states: { LISTEN: 1, ESTABLISHED: 6 },
+    groups: [{ key: String(port), states: { ...ZERO, LISTEN: 1, ESTABLISHED: 6 }, total: 7 }],
+    states: { ...ZERO, LISTEN: 1, ESTABLISHED: 6 },
     total: 7,
   });
   const h = await cli(['states', '--by', 'port', '--port', String(port)]);
@@ -143,4 +152,27 @@ test('states --watch: Ctrl-C (SIGINT) ends it cleanly with exit code 0', async (
   assert.equal(r.signal, null);
   assert.equal(r.stderr, '');
   assert.ok((r.stdout.match(/^TOTAL +7$/gm) ?? []).length >= 2, r.stdout);
+});
+
+test('states --watch in a terminal (tmux): q quits with exit code 0', { skip: spawnSync('tmux', ['-V']).status === 0 ? false : 'SKIPPED: tmux is not installed' }, async () => {
+  const session = `ctt${process.pid}s`;
+  const tmux = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' }).stdout;
+  const waitFor = async (re: RegExp, ms = 10000) => {
+    const end = Date.now() + ms;
+    for (;;) {
+      const text = tmux('capture-pane', '-p', '-t', session);
+      if (re.test(text)) return text;
+      if (Date.now() > end) throw new Error(`screen never matched ${re}:\n${text}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '30', `cd ${REPO} && NO_COLOR=1 ${process.execPath} bin/ctacct.js states --watch 0.3 --port ${port}; echo EXIT=$?; sleep 20`);
+  try {
+    await waitFor(/every 0\.3s .* q to quit/);
+    await waitFor(/^TOTAL +7$/m);
+    tmux('send-keys', '-t', session, 'q');
+    await waitFor(/EXIT=0/);
+  } finally {
+    tmux('kill-session', '-t', session);
+  }
 });

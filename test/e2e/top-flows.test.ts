@@ -150,4 +150,48 @@ describe('ctacct CLI end to end', { skip: rootSkip }, () => {
       await tmux('kill-session', '-t', session).catch(() => undefined);
     }
   });
+
+  test('live view under tmux: / filters the rows, Enter opens a process\'s connections, Esc goes back', { skip: hasCommand('tmux') ? false : 'SKIPPED: tmux is not installed (.ci/run installs it)' }, async () => {
+    // A connection of our own to the server, held open while the screen is driven. A loopback
+    // connection is listed once, under its answering end: the server's drill-down shows it.
+    const mine = await startTraffic(ns, ['tcp-client', '127.0.0.1', '9100', '5000', '--hold-ms', '30000']);
+    const pid = String(server.lines[0].pid);
+    const session = `ctt${process.pid}d`;
+    const tmux = (...args: string[]) => execFileP('tmux', args).then((r) => r.stdout);
+    const screen = () => tmux('capture-pane', '-p', '-t', session);
+    const waitFor = async (ok: (text: string) => boolean, what: string, ms = 10000) => {
+      const end = Date.now() + ms;
+      for (;;) {
+        const text = await screen();
+        if (ok(text)) return text;
+        if (Date.now() > end) throw new Error(`screen never showed ${what}:\n${text}`);
+        await new Promise((r) => setTimeout(r, 150));
+      }
+    };
+    const rowsOf = (text: string) => text.split('\n').filter((l) => /^\s+\d+\+?\s/.test(l));
+    await tmux('new-session', '-d', '-s', session, '-x', '120', '-y', '30', `cd ${ROOT} && ip netns exec ${ns.name} env NO_COLOR=1 ${process.execPath} ${BIN} top --interval 0.5; echo EXIT=$?; sleep 30`);
+    try {
+      await waitFor((t) => t.includes(' node ') && new RegExp(`^\\s+${pid}\\s`, 'm').test(t), `the row of pid ${pid}`);
+      // Several node processes are on screen (server, clients): the filter keeps only ours.
+      await tmux('send-keys', '-t', session, '/');
+      await waitFor((t) => /^\/▏/m.test(t), 'the filter prompt');
+      await tmux('send-keys', '-t', session, '-l', pid);
+      await tmux('send-keys', '-t', session, 'Enter');
+      const filtered = await waitFor((t) => t.includes(`filter "${pid}": 1 of`) && rowsOf(t).length === 1, 'one filtered row');
+      assert.match(rowsOf(filtered)[0]!, new RegExp(`^\\s+${pid}\\s+root\\s+node `));
+      // Enter opens the selected (only) row: its connection, with state and remote, and its full command line.
+      await tmux('send-keys', '-t', session, 'Enter');
+      const drill = await waitFor((t) => t.includes(`process ${pid} node › connections`) && /ESTABLISHED/.test(t), 'the drill-down');
+      assert.match(drill, /PROTO\s+LOCAL\s+REMOTE\s+STATE\s+PID\/PROGRAM/);
+      assert.match(drill, new RegExp(`^tcp\\s+127\\.0\\.0\\.1:9100\\s+127\\.0\\.0\\.1:\\d+\\s+ESTABLISHED\\s+${pid}/node`, 'm'));
+      assert.match(drill, /^▸ .*traffic.* tcp-server 9100 --reply 50000/m);
+      await tmux('send-keys', '-t', session, 'Escape');
+      await waitFor((t) => t.includes('by process') && !t.includes('› connections') && /PID\s+USER\s+PROGRAM/.test(t), 'back to the process table');
+      await tmux('send-keys', '-t', session, 'q');
+      await waitFor((t) => t.includes('EXIT=0'), 'exit');
+    } finally {
+      await tmux('kill-session', '-t', session).catch(() => undefined);
+      mine.child.kill('SIGTERM');
+    }
+  });
 });

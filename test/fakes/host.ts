@@ -151,7 +151,7 @@ export class FakeHost implements Host {
     this.log.push('probe');
     if (this.o.netlinkError) return { v4: null, v6: null };
     if (this.tables.size) return { v4: true, v6: true };
-    return this.o.trackedByOthers ?? { v4: false, v6: false };
+    return this.o.trackedByOthers ?? (this.o.otherRules?.length || this.o.iptablesLegacy ? { v4: true, v6: true } : { v4: false, v6: false });
   }
   async entryIds(): Promise<number[]> {
     return [...this.entries];

@@ -2,6 +2,7 @@
 // prints `ready <report JSON>` and waits — for a signal, or `quit` on stdin (normal end).
 // Usage: node --import tsx test/helpers/setup-runner.ts [--no-setup] [--keep-acct] [--state-dir DIR] [--crash]
 // --crash: throw an uncaught error right after `ready` (the uncaught-error exit path).
+// --throwing-cleanup: a cleanup that throws runs before the set-up undo.
 import { realSystem } from '../../src/system.js';
 import { realHost } from '../../src/system/detect.js';
 import { installSignalHandlers } from '../../src/system/lifecycle.js';
@@ -21,6 +22,16 @@ try {
       onHandle: (h) => void lc.onShutdown(() => h.undo(), () => h.undoSync()),
     },
   );
+  if (args.includes('--throwing-cleanup'))
+    // Registered after set-up, so it runs first (newest first): the undo behind it must still run.
+    lc.onShutdown(
+      () => {
+        throw new Error('restoring the terminal failed on purpose');
+      },
+      () => {
+        throw new Error('restoring the terminal failed on purpose (sync)');
+      },
+    );
   process.stdout.write(`ready ${JSON.stringify(handle.report)}\n`);
   if (args.includes('--crash'))
     setTimeout(() => {

@@ -29,3 +29,9 @@ export function parseSsStates(text: string): { states: Record<string, number>; t
   }
   return { states, total };
 }
+
+/** `states --json` lists every state name (0 when none); ss lists only the states it saw. */
+export function nonZero(states: Record<string, number> | undefined): Record<string, number> | undefined {
+  if (!states) return states;
+  return Object.fromEntries(Object.entries(states).filter(([, n]) => n !== 0));
+}

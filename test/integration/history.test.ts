@@ -3,13 +3,14 @@
 // roll-ups must equal the kernel's own counters (conntrack -L, layer-3 bytes) and `top`'s totals;
 // folding must keep them; kill -9 must lose at most the minute under way and count nothing twice.
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createPair, rootSkip } from '../helpers/netns.js';
 import { moreSnapshots, runCtacct, startCtacct, stopTop } from '../helpers/ctacct.js';
-import { startTraffic, type JsonLines } from '../helpers/procs.js';
+import { JsonLines, startTraffic, TRAFFIC } from '../helpers/procs.js';
+import { parsePromText } from '../helpers/promtext.js';
 import { loadSqlite } from '../../src/history/sqlite.js';
 import { UsageStore } from '../../src/history/store.js';
 
@@ -43,9 +44,12 @@ async function stop(p: JsonLines, sig: NodeJS.Signals = 'SIGTERM'): Promise<numb
 
 const started = (c: JsonLines) => until(() => c.stderrText.includes('collecting into'), `collect to start (${c.stderrText})`);
 
-/** One client connection sending `size` bytes; resolves with its local port once closed. */
-async function transfer(pair: Pair, port: number, size: number): Promise<number> {
-  const c = await startTraffic(pair.a, ['tcp-client', '10.231.0.2', String(port), String(size)]);
+/** One client connection sending `size` bytes (held open `holdMs` so a dump sees its process). */
+async function transfer(pair: Pair, port: number, size: number, holdMs = 0, asNobody = false): Promise<number> {
+  const args = ['tcp-client', '10.231.0.2', String(port), String(size), '--hold-ms', String(holdMs)];
+  const c = asNobody
+    ? new JsonLines(pair.a.spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, TRAFFIC, ...args]))
+    : await startTraffic(pair.a, args);
   const done = await c.next((o) => o.done || o.error, 20000);
   assert.ok(done.done, JSON.stringify(done));
   return c.child.pid!;
@@ -87,7 +91,7 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     const db = join(tmp, 'a.db');
     const PORT = 7300;
     const server = await startTraffic(pair.b, ['tcp-server', String(PORT), '--reply', '3000']);
-    const collect = startCtacct(pair.a, ['collect', '--db', db, '--minute-seconds', '2', '--interval', '1', '--top-remotes', '5']);
+    const collect = startCtacct(pair.a, ['collect', '--db', db, '--minute-seconds', '2', '--interval', '1', '--top-remotes', '5', '--listen', '127.0.0.1:9477']);
     const top = startCtacct(pair.a, ['top', '--json', '--interval', '0.5', '--by', 'port']);
     await Promise.all([started(collect), moreSnapshots(top, 1)]);
     const second = await runCtacct(pair.a, ['collect', '--db', db, '--minute-seconds', '2', '--interval', '1']);
@@ -96,12 +100,18 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     assert.equal(second.stderr.trim().split('\n').length, 1);
     const sizes = [20_000, 31_000, 45_000, 70_000];
     for (const size of sizes) {
-      await transfer(pair, PORT, size);
+      await transfer(pair, PORT, size, 1200, true); // as nobody: apart from collect's own (root) series
       await new Promise((r) => setTimeout(r, 2100)); // the next one in another minute
     }
     const kernel = await kernelFlows(pair, PORT);
     assert.equal(kernel.length, sizes.length, 'one conntrack entry per connection (TIME_WAIT)');
+    const kOrig = kernel.reduce((n, f) => n + f.orig, 0);
+    const kReply = kernel.reduce((n, f) => n + f.reply, 0);
     await moreSnapshots(top, 2);
+    // --listen: the same counters as `ctacct serve`, from the collector's own engine.
+    const metrics = parsePromText(await pair.a.exec('curl', ['-sf', 'http://127.0.0.1:9477/metrics']));
+    const nodeSent = metrics.get('ctacct_process_sent_bytes_total')!.samples.filter((x) => x.labels.user === 'nobody').reduce((n, x) => n + x.value, 0);
+    assert.equal(nodeSent, kOrig, '/metrics: bytes sent by the clients');
     const snap = await stopTop(top);
     assert.equal(await stop(collect), 143);
     server.child.kill('SIGTERM');
@@ -109,8 +119,6 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
 
     const rows = read(db);
     const out = sum(rows, PORT, 'out');
-    const kOrig = kernel.reduce((n, f) => n + f.orig, 0);
-    const kReply = kernel.reduce((n, f) => n + f.reply, 0);
     assert.deepEqual(out, { sent: kOrig, recv: kReply, flows: sizes.length }, 'stored = kernel L3 bytes, one flow each');
     for (const size of sizes) assert.ok(kernel.some((f) => f.orig > size && f.orig < size + 2000), `flow of ${size} B present`);
     const minutes = new Set(rows.filter((r) => r.port === PORT).map((r) => r.t));
@@ -127,10 +135,18 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     assert.equal(row.sent_bytes, kOrig, 'port row sent');
     assert.equal(row.recv_bytes, kReply);
     assert.equal(row.flows, sizes.length);
-    assert.equal(j.total.total_bytes, kOrig + kReply);
+    // The rest is the /metrics scrape above (loopback, both ends).
+    const scrape = j.rows.find((r: any) => r.labels[0] === 'tcp/9477');
+    const rowsSeen = JSON.stringify(j.rows.map((r: any) => [r.labels, r.sent_bytes, r.recv_bytes, r.flows]));
+    assert.equal(j.total.total_bytes, kOrig + kReply + (scrape?.total_bytes ?? 0), rowsSeen);
+    assert.equal(j.rows.length, scrape ? 2 : 1, rowsSeen);
     const byExe = JSON.parse((await runCtacct(pair.a, ['report', '--db', db, '--since', '10m', '--by', 'process,remote', '--json'])).stdout);
-    assert.ok(byExe.rows.length >= 1 && byExe.rows.every((r: any) => r.labels[1] === '10.231.0.2' && r.fields.comm === 'node'), JSON.stringify(byExe.rows));
-    assert.equal(byExe.total.sent_bytes, kOrig);
+    // Each client lived across a dump: attributed, with its executable (127.0.0.1: the scrape above).
+    assert.deepEqual(
+      byExe.rows.filter((r: any) => r.labels[1] !== '127.0.0.1').map((r: any) => [r.labels[1], r.fields.comm, r.fields.user, r.fields.exe, r.sent_bytes, r.flows]),
+      [['10.231.0.2', 'node', 'nobody', realpathSync(process.execPath), kOrig, sizes.length]],
+    );
+    assert.equal(byExe.total.sent_bytes, kOrig + (scrape?.sent_bytes ?? 0));
 
     // Folding minute → hour → day (a day is 48 min with 2 s minutes): the same totals.
     const w = UsageStore.open(Sqlite, db, { minuteS: 2 });
@@ -141,7 +157,8 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     w.closeForReaders();
     assert.deepEqual(sum(read(db), PORT, 'out'), out, 'folded days keep the exact totals');
     const rep2 = JSON.parse((await runCtacct(pair.a, ['report', '--db', db, '--since', '3h', '--by', 'port', '--json'])).stdout);
-    assert.equal(rep2.total.total_bytes, kOrig + kReply);
+    assert.equal(rep2.total.total_bytes, j.total.total_bytes);
+    assert.deepEqual(rep2.rows.find((r: any) => r.labels[0] === `tcp/${PORT}`), { ...row, series: rep2.rows.find((r: any) => r.labels[0] === `tcp/${PORT}`).series });
   });
 
   test('kill -9 mid-minute, restart: nothing counted twice, at most the minute under way lost', async () => {
@@ -152,8 +169,9 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     const c1 = startCtacct(pair.a, args);
     await started(c1);
     await transfer(pair, PORT, 11_000);
-    // A is committed once its minute is written.
-    await until(() => sum(read(db), PORT, 'out').flows === 1, 'the first transfer to be written');
+    // A is committed once all its bytes (the kernel's final counters: it is in TIME_WAIT) are written.
+    const [a0] = await kernelFlows(pair, PORT);
+    await until(() => sum(read(db), PORT, 'out').sent === a0!.orig, 'the first transfer to be written');
     await transfer(pair, PORT, 13_000); // B: in the minute under way when collect dies
     assert.equal(await stop(c1, 'SIGKILL'), -1);
     const afterKill = sum(read(db), PORT, 'out');

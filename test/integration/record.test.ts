@@ -112,7 +112,11 @@ describe('ctacct record', { skip: rootSkip }, () => {
   test('SIGTERM during a burst loses no completed connection; rotation keeps every line across files', async () => {
     const file = join(tmp, 'flows.jsonl');
     const rec = startCtacct(pair.a, ['record', '--dump-interval', '0.5', '--port', '7201', '--output', file, '--max-size', '16k', '--keep', '1000']);
-    await new Promise((r) => setTimeout(r, 1000));
+    // Wait (bounded) until record says it is recording: set-up done, events subscribed.
+    for (const t0 = Date.now(); !rec.stderrText.includes('ctacct: recording to '); ) {
+      assert.ok(Date.now() - t0 < 20_000, `record not ready in 20 s: ${rec.stderrText}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const server = await startTraffic(pair.b, ['tcp-server', '7201']);
     // The client prints the local port of each connection once it has fully closed.
     const client = new JsonLines(pair.a.spawn(process.execPath, ['-e', CLIENT, '10.231.0.2', '7201', '500', '3000']));

@@ -118,6 +118,8 @@ test('detect: a fresh root namespace (acct off, nothing engaged)', async () => {
     max: 262144,
     engagement: { byOthers: false, evidence: [], ctacctTable: null, rulesetRead: true },
     netns: 'net:[4026532999]',
+    probe: { v4: false, v6: false },
+    ctacctRuns: [],
   });
 });
 

@@ -79,7 +79,8 @@ test('doctor: missing netlink module, missing nft, stale table, full table, even
   );
   const byName = Object.fromEntries(r.checks.map((c) => [c.name, c]));
   assert.deepEqual([byName.ctnetlink?.status, byName.ctnetlink?.fix], ['fail', 'sudo modprobe nf_conntrack_netlink']);
-  assert.deepEqual([byName.nft?.status, byName.nft?.fix], ['fail', 'sudo apt-get install nftables']);
+  // nft is not needed any more: ctacct speaks nf_tables netlink itself
+  assert.deepEqual([byName.nft?.status, byName.nft?.fix, byName.nft?.detail], ['ok', null, 'nft is not installed (not needed: ctacct talks to nf_tables directly)']);
   assert.deepEqual([byName.events?.status, byName.events?.fix], ['warn', 'sudo sysctl -w net.netfilter.nf_conntrack_events=1']);
   assert.deepEqual([byName.table_size?.status, byName.table_size?.fix], ['warn', 'sudo sysctl -w net.netfilter.nf_conntrack_max=2000']);
   assert.equal(doctorFailure(r)?.exitCode, EXIT.unsupported);
@@ -88,4 +89,25 @@ test('doctor: missing netlink module, missing nft, stale table, full table, even
   const t = stale.checks.find((c) => c.name === 'tracking');
   assert.deepEqual([t?.status, t?.fix], ['warn', 'sudo nft delete table inet ctacct']);
   assert.match(t?.detail ?? '', /\(pid 999\)/);
+});
+
+test('doctor: root without CAP_NET_ADMIN is not told to use sudo', async () => {
+  const r = doctorResult(await detect(new FakeHost({ acct: 1, uid: 0, capEff: '0000000000000000', netlinkError: 'EPERM' })));
+  const byName = Object.fromEntries(r.checks.map((c) => [c.name, c]));
+  assert.equal(byName.privileges?.status, 'fail');
+  assert.doesNotMatch(byName.privileges?.fix ?? '', /sudo/);
+  assert.match(byName.privileges?.fix ?? '', /--cap-add NET_ADMIN/);
+  assert.doesNotMatch(byName.ctnetlink?.fix ?? '', /sudo/);
+  assert.doesNotMatch(byName.tracking?.fix ?? '', /sudo/);
+  assert.equal(doctorFailure(r)?.exitCode, EXIT.privilege);
+});
+
+test('doctor: entries left although nothing tracks and no ctacct runs are reported as leftovers', async () => {
+  const r = doctorResult(await detect(new FakeHost({ acct: 1, count: 3 })));
+  const left = r.checks.find((c) => c.name === 'leftovers');
+  assert.equal(left?.status, 'warn');
+  assert.match(left?.detail ?? '', /^3 conntrack entries remain although nothing tracks here/);
+  // while a ctacct runs (it engages), the entries are its live flows, not leftovers
+  const running = doctorResult(await detect(new FakeHost({ acct: 1, count: 3, alive: { 77: 5 }, files: { '/run/ctacct/net-4026532999/member-77-5': '-\n' } })));
+  assert.equal(running.checks.find((c) => c.name === 'leftovers'), undefined);
 });

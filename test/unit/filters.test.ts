@@ -46,3 +46,11 @@ test('user filters: names and uids, host prefixes; a bad --host is a usage error
   assert.equal(f.host!('192.168.1.1'), false);
   assert.throws(() => toFilters({ host: ['nope'] }, () => null), (e: unknown) => e instanceof UserError && e.exitCode === 2);
 });
+
+test('--host prefixes match through net.BlockList: v4, v6, v4-mapped, brackets, exact hosts', async () => {
+  const { hostMatcher } = await import('../../src/core/filters.js');
+  const { parseCidr } = await import('../../src/core/addr.js');
+  const m = hostMatcher(['10.0.0.0/8', '2001:db8::/32', '192.0.2.7', '::ffff:198.51.100.0/120'].map((t) => parseCidr(t)!));
+  for (const a of ['10.1.2.3', '::ffff:10.9.9.9', '2001:db8:1::5', '[2001:db8::1]', '192.0.2.7', '198.51.100.200']) assert.equal(m(a), true, a);
+  for (const a of ['11.0.0.1', '2001:db9::1', '192.0.2.8', '198.51.101.1', 'not-an-address', '']) assert.equal(m(a), false, a);
+});

@@ -138,3 +138,61 @@ test('install is idempotent and uninstall removes every listener', () => {
   lc.uninstall();
   for (const ev of ['SIGINT', 'SIGTERM', 'SIGHUP', 'uncaughtException', 'unhandledRejection', 'exit']) assert.equal(proc.listenerCount(ev), 0, ev);
 });
+
+test('SIGQUIT: async cleanup, then exit 131', async () => {
+  const { proc, lc, calls, reg } = setup();
+  lc.install();
+  reg('setup');
+  proc.emit('SIGQUIT');
+  await tick();
+  assert.deepEqual(calls, ['setup:async']);
+  assert.deepEqual(proc.exits, [131]);
+});
+
+test('a closed output (EPIPE on stdout): quiet cleanup, exit 141; SIGPIPE itself is not listened to', async () => {
+  const proc = Object.assign(new FakeProcess(), { stdout: new EventEmitter(), stderr: new EventEmitter() });
+  const errs: string[] = [];
+  const lc = new Lifecycle(proc, { writeErr: (l) => errs.push(l), setTimer: () => ({}) });
+  lc.install();
+  const calls: string[] = [];
+  lc.onShutdown(async () => void calls.push('undo'), () => void calls.push('undo:sync'));
+  assert.equal(proc.listenerCount('SIGPIPE'), 0);
+  proc.stdout.emit('error', Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+  proc.stdout.emit('error', Object.assign(new Error('write after destroy'), { code: 'ERR_STREAM_DESTROYED' }));
+  await tick();
+  assert.deepEqual(calls, ['undo']);
+  assert.deepEqual(proc.exits, [141]);
+  assert.deepEqual(errs, []);
+  assert.equal(lc.outputClosed, true);
+  lc.uninstall();
+  assert.equal(proc.stdout.listenerCount('error'), 0);
+});
+
+test('an uncaught EPIPE is a closed output too, not an internal error', async () => {
+  const { proc, lc, errs, calls, reg } = setup();
+  lc.install();
+  reg('setup');
+  proc.emit('uncaughtException', Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+  await tick();
+  assert.deepEqual(calls, ['setup:async']);
+  assert.deepEqual(proc.exits, [141]);
+  assert.deepEqual(errs, []);
+});
+
+test('a cleanup that throws: one line; the cleanups behind it still run', async () => {
+  const { proc, lc, errs, calls, reg } = setup();
+  lc.install();
+  reg('setup');
+  lc.onShutdown(
+    async () => {
+      throw new Error('terminal restore failed');
+    },
+    () => undefined,
+  );
+  proc.emit('SIGTERM');
+  await tick();
+  await tick();
+  assert.deepEqual(calls, ['setup:async']);
+  assert.deepEqual(errs, ['ctacct: terminal restore failed']);
+  assert.deepEqual(proc.exits, [143]);
+});

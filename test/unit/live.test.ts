@@ -277,18 +277,19 @@ test('resize redraws at the new size', async () => {
   await handle.done;
 });
 
-test('scroll keys move through long tables and stay in range when rows shrink', async () => {
+test('arrow keys move the cursor; the view scrolls to keep it on screen and stays in range when rows shrink', async () => {
   let big = true;
   const { terminal, clock, handle } = setup({}, () => (big ? manyRowsSnapshot(40) : snapshot()));
   await clock.advance(1000);
+  // 16 table rows on screen at 80x24: the cursor walks down without scrolling, then the view follows.
   terminal.press('\x1b[B\x1b[B');
-  assert.ok(terminal.screen().includes('↑ 2 above  ↓ 22 more'));
-  terminal.press('\x1b[6~');
-  assert.ok(terminal.screen().includes('↑ 17 above  ↓ 7 more'), terminal.screen().join('\n'));
+  assert.ok(terminal.screen().includes('↓ 24 more'), terminal.screen().join('\n'));
+  terminal.press('\x1b[6~'); // cursor 2 → 17: one past the screen, the view scrolls by 2
+  assert.ok(terminal.screen().includes('↑ 2 above  ↓ 22 more'), terminal.screen().join('\n'));
   terminal.press('\x1b[F');
   assert.ok(terminal.screen().includes('↑ 24 above'));
   terminal.press('\x1b[A');
-  assert.ok(terminal.screen().includes('↑ 23 above  ↓ 1 more'));
+  assert.ok(terminal.screen().includes('↑ 24 above'), 'moving up inside the screen does not scroll');
   terminal.press('\x1b[H');
   assert.ok(terminal.screen().includes('↓ 24 more'));
   terminal.press('\x1b[F');
@@ -296,7 +297,9 @@ test('scroll keys move through long tables and stay in range when rows shrink', 
   await clock.advance(1000);
   assert.ok(terminal.screen().some((l) => l.startsWith('  30411 ')), 'scroll clamped to the smaller table');
   handle.stop();
-  assert.equal((await handle.done).ui.scroll, 0);
+  const { ui } = await handle.done;
+  assert.equal(ui.scroll, 0);
+  assert.equal(ui.selected, 9, 'cursor clamped to the last of the 10 rows');
 });
 
 test('a slow engine: ticks while a pull is in flight are skipped, not stacked', async () => {

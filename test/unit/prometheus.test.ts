@@ -188,3 +188,15 @@ describe('cgroup → unit', () => {
     assert.equal(unitLabel(null), '');
   });
 });
+
+test('serve: the tracking gauge and dump failures counter', async () => {
+  const { trackingMetrics } = await import('../../src/commands/serve.js');
+  assert.equal(
+    trackingMetrics('not-tracking', 3),
+    '# HELP ctacct_conntrack_tracking 1 when conntrack tracks this network namespace (by: who engaged it); 0: no flow can appear\n' +
+      '# TYPE ctacct_conntrack_tracking gauge\nctacct_conntrack_tracking{by="none"} 0\n' +
+      '# HELP ctacct_dump_failures_total conntrack table dumps that failed (retried with back-off)\n# TYPE ctacct_dump_failures_total counter\nctacct_dump_failures_total 3\n',
+  );
+  assert.match(trackingMetrics('engaged-by-ctacct', 0), /^ctacct_conntrack_tracking\{by="ctacct"\} 1$/m);
+  assert.match(trackingMetrics('engaged-by-others', 0), /^ctacct_conntrack_tracking\{by="others"\} 1$/m);
+});

@@ -31,7 +31,7 @@ test('needConntrack false: nothing is looked at or changed', async () => {
 });
 
 test('fresh namespace: acct on (marked first), probe, owned table, member; undo reverses it once', async () => {
-  const { host, handle } = await prepare({ acct: 0, entries: [5, 6] });
+  const { host, handle } = await prepare({ acct: 0, entries: [5, 6], count: 2 });
   assert.deepEqual(host.log, [
     `mkdir ${DIR}`,
     `write ${DIR}/member-4242-777 -`,

@@ -139,3 +139,24 @@ test('sanitize replaces control characters; stripAnsi removes SGR/CSI', () => {
   assert.equal(sanitize('a\x1b[2Jb\tc\nd\x7fe\u009bf\u202eg'), 'a\\x1b[2Jb\\x09c\\x0ad\\x7fe\\x9bf\\u202eg');
   assert.equal(stripAnsi('\x1b[1;31mred\x1b[0m \x1b[?25h'), 'red ');
 });
+
+test('flows and states tables show a hostile process name as visible escapes', async () => {
+  const { renderFlowsTable } = await import('../../src/views/flows.js');
+  const { renderStates } = await import('../../src/views/states.js');
+  const evil = '\x1b[2J\x1b]0;PWN\x07\u202e';
+  const flow = {
+    id: 1, family: 'ipv4' as const, proto: 'tcp', state: 'ESTABLISHED', direction: 'outbound' as const,
+    orig: { src: '10.0.0.1', dst: '10.0.0.2', sport: 1000, dport: 80, packets: 1, bytes: 60 },
+    reply: { src: '10.0.0.2', dst: '10.0.0.1', sport: 80, dport: 1000, packets: 1, bytes: 60 },
+    local: '10.0.0.1:1000', remote: '10.0.0.2:80', sent_bytes: 60, recv_bytes: 60, pid: 42, comm: evil, uid: 0, mark: null, zone: null, age_s: null,
+  };
+  const table = renderFlowsTable([flow]);
+  assert.doesNotMatch(table, /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]/);
+  assert.ok(table.includes('42/\\x1b[2J\\x1b]0;PWN\\x07\\u202e'), table);
+  const states = renderStates(
+    { source: 'sockets', by: 'process', states: { ESTABLISHED: 1 }, total: 1, groups: [{ key: '42', comm: evil, pid: 42, states: { ESTABLISHED: 1 }, total: 1 }] } as never,
+    { width: 80 },
+  );
+  assert.doesNotMatch(states, /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]/);
+  assert.ok(states.includes('\\x1b[2J\\x1b]0;PWN\\x07\\u202e/42'), states);
+});

@@ -6,10 +6,43 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { GROUP_BYS, type GroupBy, type TopSnapshot } from '../../src/core/model.js';
+import { GROUP_BYS, type GroupBy, type TopRow, type TopSnapshot } from '../../src/core/model.js';
+import type { Drill } from '../../src/views/keys.js';
 import { displayWidth, stripAnsi } from '../../src/views/format.js';
 import { renderTop, renderWaiting, sortRows, topGeometry, type TopRenderOptions } from '../../src/views/top.js';
 import { emptySnapshot, manyRowsSnapshot, row, snapshot, troubledSnapshot } from '../fakes/snapshots.js';
+
+function drillOf(r: TopRow): Drill {
+  return { groupBy: 'process', key: r.key, pid: r.pid, comm: r.comm, cmdline: r.cmdline, uid: r.uid, user: r.user, remote: r.remote, port: r.port, proto: r.proto };
+}
+
+/** Window rates that differ from the refresh's: 2 s = 1.5×, 10 s = ½, 40 s = ¼ (and sent and recv swapped at 40 s). */
+function windowed(): TopSnapshot {
+  const s = snapshot('process');
+  return {
+    ...s,
+    rows: s.rows.map((r) => ({
+      ...r,
+      sent_bps_2s: r.sent_bps * 1.5,
+      recv_bps_2s: r.recv_bps * 1.5,
+      sent_bps_10s: r.sent_bps / 2,
+      recv_bps_10s: r.recv_bps / 2,
+      sent_bps_40s: r.recv_bps / 4,
+      recv_bps_40s: r.sent_bps / 4,
+    })),
+  };
+}
+
+/** A minute of samples per row: a ramp, a burst, a flat line, silence. */
+function sparkHistory(): Map<string, number[]> {
+  const h = new Map<string, number[]>();
+  h.set('30411', Array.from({ length: 30 }, (_, i) => i * 1000));
+  h.set('2816', Array.from({ length: 30 }, (_, i) => (i >= 12 && i < 18 ? 5e6 : 1000)));
+  h.set('7702', Array.from({ length: 30 }, () => 2e6));
+  h.set('15020', Array.from({ length: 30 }, () => 0));
+  h.set('1320', [0, 0, 0, 250, 0, 0, 0, 0, 0, 0]);
+  return h;
+}
 
 const GOLDEN = join(dirname(fileURLToPath(import.meta.url)), '..', 'golden', 'top');
 const SIZES: [number, number][] = [
@@ -57,6 +90,17 @@ const VARIANTS: [string, TopSnapshot, Partial<TopRenderOptions>][] = [
   ['troubled', troubledSnapshot(), {}],
   ['empty', emptySnapshot(), {}],
   ['pending-group', snapshot('process'), { pendingGroupBy: 'remote' }],
+  // The new screen states: drill-down (and before its data arrives), filter (typing and kept),
+  // bits, rate windows, exited processes, sparklines, the configured interval, the cursor.
+  ['drill-process', snapshot('conn'), { drill: drillOf(snapshot('process').rows.find((r) => r.pid === 2816)!), intervalS: 1 }],
+  ['drill-remote', snapshot('conn'), { drill: { ...drillOf(snapshot('remote').rows[1]!), groupBy: 'remote' } }],
+  ['drill-pending', snapshot('process'), { drill: drillOf(snapshot('process').rows.find((r) => r.pid === 2816)!) }],
+  ['filter-typing', snapshot('process'), { filter: 'ro', editing: true }],
+  ['filter-kept', snapshot('process'), { filter: 'root' }],
+  ['filter-none', snapshot('process'), { filter: 'zzz' }],
+  ['window-40s', windowed(), { window: '40s', sort: 'sent' }],
+  ['bits-window-10s', windowed(), { window: '10s', bits: true }],
+  ['exited-sparkline', snapshot('process'), { exited: new Set(['1320', '41877']), history: sparkHistory(), intervalS: 2, selected: 1 }],
 ];
 for (const [name, snap, over] of VARIANTS) {
   for (const [w, h] of SIZES) {
@@ -136,7 +180,7 @@ test('process columns: PID with shared marker, user, cmdline when wide, comm whe
   assert.ok(wide.some((l) => /^ {2}41877  root {5}apt-get /.test(l)), 'no cmdline: comm');
   assert.ok(wide.at(-1)!.includes('+ shared socket'));
   const narrowProgram = renderTop(snapshot('process'), opts(41, 24)).split('\n');
-  assert.ok(narrowProgram.some((l) => /^ {3}2816\+ nginx /.test(l)), narrowProgram.join('\n'));
+  assert.ok(narrowProgram.some((l) => /^ {3}2816\+ nginx: m/.test(l)), narrowProgram.join('\n'));
   const noUsage = renderTop(snapshot('process', { rows: snapshot('process').rows.map((r) => ({ ...r, cpu_percent: null, rss_bytes: null })) }), opts(132, 50));
   assert.ok(!noUsage.includes('CPU%'));
 });
@@ -193,20 +237,21 @@ test('small heights give up optional lines before the table shrinks below 3 rows
   const tiny = renderTop(snapshot('process'), opts(80, 6)).split('\n');
   assert.equal(tiny.length, 6);
   assert.equal(tiny[0]!.startsWith('ctacct top'), true);
-  assert.equal(tiny.at(-1), 'q quit  s/r/t sort  b group  m rate/total  p pause  h help   + shared socket');
+  assert.equal(tiny.at(-1), 'q quit  s/r/t sort  b group  ⏎ open  / filter  B bits  w window  p pause  h help');
 });
 
 test('footer shows the unattributed buckets and the keys', () => {
   const lines = renderTop(snapshot('process'), opts(80, 24)).split('\n');
   assert.equal(lines.at(-2), 'forwarded ↑3.40 GiB ↓512 MiB 12 open · unknown ↑18.5 KiB ↓5.00 KiB 1 open');
-  assert.ok(lines.at(-1)!.startsWith('q quit  s/r/t sort  b group  m rate/total  p pause  h help'));
+  assert.ok(lines.at(-1)!.startsWith('q quit  s/r/t sort  b group  ⏎ open  / filter  B bits  w window  p pause  h help'));
   const narrow = renderTop(snapshot('process'), opts(60, 24)).split('\n');
   assert.equal(narrow.at(-2), 'forwarded ↑3.40 GiB ↓512 MiB · unknown ↑18.5 KiB ↓5.00 KiB');
 });
 
 test('help overlay replaces the table with the keys', () => {
   const frame = renderTop(snapshot('process'), opts(80, 24, { showHelp: true }));
-  assert.ok(frame.includes('  b / B'));
+  assert.ok(frame.includes('rates in bits / bytes per second'));
+  assert.ok(frame.includes("open the selected row's connections"));
   assert.ok(frame.includes('pause (stop refreshing; keys still work)'));
   assert.ok(!frame.includes('30411'));
 });
@@ -217,7 +262,12 @@ test('control characters in process names never reach the terminal', () => {
   });
   const frame = renderTop(evil, opts(132, 24));
   assert.doesNotMatch(frame, /[\x00-\x09\x0b-\x1f]/);
-  assert.ok(frame.includes('evil\\x1b]0;pwned\\x07 --tab\\x09here\\x0anewline'), frame);
+  // PROGRAM: comm, then the arguments; every control character a visible escape.
+  assert.ok(frame.includes('x\\x1b[2J --tab\\x09here\\x0anewline'), frame);
+  // The drill-down shows the full command line, as harmless.
+  const drill = renderTop(snapshot('conn', { rows: [] }), opts(132, 24, { drill: drillOf(evil.rows[0]!) }));
+  assert.doesNotMatch(drill, /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]/);
+  assert.ok(drill.includes('▸ evil\\x1b]0;pwned\\x07 --tab\\x09here\\x0anewline'), drill);
 });
 
 test('wide characters count as two columns', () => {
@@ -228,4 +278,21 @@ test('wide characters count as two columns', () => {
 test('a frame before the first refresh says so and fits', () => {
   const f = renderWaiting({ width: 30, height: 2, color: false, intervalS: 1 });
   assert.deepEqual(f.split('\n'), ['ctacct top  waiting for the f…', '(rates need two readings, 1s…']);
+});
+
+test('never silent: a NOT TRACKING banner (kept on a small terminal) and a WARNING for failing dumps', () => {
+  const s = snapshot('process');
+  s.health.tracking = 'not-tracking';
+  s.health.notes = [{ code: 'not-tracking', message: 'conntrack does not track in this network namespace and ctacct cannot engage it' }];
+  for (const [w, h] of [[132, 50], [60, 10]] as const) {
+    const screen = renderTop(s, opts(w, h));
+    assert.ok(screen.split('\n')[1]!.startsWith('NOT TRACKING: conntrack does not track'), screen);
+    assert.ok(screen.split('\n').length <= h);
+  }
+  const d = snapshot('process');
+  d.health.notes = [{ code: 'dump-failed', message: 'the last 2 conntrack table dump(s) failed (ENOBUFS); retrying, events still counted' }];
+  assert.ok(renderTop(d, opts(132, 50)).includes('WARNING: the last 2 conntrack table dump(s) failed (ENOBUFS)'));
+  // an escape sequence in a message reaches the screen only as visible text
+  d.health.notes = [{ code: 'dump-failed', message: 'x\x1b[2Jy' }];
+  assert.ok(!renderTop(d, opts(132, 50)).includes('\x1b[2J'));
 });
