@@ -1,9 +1,9 @@
 // Benchmark: one `ctacct states` with 10k and 50k TCP sockets vs the ss/netstat pipelines it
 // replaces, on the same sockets, in a throwaway namespace. Root only; bounded (< 3 min).
 //   node --import tsx bench/states.ts            → prints a markdown table, writes bench/out/benchmarks-states.md (its figures are kept in docs/benchmarks.md)
-// The CLI is compiled to bench/out/dist (git-ignored) so node startup is measured without tsx.
+// The CLI is the built dist/main.js (run `npm run build` first), so node start-up is measured without tsx.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
@@ -138,10 +138,8 @@ interface Row {
 
 async function main() {
   mkdirSync(OUT, { recursive: true });
-  // Compile once so we time `node dist/main.js`, as users run it (bin/ctacct.js), not tsx.
-  sh(`cd ${REPO} && npx tsc -p tsconfig.json --outDir ${OUT}/dist >/dev/null 2>&1 || true`);
-  copyFileSync(`${REPO}package.json`, `${OUT}/package.json`); // dist/cli.js reads ../package.json
-  const cli = `node ${OUT}/dist/main.js`;
+  // The built CLI (`npm run build`): compiled JS, as users run it, with its native addon.
+  const cli = `node ${REPO}dist/main.js`;
   const rows: Row[] = [];
   let startup = 0;
   for (const size of SIZES) {
@@ -202,7 +200,7 @@ async function main() {
     '',
     `Wall time of one run, median of ${RUNS} (after a warm-up), TCP sockets (both ends of loopback connections, plus one listener per helper; helpers of ≤ 8,000 connections since the fd hard limit here is 20,000) in a fresh namespace; ` +
       `${cpus().length} cores (${cpu}), kernel ${sh('uname -r').trim()}, Node ${process.version}. Every command runs through \`ip netns exec\` (same overhead for all). ` +
-      '`ctacct` is the compiled CLI (`node dist/main.js`), node start-up included. Produced by `node --import tsx bench/states.ts`.',
+      '`ctacct` is the built CLI (`node dist/main.js`, with its native addon), node start-up included. Produced by `node --import tsx bench/states.ts`.',
     '',
     '| TCP sockets | `ctacct states` | `ss -tan \\| awk \\| sort \\| uniq -c` | `netstat -ant \\| awk \\| sort \\| uniq -c` | `ctacct states --by process` |',
     '|---:|---:|---:|---:|---:|',
