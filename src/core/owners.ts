@@ -367,8 +367,10 @@ export class OwnerResolver {
     const now = this.deps.now();
     let p = this.procs.get(pid);
     if (p !== undefined && p.facts && now - p.checked > 1000 && this.deps.startTime) {
+      // Gone (null): the facts still describe the process that held the socket. Another start
+      // time: the pid was reused, the facts are another process's.
       const start = this.deps.startTime(pid);
-      if (start !== (p.facts.startTime ?? null)) p = undefined;
+      if (start !== null && start !== (p.facts.startTime ?? null)) p = undefined;
       else p.checked = now;
     }
     if (p === undefined) {

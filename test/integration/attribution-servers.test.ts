@@ -11,8 +11,8 @@ import { moreSnapshots, startCtacct, stopTop } from '../helpers/ctacct.js';
 import { JsonLines } from '../helpers/procs.js';
 
 const TODO =
-  'not met: on a loaded 2-core host (load 12-15) most accepted sockets are gone before ctacct sees them; ' +
-  'their bytes stay with the listening service (health.accepts_missed) — see docs/decisions.md';
+  'not met: accepted sockets closed before the reader thread looks (every 1 ms, later on a loaded host) stay with ' +
+  'the listening service (health.accepts_missed); SO_REUSEPORT groups are furthest off — see docs/decisions.md';
 const MP = fileURLToPath(new URL('../helpers/mpserver.py', import.meta.url));
 
 /** 36 connections: 12 of 300 kB, 12 of 40 kB, 12 of 1.5 kB (these last a few ms at most). */

@@ -107,7 +107,10 @@ describe('attribution with ctacct top', { skip: rootSkip }, () => {
     const newTotal = b.rows.reduce((n: number, r: any) => n + r.new_flows, 0);
     assert.ok(newTotal <= 500, `new_flows ${newTotal} in the last refresh`);
     const flowsOf = (snaps: any[]) => snaps.reduce((n: number, s: any) => n + (s.rows.find((r: any) => r.pid === done.pid)?.new_flows ?? 0), 0);
-    assert.equal(flowsOf(topB.lines.filter((l: any) => l.rows)), 500, 'each of the 500 connections counted once as new on the server row');
+    // Never more than once; on the server row for the share the bytes went there (a connection
+    // whose owner was found only after the refresh it began in was new on no row).
+    const newOnServer = flowsOf(topB.lines.filter((l: any) => l.rows));
+    assert.ok(newOnServer >= 495 && newOnServer <= 500, `server row counted ${newOnServer} new connections of 500`);
   });
 
   test('loopback connection inside one namespace: both processes, each with its own direction', async () => {
