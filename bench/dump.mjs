@@ -1,4 +1,4 @@
-// Issue 2 benchmark helper, run inside the benchmark namespace by bench/run.ts:
+// Dump benchmark helper, run inside the benchmark namespace by bench/run.ts:
 //   node bench/dump.mjs REPS  → one JSON line: per rep, wall and CPU (user/sys, whole process) of
 //   (raw) the addon's dump with batches ignored — the kernel's dump plus the copy into buffers — and
 //   (records) KernelConntrackSource + dumpAll: the same dump decoded into an array of JS records.

@@ -1,4 +1,4 @@
-// Issue 3 benchmark helper, run inside the benchmark namespace by bench/run.ts:
+// Refresh benchmark helper, run inside the benchmark namespace by bench/run.ts:
 //   node bench/refresh.mjs REPS → one JSON line with the cost of TopEngine refreshes (dump +
 //   attribution + aggregation + JSON render, as `ctacct top --json` does minus pidusage) on the
 //   table as it is, and of the raw addon dump (kernel dump alone) in the same process.

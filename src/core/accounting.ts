@@ -1,5 +1,5 @@
 // Per-flow deltas between readings, DESTROY settlement, totals since start, group-by and windows
-// (DESIGN.md "Accounting model"). Pure state: records in, snapshots out; the clock is injected.
+// (README "How to read the numbers"). Pure state: records in, snapshots out; the clock is injected.
 import { ctTcpStateName, decodeOne, HAS, protoName, readU64, RECORD_SIZE, type FlowRecord } from '../netlink/record.js';
 import { classify, endBytes, flowKey, formatHostPort, localEnds, rawFlowKey, sameFlow, sameFlowRaw, shapeOf, type Direction, type FlowEnd, type FlowId, type FlowShape, type LocalAddresses } from './flow.js';
 import { blankRow, compareRows, emptyBucket, type Bucket, type GroupBy, type Health, type SortKey, type TopRow, type TopSnapshot } from './model.js';

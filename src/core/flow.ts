@@ -1,4 +1,4 @@
-// Flow identity, direction and the local ends of a flow (DESIGN.md "Accounting model"). Pure.
+// Flow identity, direction and the local ends of a flow (README "How to read the numbers"). Pure.
 import { HAS, type FlowRecord, type Tuple } from '../netlink/record.js';
 
 export type Direction = 'outbound' | 'inbound' | 'local' | 'forwarded';

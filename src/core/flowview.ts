@@ -1,4 +1,4 @@
-// One flow as `ctacct flows --json` prints it (DESIGN.md: fields may be added, never renamed). Pure.
+// One flow as `ctacct flows --json` prints it (the README contract: fields may be added, never renamed). Pure.
 import { ctTcpStateName, protoName, type FlowRecord } from '../netlink/record.js';
 import type { Direction, FlowEnd } from './flow.js';
 import { endBytes, formatHostPort } from './flow.js';

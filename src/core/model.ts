@@ -1,4 +1,4 @@
-// The `top` view model: exactly the `--json` line shape of DESIGN.md (snake_case field names are
+// The `top` view model: exactly the `--json` line shape README documents (snake_case field names are
 // the contract: fields may be added, never renamed). Renderers take a TopSnapshot; accounting makes it.
 
 export type GroupBy = 'process' | 'conn' | 'remote' | 'port' | 'user' | 'container' | 'unit';
@@ -104,7 +104,7 @@ export interface Health {
   /** Flows whose owner is still unknown after retries. */
   unattributed_flows?: number;
   /** Connections that ended before their socket could be seen, attributed to the one process that
-   *  connected to the same remote endpoint within the last 10 s (DESIGN: attribution). */
+   *  connected to the same remote endpoint within the last 10 s (see README "How attribution works"). */
   inferred_flows?: number;
   /** Ended connections' rows dropped from `--by conn` (capped at 20,000 to bound memory). */
   retired_conns_dropped?: number;

@@ -1,4 +1,4 @@
-// `ctacct flows` renderers: the DESIGN.md JSON objects and a human table. Pure.
+// `ctacct flows` renderers: the JSON objects README documents and a human table. Pure.
 import type { FlowView } from '../core/flowview.js';
 import { alignColumns, sanitize } from './format.js';
 

@@ -1,4 +1,4 @@
-// `ctacct top --json`: one line per refresh, exactly the TopSnapshot (DESIGN.md "Command-line contract").
+// `ctacct top --json`: one line per refresh, exactly the TopSnapshot (the contract README documents: fields may be added, never renamed).
 // Keys come out in the documented order so diffs and eyeballs stay stable; fields the engine adds
 // later follow the documented ones in their own order (fields may be added, never renamed).
 import type { TopRow, TopSnapshot } from '../core/model.js';

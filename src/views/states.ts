@@ -171,7 +171,7 @@ function zeroFilled(states: Record<string, number>, names: readonly string[]): R
   return out;
 }
 
-/** The --json shape of DESIGN.md: fields may be added, never renamed. State maps list every state. */
+/** The --json shape README documents: fields may be added, never renamed. State maps list every state. */
 export function statesJson(r: StatesResult): Record<string, unknown> {
   const tcp = stateOrder(r.source);
   const udpNames = UDP_STATES[r.source];

@@ -30,7 +30,7 @@ describe('ctacct CLI end to end', { skip: rootSkip }, () => {
     await ns?.destroy();
   });
 
-  test('flows --json: the DESIGN.md shape, owners and exact counters', async () => {
+  test('flows --json: the documented shape, owners and exact counters', async () => {
     const r = await runCtacct(ns, ['flows', '--json', '--port', '9100']);
     assert.equal(r.code, 0, r.stderr);
     const flows = JSON.parse(r.stdout);

@@ -33,7 +33,7 @@ async function kernelBytes(ns: Netns, dport: number, dir: 'orig' | 'reply'): Pro
   return sum;
 }
 
-/** Within 2% of the expected layer-3 bytes (DESIGN.md: the issue's bound); we expect it exact. */
+/** Within 2% of the expected layer-3 bytes (the documented bound); we expect it exact. */
 function assertWithin2(actual: number, expected: number, what: string) {
   assert.ok(expected > 0, `${what}: no kernel count`);
   assert.ok(Math.abs(actual - expected) <= expected * 0.02, `${what}: ${actual} vs kernel ${expected}`);

@@ -1,4 +1,4 @@
-// The accounting model of DESIGN.md, driven with fake records, a fake /proc and a manual clock.
+// The accounting model README describes, driven with fake records, a fake /proc and a manual clock.
 import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 import { Accounting } from '../../src/core/accounting.js';

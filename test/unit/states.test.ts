@@ -308,7 +308,7 @@ async function run(args: string[], sys = fakeSystem()): Promise<{ sys: ReturnTyp
   return { sys, text: sys.out.join('') };
 }
 
-test('command: states --json is the DESIGN.md shape', async () => {
+test('command: states --json is the documented shape', async () => {
   const { text } = await run(['states', '--json']);
   const j = JSON.parse(text);
   assert.deepEqual(Object.keys(j), ['source', 'states', 'total']);

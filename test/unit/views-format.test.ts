@@ -32,7 +32,7 @@ test('bytes: whole bytes below 1 KiB, then 3 significant digits in IEC units', (
     [1023 * 1024, '1023 KiB'],
     [1023.7 * 1024, '1.00 MiB'], // would round to "1024 KiB"
     [5.42 * 1024 ** 3, '5.42 GiB'],
-    [2 ** 53, '8.00 PiB'], // a JS number is exact to here (DESIGN: 64-bit counters as numbers)
+    [2 ** 53, '8.00 PiB'], // a JS number is exact to here (64-bit counters as numbers)
     [2 ** 60, '1.00 EiB'],
   ];
   for (const [n, s] of cases) assert.equal(formatBytes(n), s, `formatBytes(${n})`);
