@@ -359,27 +359,12 @@ static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
 	pthread_mutex_unlock(&t->mu);
 }
 
-/* Appends pid's parent and children (of its main thread) to out[*n], up to cap. The family is
- * where a server's accepted sockets are: pre-fork workers share the listener with their parent,
- * a fork-after-accept child is the listener holder's child (same rule as TypeScript's search). */
-static void ev_family(struct ct_evthread *t, uint32_t pid, uint32_t *out, size_t *n, size_t cap)
+/* Appends the children of pid (of its main thread) to out[*n], up to cap, leaving out `skip`. */
+static void ev_children(struct ct_evthread *t, uint32_t pid, uint32_t skip, uint32_t *out, size_t *n, size_t cap)
 {
 	char path[256], buf[4096];
-	snprintf(path, sizeof(path), "%s/%u/stat", t->proc_root, pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		ssize_t k = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (k > 0) {
-			buf[k] = 0;
-			char *rp = strrchr(buf, ')');
-			unsigned ppid = 0;
-			if (rp && sscanf(rp + 2, "%*c %u", &ppid) == 1 && ppid > 1 && *n < cap)
-				out[(*n)++] = ppid;
-		}
-	}
 	snprintf(path, sizeof(path), "%s/%u/task/%u/children", t->proc_root, pid, pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
 	ssize_t k = read(fd, buf, sizeof(buf) - 1);
@@ -391,8 +376,34 @@ static void ev_family(struct ct_evthread *t, uint32_t pid, uint32_t *out, size_t
 		unsigned long c = strtoul(q, &end, 10);
 		if (end == q)
 			break;
-		out[(*n)++] = (uint32_t)c;
+		if ((uint32_t)c != skip)
+			out[(*n)++] = (uint32_t)c;
 	}
+}
+
+/* Appends pid's children, parent and siblings to out[*n], up to cap. The family is where a
+ * server's accepted sockets are: a fork-after-accept child is the listener holder's child,
+ * pre-fork workers share the listener with their parent, and the members of an SO_REUSEPORT
+ * group (each with a listener of its own) are siblings (same rule as TypeScript's search). */
+static void ev_family(struct ct_evthread *t, uint32_t pid, uint32_t *out, size_t *n, size_t cap)
+{
+	char path[256], buf[4096];
+	unsigned ppid = 0;
+	ev_children(t, pid, 0, out, n, cap);
+	snprintf(path, sizeof(path), "%s/%u/stat", t->proc_root, pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ssize_t k = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (k > 0) {
+			buf[k] = 0;
+			char *rp = strrchr(buf, ')');
+			if (rp && sscanf(rp + 2, "%*c %u", &ppid) == 1 && ppid > 1 && *n < cap)
+				out[(*n)++] = ppid;
+		}
+	}
+	if (ppid > 1)
+		ev_children(t, ppid, pid, out, n, cap);
 }
 
 /* Owners of accepted sockets in records [from, to): the family of the listener's holder

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { EXIT, UserError } from './errors.js';
 import { getAddon } from './netlink/addon.js';
 import { makeSocketLookup } from './netlink/lookup.js';
+import { dumpSocketTable } from './netlink/sockets.js';
 import { formatIPv4, formatIPv6 } from './netlink/record.js';
 import { parsePasswd } from './proc/parse.js';
 import { findSocketOwners, ownNetns } from './proc/find.js';
@@ -40,8 +41,31 @@ export function realOwnerDeps(system: System, inner?: { netns: number; fd: numbe
     processInfo: processFacts(system.procRoot),
     startTime: (pid) => readStartTime(system.procRoot, pid),
     family: (pid) => readFamily(system.procRoot, pid),
+    ...(inner ? {} : { listenersOn: listenerCounter(() => system.monotonic()) }),
     userName,
     now: () => system.monotonic(),
+  };
+}
+
+/** Listening TCP sockets per (family, port) from one sock_diag dump of listeners, at most once a
+ *  second (an SO_REUSEPORT group shows as several). A failed dump counts as one listener. */
+function listenerCounter(now: () => number): (family: 4 | 6, port: number) => number {
+  let at = -Infinity;
+  let counts = new Map<string, number>();
+  return (family, port) => {
+    if (now() - at >= 1000) {
+      at = now();
+      counts = new Map();
+      try {
+        for (const s of dumpSocketTable({ tcp: true, udp: false, tcpStates: 1 << 10 /* TCP_LISTEN */ })) {
+          const k = `${s.family} ${s.localPort}`;
+          counts.set(k, (counts.get(k) ?? 0) + 1);
+        }
+      } catch {
+        /* no sock_diag dump here: no groups known */
+      }
+    }
+    return counts.get(`${family} ${port}`) ?? 1;
   };
 }
 

@@ -673,7 +673,10 @@ export class Accounting {
     const server = st.rec.proto === 6 && e.end.side === 'reply';
     // A listener with one holder and no children: its process is the one that accepts (fd passing
     // aside), so nothing is looked at again; the per-connection cost stays that of one lookup.
-    const provisional = server && e.sock.state === SK_LISTEN && this.owners.multiProcess(e.sock.inode);
+    // An SO_REUSEPORT group member is one of several listeners: the one the kernel's lookup named
+    // need not be the one that accepts, so it is provisional too.
+    const provisional =
+      server && e.sock.state === SK_LISTEN && (this.owners.multiProcess(e.sock.inode) || this.owners.listenerGroup(st.rec.family, e.end.localPort ?? 0));
     if (!(provisional || e.owner.shared)) return;
     e.unsettled = true;
     e.firstSeen ??= now;
@@ -701,7 +704,15 @@ export class Accounting {
     const owner = this.owners.ownerOf(sock);
     const now = this.now();
     if (owner?.pid == null) {
-      e.sock = sock; // its holder is searched for by recheck() while the socket lasts
+      // Its holder is searched for by recheck() while the socket lasts; if it is gone first, the
+      // flow stays with the listener's process and counts in accepts_missed.
+      e.sock = sock;
+      e.unsettled = true;
+      e.firstSeen ??= now;
+      e.every = 1;
+      e.nextCheck = now + 1;
+      this.unsettled.add(st);
+      this.recheckAt = Math.min(this.recheckAt, e.nextCheck);
       return;
     }
     if (owner.pid !== e.owner?.pid || owner.startTime !== e.owner?.startTime) this.health.moved++;

@@ -49,6 +49,9 @@ export interface OwnerDeps {
   startTime?(pid: number): number | null;
   /** Parent and children of a process (the family that shares sockets across fork). */
   family?(pid: number): { ppid: number | null; children: number[] };
+  /** How many TCP listening sockets are bound to this local port (an SO_REUSEPORT group has
+   *  several, each with a holder of its own); at most a second old. */
+  listenersOn?(family: 4 | 6, port: number): number;
   userName(uid: number): string;
   /** Monotonic ms. */
   now(): number;
@@ -104,6 +107,11 @@ export class OwnerResolver {
    *  several holders (pre-fork), or a holder with children (fork-after-accept). Unknown: true. */
   multiProcess(listenerInode: number): boolean {
     return this.familyDone.get(listenerInode) ?? true;
+  }
+  /** Whether the port has several listening sockets (an SO_REUSEPORT group): the kernel's
+   *  listener lookup then names one member, not the one that will accept. */
+  listenerGroup(family: 4 | 6, port: number): boolean {
+    return (this.deps.listenersOn?.(family, port) ?? 1) > 1;
   }
   /** When each holder's family was last read for learned sockets (monotonic ms). */
   private readonly familyAt = new Map<number, number>();
@@ -209,8 +217,12 @@ export class OwnerResolver {
       look.add(p);
       const f = this.deps.family?.(p);
       if (f) {
-        if (f.ppid !== null && f.ppid > 1) look.add(f.ppid);
         for (const c of f.children) look.add(c);
+        if (f.ppid !== null && f.ppid > 1) {
+          look.add(f.ppid);
+          // Siblings: the members of an SO_REUSEPORT group each hold a listener of their own.
+          for (const c of this.deps.family?.(f.ppid)?.children ?? []) if (look.size < 64) look.add(c);
+        }
       }
     }
     if (look.size === 0) return [];

@@ -51,7 +51,7 @@ export function decodeSockets(buf: Uint8Array, proto: SocketProto, family: 4 | 6
 }
 
 /** Every TCP (and, when asked, UDP) socket of this network namespace, through sock_diag. */
-export function dumpSocketTable(opts: { tcp?: boolean; udp?: boolean; families?: readonly (4 | 6)[] } = {}, addon: () => Addon = getAddon): SocketEntry[] {
+export function dumpSocketTable(opts: { tcp?: boolean; udp?: boolean; families?: readonly (4 | 6)[]; tcpStates?: number } = {}, addon: () => Addon = getAddon): SocketEntry[] {
   const a = addon();
   const out: SocketEntry[] = [];
   const protos: SocketProto[] = [];
@@ -59,7 +59,7 @@ export function dumpSocketTable(opts: { tcp?: boolean; udp?: boolean; families?:
   if (opts.udp ?? false) protos.push('udp');
   for (const proto of protos)
     for (const family of opts.families ?? [4, 6])
-      decodeSockets(a.dumpSockets(AF[family], PROTO[proto], proto === 'tcp' ? TCP_STATES : UDP_STATES), proto, family, out);
+      decodeSockets(a.dumpSockets(AF[family], PROTO[proto], proto === 'tcp' ? (opts.tcpStates ?? TCP_STATES) : UDP_STATES), proto, family, out);
   return out;
 }
 
