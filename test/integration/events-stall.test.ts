@@ -33,6 +33,8 @@ test('a 2.5 s stall of the JS thread during 3,000 new connections: bounded memor
   assert.ok(r.stats.overruns >= 1, `overruns: ${r.stats.overruns}`);
   assert.equal(r.overruns, r.stats.overruns);
   assert.ok(r.news < 3000, `events delivered: ${r.news} of 3000 (the rest were lost and counted)`);
-  // Memory: the growth over the stall is bounded by the queue, not by the number of events.
-  assert.ok(r.peak - r.before < 16 * 1024, `VmData ${r.before} → ${r.peak} kB during the stall`);
+  // Memory: the growth over the stall is bounded by the queue, not by the number of events (an
+  // unbounded queue grew VmData by ~390 MB here). The bound leaves room for V8's own heap growth
+  // (up to ~19 MB seen on a quiet machine).
+  assert.ok(r.peak - r.before < 32 * 1024, `VmData ${r.before} → ${r.peak} kB during the stall`);
 });
