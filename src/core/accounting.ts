@@ -415,6 +415,14 @@ export class Accounting {
         if (!st && !(t && sameFlow(t, r))) {
           st = this.create(key, r);
           created.push(st);
+        } else if (st && sameFlow(st.shape, r) && st.ends.some((e) => e.owner?.pid == null)) {
+          // A dump met the flow first (no socket in a dump record); the NEW event carries the
+          // sockets the addon found when it was read — possibly the only look that met them (a
+          // server that exits right after its last connection takes its listener along).
+          if (!st.rec.skOrig && r.skOrig) st.rec.skOrig = r.skOrig;
+          if (!st.rec.skReply && r.skReply) st.rec.skReply = r.skReply;
+          for (const e of st.ends) if (e.owner?.pid == null) e.tries = 0;
+          created.push(st);
         }
         continue;
       }
@@ -704,15 +712,11 @@ export class Accounting {
     const owner = this.owners.ownerOf(sock);
     const now = this.now();
     if (owner?.pid == null) {
-      // Its holder is searched for by recheck() while the socket lasts; if it is gone first, the
-      // flow stays with the listener's process and counts in accepts_missed.
-      e.sock = sock;
-      e.unsettled = true;
-      e.firstSeen ??= now;
-      e.every = 1;
-      e.nextCheck = now + 1;
-      this.unsettled.add(st);
-      this.recheckAt = Math.min(this.recheckAt, e.nextCheck);
+      // The accepted socket's holder is not found (yet; or the socket is already closed): the
+      // listener keeps the flow, never "unknown" for it. A provisional listener's end is looked
+      // at again by recheck() (exact lookups of its own); one still unsettled when the socket is
+      // gone counts in accepts_missed.
+      if (e.sock?.state === SK_LISTEN && !e.unsettled) this.markUnsettled(st, e, now);
       return;
     }
     if (owner.pid !== e.owner?.pid || owner.startTime !== e.owner?.startTime) this.health.moved++;

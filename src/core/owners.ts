@@ -177,9 +177,12 @@ export class OwnerResolver {
   learn(socks: Iterable<SockInfo | null>): void {
     const learned: number[] = [];
     for (const s of socks) {
-      if (!s || !s.pid || !s.inode || s.state === SK_LISTEN || this.inodeOwners.has(s.inode)) continue;
+      if (!s || !s.pid || !s.inode || this.inodeOwners.has(s.inode)) continue;
       this.remember(s.inode, [s.pid]);
-      learned.push(s.inode);
+      // A listener's other holders are completed by ownerOf (searchFamily, once per listener); the
+      // holder the addon met is kept now, so a server that exits (or a search out of budget)
+      // still leaves its connections with their service.
+      if (s.state !== SK_LISTEN) learned.push(s.inode);
     }
     // The addon met one holder; its family may hold the socket too (fork). Checked at most once
     // a second per holder: this is the per-connection path.

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Traffic of known size for integration tests, one process per role so attribution can be checked
 // by pid. Only ever pointed at loopback or at namespaces the test created.
-//   tcp-server PORT [--host ADDR] [--reply N] [--count K]   accept K connections (default: forever), read all, send N back
+//   tcp-server PORT [--host ADDR] [--reply N] [--count K] [--stay]   accept K connections (default: forever), read all, send N back; --stay: keep running after the K-th
 //   tcp-client HOST PORT SEND [--repeat K] [--linger-ms MS] [--hold-ms MS]
 //   udp-server PORT [--host ADDR] [--reply N]               receive datagrams, answer each with N bytes
 //   udp-client HOST PORT SIZE [--count K] [--from-port P]
@@ -42,6 +42,8 @@ if (mode === 'tcp-server') {
       s.on('close', () => {
         if (--left === 0) {
           out({ done: true, received, conns });
+          // --stay: keep listening (a server does not exit after its last connection) until SIGTERM.
+          if (rest.includes('--stay')) return;
           srv.close();
           process.exit(0);
         }

@@ -27,8 +27,10 @@ describe('low-overhead mode and overruns', { skip: rootSkip }, () => {
     const def = startCtacct(pair.b, ['top', '--json', '--interval', '0.5']);
     const low = startCtacct(pair.b, ['top', '--json', '--interval', '0.5', '--low-overhead', '--dump-interval', '2']);
     await Promise.all([moreSnapshots(def, 1), moreSnapshots(low, 1)]);
-    const s1 = await startTraffic(pair.b, ['tcp-server', '8101', '--count', '40', '--reply', '3000']);
-    const s2 = await startTraffic(pair.b, ['tcp-server', '8102', '--count', '1']);
+    // The servers keep listening after their last connection, as servers do: a connection whose
+    // server has exited (listener and all) by the time it is first looked at has no owner left.
+    const s1 = await startTraffic(pair.b, ['tcp-server', '8101', '--count', '40', '--reply', '3000', '--stay']);
+    const s2 = await startTraffic(pair.b, ['tcp-server', '8102', '--count', '1', '--stay']);
     await Promise.all([
       runTraffic(pair.a, ['tcp-client', '10.231.0.2', '8101', '25000', '--repeat', '40']),
       runTraffic(pair.a, ['tcp-client', '10.231.0.2', '8102', '2000000', '--hold-ms', '500']),
@@ -40,10 +42,11 @@ describe('low-overhead mode and overruns', { skip: rootSkip }, () => {
     for (const pid of [d1.pid, d2.pid]) {
       const ra = a.rows.find((r: any) => r.pid === pid);
       const rb = b.rows.find((r: any) => r.pid === pid);
-      assert.ok(ra && rb, `pid ${pid} in both`);
-      assert.ok(ra.recv_total >= (pid === d1.pid ? 1_000_000 : 2_000_000));
-      assert.ok(Math.abs(ra.recv_total - rb.recv_total) <= ra.recv_total * 0.01, `recv ${ra.recv_total} vs ${rb.recv_total}`);
-      assert.ok(Math.abs(ra.sent_total - rb.sent_total) <= ra.sent_total * 0.01, `sent ${ra.sent_total} vs ${rb.sent_total}`);
+      const table = JSON.stringify({ def: a.rows.map((r: any) => [r.pid, r.recv_total]), low: b.rows.map((r: any) => [r.pid, r.recv_total]), unattributed: a.unattributed, lowUnattributed: b.unattributed, health: a.health, lowHealth: b.health });
+      assert.ok(ra && rb, `pid ${pid} in both: ${table}`);
+      assert.ok(ra.recv_total >= (pid === d1.pid ? 1_000_000 : 2_000_000), `pid ${pid} recv_total ${ra.recv_total}: ${table}`);
+      assert.ok(Math.abs(ra.recv_total - rb.recv_total) <= ra.recv_total * 0.01, `recv ${ra.recv_total} vs ${rb.recv_total}: ${table}`);
+      assert.ok(Math.abs(ra.sent_total - rb.sent_total) <= ra.sent_total * 0.01, `sent ${ra.sent_total} vs ${rb.sent_total}: ${table}`);
     }
     assert.ok(b.self.rss_bytes > 0);
   });
