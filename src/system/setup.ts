@@ -211,6 +211,10 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
     } catch {
       release = () => undefined; // /run not writable (unprivileged user namespace): no sharing
     }
+    // Read again under the lock: a run started at the same instant may have just turned it on.
+    acct = readNumber(host, acctPath);
+    report.accounting = acct === 1;
+    report.acctWasOff = acct === 0;
   }
   let session: NftSession | null = null;
   const nft = (): NftSession | null => {
