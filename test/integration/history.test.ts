@@ -128,7 +128,7 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     assert.deepEqual([topRow.sent_total, topRow.recv_total], [kOrig, kReply], "top's totals for the port");
 
     // report --json, as a script would read it: the same totals, per process and per port.
-    const rep = await runCtacct(pair.a, ['report', '--db', db, '--since', '10m', '--by', 'port', '--json']);
+    const rep = await runCtacct(pair.a, ['report', '--db', db, '--since', '3h', '--by', 'port', '--json']);
     assert.equal(rep.code, 0, rep.stderr);
     const j = JSON.parse(rep.stdout);
     const row = j.rows.find((r: any) => r.labels[0] === `tcp/${PORT}`);
@@ -140,7 +140,7 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     const rowsSeen = JSON.stringify(j.rows.map((r: any) => [r.labels, r.sent_bytes, r.recv_bytes, r.flows]));
     assert.equal(j.total.total_bytes, kOrig + kReply + (scrape?.total_bytes ?? 0), rowsSeen);
     assert.equal(j.rows.length, scrape ? 2 : 1, rowsSeen);
-    const byExe = JSON.parse((await runCtacct(pair.a, ['report', '--db', db, '--since', '10m', '--by', 'process,remote', '--json'])).stdout);
+    const byExe = JSON.parse((await runCtacct(pair.a, ['report', '--db', db, '--since', '3h', '--by', 'process,remote', '--json'])).stdout);
     // Each client lived across a dump: attributed, with its executable (127.0.0.1: the scrape above).
     assert.deepEqual(
       byExe.rows.filter((r: any) => r.labels[1] !== '127.0.0.1').map((r: any) => [r.labels[1], r.fields.comm, r.fields.user, r.fields.exe, r.sent_bytes, r.flows]),
@@ -199,7 +199,7 @@ describe('ctacct collect / report', { skip: rootSkip }, () => {
     const bRecv = got.recv - A.reply - C.reply;
     assert.ok(bRecv >= 0 && bRecv <= B.reply, `B received ${bRecv} of ${B.reply} bytes`);
     // The database reopens cleanly after the kill (WAL recovery) and is readable.
-    const rep = await runCtacct(pair.a, ['report', '--db', db, '--since', '10m', '--json']);
+    const rep = await runCtacct(pair.a, ['report', '--db', db, '--since', '3h', '--json']);
     assert.equal(rep.code, 0, rep.stderr);
     assert.deepEqual([JSON.parse(rep.stdout).total.sent_bytes, JSON.parse(rep.stdout).total.recv_bytes], [got.sent, got.recv]);
   });
