@@ -190,6 +190,7 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
         {
           // Every refresh dumps: this command drives the cadence itself (and needs a final dump).
           dumpEveryMs: 0,
+          watchAccepts: closeTracker().tracker === null,
           kernelFilters: toKernelFilters(args),
           rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
           onRetire: (st, why) => write(st, why),

@@ -341,6 +341,7 @@ async function runServe(system: System, args: ServeArgs): Promise<void> {
         },
         {
           dumpEveryMs: args['dump-interval'] * 1000,
+          watchAccepts: closeTracker().tracker === null,
           rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
           foreign: makeForeignAttributor(system, { candidates: 4, fullScanMaxShare: 0.02 }),
         },

@@ -154,6 +154,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
       {
         ...(dumpEvery !== undefined ? { dumpEveryMs: dumpEvery * 1000 } : {}),
         kernelFilters: toKernelFilters(args),
+        watchAccepts: closeTracker().tracker === null,
         filters,
         ...(args.limit !== undefined ? { limit: args.limit } : {}),
         rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),

@@ -83,7 +83,7 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
         },
         // Every refresh dumps: the ticks set the cadence (one per --interval, aligned to the clock),
         // and the last reading at shutdown must be a fresh dump.
-        { dumpEveryMs: 0, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st) },
+        { dumpEveryMs: 0, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st), watchAccepts: closeTracker().tracker === null },
       );
       try {
         await engine.start();
