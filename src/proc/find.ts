@@ -127,7 +127,7 @@ export function findSocketOwnersJs(
       }
       fds++;
       const inode = socketInode(target);
-      if (inode === null) continue;
+      if (inode === null || inode > 0xffffffff) continue; // socket inodes are 32-bit (get_next_ino)
       const list = owners.get(inode);
       if (!list) {
         owners.set(inode, [pid]);
