@@ -146,26 +146,6 @@ function round(v: number): number {
   return Number.isInteger(v) ? v : Math.round(v * 1e6) / 1e6;
 }
 
-/**
- * Keeps prom-client's process CPU counters from going backwards. They add the difference between
- * two readings of process.cpuUsage() (getrusage(RUSAGE_SELF)), and Linux splits a thread group's
- * CPU time into user and system by a sampled ratio that can shift when a thread exits: user time
- * was seen to fall by 4 ms between two scrapes. Prometheus takes a falling counter for a restart,
- * so each series is sent as the highest value sent so far. `floors` is the caller's state.
- */
-export function monotonicCpu(text: string, floors: Map<string, number>): string {
-  return text.replace(/^(process_cpu_(?:user_|system_)?seconds_total(?:\{[^}]*\})?) (\S+)$/gm, (line, series: string, value: string) => {
-    const v = Number(value);
-    if (!Number.isFinite(v)) return line;
-    const floor = floors.get(series) ?? -Infinity;
-    if (v >= floor) {
-      floors.set(series, v);
-      return line;
-    }
-    return `${series} ${floor}`;
-  });
-}
-
 const ORDER_TCP = ['ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
 
 /** One registry per exporter; render() sets every value from a model and returns the text format. */
@@ -269,11 +249,8 @@ export class PrometheusView {
     set('ctacct_scrape_duration_seconds', m.scrapeSeconds);
     set('ctacct_start_time_seconds', m.self.startTimeSeconds);
     set('ctacct_build_info', 1, { version: m.version });
-    return this.registry.metrics().then((text) => monotonicCpu(text, this.cpuFloors));
+    return this.registry.metrics();
   }
-
-  /** Last value of each process CPU counter sent (see monotonicCpu). */
-  private readonly cpuFloors = new Map<string, number>();
 
   get contentType(): string {
     return this.registry.contentType;

@@ -203,16 +203,3 @@ test('serve: the tracking gauge and dump failures counter', async () => {
   assert.match(trackingMetrics('engaged-by-others', 0, false), /^ctacct_close_tracker 0$/m);
   assert.match(trackingMetrics('engaged-by-others', 0, true), /^ctacct_close_tracker 1$/m);
 });
-
-test('process CPU counters never go backwards from one scrape to the next', async () => {
-  const { monotonicCpu } = await import('../../src/views/prometheus.js');
-  const floors = new Map<string, number>();
-  const page = (u: number, sys: number) =>
-    `# TYPE process_cpu_user_seconds_total counter\nprocess_cpu_user_seconds_total ${u}\nprocess_cpu_system_seconds_total ${sys}\nprocess_cpu_seconds_total ${u + sys}\nother_total ${u}\n`;
-  assert.equal(monotonicCpu(page(0.159715, 0.1), floors), page(0.159715, 0.1));
-  const second = monotonicCpu(page(0.155322, 0.11), floors);
-  assert.match(second, /^process_cpu_user_seconds_total 0\.159715$/m);
-  assert.match(second, /^process_cpu_system_seconds_total 0\.11$/m);
-  assert.match(second, /^other_total 0\.155322$/m, 'only the CPU counters are held');
-  assert.match(monotonicCpu(page(0.2, 0.12), floors), /^process_cpu_user_seconds_total 0\.2$/m);
-});
