@@ -186,6 +186,8 @@ export interface Detection {
   netlinkError: string | null;
   netlinkMessage: string | null;
   netAdmin: boolean;
+  /** CAP_SYS_ADMIN: setns into other network namespaces (containers' flows, --netns). */
+  sysAdmin: boolean;
   uid: number | null;
   nft: string | null;
   acct: number | null;
@@ -203,6 +205,7 @@ export interface Detection {
 }
 
 export const CAP_NET_ADMIN = 12;
+export const CAP_SYS_ADMIN = 21;
 
 /** CapEff from /proc/self/status text → whether bit `cap` is set. */
 export function hasCapability(statusText: string, cap: number): boolean {
@@ -515,6 +518,7 @@ export async function detect(host: Host): Promise<Detection> {
     netlinkError,
     netlinkMessage,
     netAdmin: hasCapability(status, CAP_NET_ADMIN),
+    sysAdmin: hasCapability(status, CAP_SYS_ADMIN),
     uid: uidOf(status),
     nft,
     acct: readNumber(host, p(SYSCTL.acct)),
