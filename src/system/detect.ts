@@ -355,6 +355,15 @@ export function readText(host: Host, path: string): string | null {
   }
 }
 
+/** The names in a directory, or null when it cannot be listed. */
+export function readNames(host: Host, dir: string): string[] | null {
+  try {
+    return host.readdir(dir);
+  } catch {
+    return null;
+  }
+}
+
 /** Whether the process a record names is still running (same pid and start time). */
 export function recordOwnerAlive(host: Host, r: SetupRecord): boolean {
   if (r.pid === host.pid) return false;
@@ -443,14 +452,8 @@ export const MEMBER_RE = /^member-(\d+)-(\d+)$/;
 
 /** The members recorded in the reference count directory `dir` ([] when unreadable). */
 export function namespaceMembers(host: Host, dir: string): Member[] {
-  let names: string[] = [];
-  try {
-    names = host.readdir(dir);
-  } catch {
-    return [];
-  }
   const out: Member[] = [];
-  for (const name of names) {
+  for (const name of readNames(host, dir) ?? []) {
     const m = MEMBER_RE.exec(name);
     if (!m) continue;
     const pid = Number(m[1]);

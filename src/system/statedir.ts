@@ -3,7 +3,7 @@
 // only under the lock, and a run that waited on the lock of a directory being removed opens again
 // (the lock reports ESTALE), so a starting run never ends up holding a lock nobody else sees.
 import { join } from 'node:path';
-import { MEMBER_RE, namespaceMembers, type Host } from './detect.js';
+import { MEMBER_RE, namespaceMembers, readNames, type Host } from './detect.js';
 
 export const LOCK = 'lock';
 /** Left by a run that died (or could not remove them); they only serve live members. */
@@ -39,13 +39,8 @@ export function lockNamespace(host: Host, dir: string): () => void {
  * file meanwhile makes rmdir fail, and keeps the directory. Returns whether it went.
  */
 export function removeIfUnused(host: Host, dir: string): boolean {
-  let names: string[];
-  try {
-    names = host.readdir(dir);
-  } catch {
-    return false;
-  }
-  if (names.some((n) => n !== LOCK)) return false;
+  const names = readNames(host, dir);
+  if (!names || names.some((n) => n !== LOCK)) return false;
   try {
     if (names.length) host.unlink(join(dir, LOCK));
     host.rmdir(dir);
@@ -61,14 +56,9 @@ export function removeIfUnused(host: Host, dir: string): boolean {
  * `acct-was-0` still has to be undone by the next run in that namespace, so such a directory stays.
  */
 function stale(host: Host, dir: string): boolean {
-  let names: string[];
-  try {
-    names = host.readdir(dir);
-  } catch {
-    return false;
-  }
+  const names = readNames(host, dir);
   const members = new Map(namespaceMembers(host, dir).map((m) => [m.file, m]));
-  return names.every((n) => {
+  return names !== null && names.every((n) => {
     if (n === LOCK || SCRATCH.has(n)) return true;
     if (!MEMBER_RE.test(n)) return false;
     const m = members.get(join(dir, n));
@@ -82,14 +72,8 @@ function stale(host: Host, dir: string): boolean {
  * through a symlink; each is checked again under its lock. Returns the directories removed.
  */
 export function sweepStale(host: Host, stateDir: string, own: string | null): string[] {
-  let names: string[];
-  try {
-    names = host.readdir(stateDir);
-  } catch {
-    return [];
-  }
   const removed: string[] = [];
-  for (const name of names) {
+  for (const name of readNames(host, stateDir) ?? []) {
     const dir = join(stateDir, name);
     if (!/^net-\d+$/.test(name) || dir === own || !host.isDir(dir) || !stale(host, dir)) continue;
     let release: () => void;
@@ -100,7 +84,7 @@ export function sweepStale(host: Host, stateDir: string, own: string | null): st
     }
     try {
       if (!stale(host, dir)) continue;
-      for (const n of host.readdir(dir)) if (n !== LOCK) host.unlink(join(dir, n));
+      for (const n of readNames(host, dir) ?? []) if (n !== LOCK) host.unlink(join(dir, n));
       if (removeIfUnused(host, dir)) removed.push(dir);
     } catch {
       /* left for a later sweep */
