@@ -8,6 +8,7 @@ import { CgroupReader, unitLabel } from '../proc/cgroup.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
+import { closeTracker, closeTrackerNotes } from '../wiring.js';
 import { bind, Exporter, handle, parseListen, type ServeArgs } from '../commands/serve.js';
 import { engineDeps, LOW_OVERHEAD_LOOKUP, startEngine } from '../commands/engine.js';
 import { bucketStart, capRemotes, MinuteRollup } from './rollup.js';
@@ -68,6 +69,8 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
     if (server && listen) await bind(server, listen.host, listen.port, args.listen!);
     await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
       system.stderr.write(formatSetupReport(report));
+      closeTracker();
+      for (const n of closeTrackerNotes()) system.stderr.write(`ctacct: note: ${n.message}\n`);
       const cgroups = new CgroupReader(system.procRoot);
       let minute = new MinuteRollup();
       const tap = new UsageTap((inc) => minute.add(inc), procIdentityDeps(system.procRoot, (pid) => unitLabel(cgroups.of(pid)) || null));
@@ -75,7 +78,7 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
         engineDeps(system, LOW_OVERHEAD_LOOKUP),
         // Every refresh dumps: the ticks set the cadence (one per --interval, aligned to the clock),
         // and the last reading at shutdown must be a fresh dump.
-        { dumpEveryMs: 0, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st) },
+        { dumpEveryMs: 0, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st), watchAccepts: closeTracker().tracker === null },
       );
       await startEngine(engine);
       tap.prime(engine.acc.flows.values());

@@ -53,7 +53,7 @@ test('doctor in a fresh namespace: accounting and tracking warn with their fixes
     assert.equal(json.ok, true);
     assert.deepEqual(
       json.checks.map((c) => c.name),
-      ['privileges', 'namespaces', 'proc', 'conntrack_module', 'ctnetlink', 'nft', 'tracking', 'accounting', 'events', 'timestamp', 'table_size'],
+      ['privileges', 'namespaces', 'proc', 'conntrack_module', 'ctnetlink', 'nft', 'tracking', 'accounting', 'events', 'timestamp', 'table_size', 'close_tracker'],
     );
     assert.deepEqual(pick(json, 'privileges'), { name: 'privileges', ok: true, status: 'ok', detail: 'CAP_NET_ADMIN (uid 0)', fix: null });
     assert.deepEqual(pick(json, 'namespaces'), { name: 'namespaces', ok: true, status: 'ok', detail: NAMESPACES_OK, fix: null });
@@ -70,6 +70,7 @@ test('doctor in a fresh namespace: accounting and tracking warn with their fixes
     assert.equal(tracking.status, 'warn');
     assert.match(tracking.detail, /^no rule uses conntrack in this network namespace: ctacct top engages it/);
     assert.deepEqual(pick(json, 'table_size'), { name: 'table_size', ok: true, status: 'ok', detail: `0 of ${await ns.sysctl('net.netfilter.nf_conntrack_max')} entries`, fix: null });
+    assert.equal(pick(json, 'close_tracker')?.status, 'ok', 'as root the close tracker loads');
     assert.deepEqual(await snapshot(ns), before);
   } finally {
     await ns.destroy();
