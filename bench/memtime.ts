@@ -10,6 +10,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parsePromText, type Family } from '../test/helpers/promtext.js';
 import { cpuSeconds, sleep, statusBytes } from './common.js';
 
 const PROBE = fileURLToPath(new URL('./memprobe.mjs', import.meta.url));
@@ -116,15 +117,10 @@ async function stop(p: ReturnType<typeof spawnKeepLast>, sig: NodeJS.Signals): P
   clearTimeout(t);
 }
 
-/** Sum of a counter's samples whose label set matches `want` (a substring such as comm="loadgen"). */
-export function metricSum(text: string, name: string, want = ''): number {
-  let s = 0;
-  for (const l of text.split('\n')) {
-    if (!l.startsWith(`${name}{`) && !l.startsWith(`${name} `)) continue;
-    if (want && !l.includes(want)) continue;
-    s += Number(l.slice(l.lastIndexOf(' ') + 1));
-  }
-  return s;
+/** Sum of the samples of `name` whose labels include `match` (0 when there are none). */
+export function sumOf(fams: Map<string, Family>, name: string, match: Record<string, string> = {}): number {
+  const f = fams.get(name);
+  return (f?.samples ?? []).filter((x) => Object.entries(match).every(([k, v]) => x.labels[k] === v)).reduce((a, x) => a + x.value, 0);
 }
 
 async function scrape(ns: string): Promise<{ text: string; ms: number }> {
@@ -256,12 +252,13 @@ export async function runMemtime(tb: MemtimeTestbed, target: 'top' | 'serve', cf
       };
     } else {
       await doScrape();
-      const t = lastText;
+      const f = parsePromText(lastText);
+      const server = { comm: 'loadgen' };
       run.attributed = {
-        server: metricSum(t, 'ctacct_process_sent_bytes_total', 'comm="loadgen"') + metricSum(t, 'ctacct_process_received_bytes_total', 'comm="loadgen"'),
-        unattributed: metricSum(t, 'ctacct_unattributed_sent_bytes_total') + metricSum(t, 'ctacct_unattributed_received_bytes_total'),
-        lost_events: metricSum(t, 'ctacct_event_overruns_total'),
-        resyncs: metricSum(t, 'ctacct_resyncs_total'),
+        server: sumOf(f, 'ctacct_process_sent_bytes_total', server) + sumOf(f, 'ctacct_process_received_bytes_total', server),
+        unattributed: sumOf(f, 'ctacct_unattributed_sent_bytes_total') + sumOf(f, 'ctacct_unattributed_received_bytes_total'),
+        lost_events: sumOf(f, 'ctacct_event_overruns_total'),
+        resyncs: sumOf(f, 'ctacct_resyncs_total'),
       };
       run.scrapes = scrapes;
     }
