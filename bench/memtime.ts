@@ -301,15 +301,17 @@ export function memtimeReport(runs: MemtimeRun[], cfg: MemtimeConfig): string {
     const ss = r.samples;
     if (!ss.length) continue;
     const loadEnd = Number.isFinite(r.loadS) ? r.loadS : cfg.seconds;
-    L.push('| minute | VmRSS MiB | RssAnon MiB | RssFile MiB | V8 heap used / total MiB | external (of it ArrayBuffers) MiB | malloced by V8 MiB | conntrack entries | CPU in the minute (cores) |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    L.push('| minute | VmRSS MiB | RssAnon MiB | RssFile MiB | V8 heap used / total MiB | heap used, lowest in the minute MiB | external (of it ArrayBuffers) MiB | malloced by V8 MiB | conntrack entries | CPU in the minute (cores) |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (let m = 0; m * 60 <= loadEnd + 1; m++) {
       const s = at(ss, m * 60);
       const prev = m ? at(ss, (m - 1) * 60) : null;
       const cpu = prev && s.t > prev.t ? ((s.cpu - prev.cpu) / (s.t - prev.t)).toFixed(2) : '–';
-      L.push(`| ${m} (+${s.t} s) | ${MiB(s.rss)} | ${MiB(s.anon)} | ${MiB(s.file)} | ${MiB(s.heapUsed)} / ${MiB(s.heapTotal)} | ${MiB(s.external)} (${MiB(s.arrayBuffers)}) | ${MiB(s.malloced)} | ${s.entries} | ${cpu} |`);
+      // The lowest sample of the minute before this mark approximates the live set after a GC.
+      const floor = prev ? Math.min(...ss.filter((x) => x.t > prev.t && x.t <= s.t).map((x) => x.heapUsed ?? NaN)) : NaN;
+      L.push(`| ${m} (+${s.t} s) | ${MiB(s.rss)} | ${MiB(s.anon)} | ${MiB(s.file)} | ${MiB(s.heapUsed)} / ${MiB(s.heapTotal)} | ${MiB(floor)} | ${MiB(s.external)} (${MiB(s.arrayBuffers)}) | ${MiB(s.malloced)} | ${s.entries} | ${cpu} |`);
     }
     const last = ss[ss.length - 1]!;
-    L.push(`| after the load (+${last.t} s) | ${MiB(last.rss)} | ${MiB(last.anon)} | ${MiB(last.file)} | ${MiB(last.heapUsed)} / ${MiB(last.heapTotal)} | ${MiB(last.external)} (${MiB(last.arrayBuffers)}) | ${MiB(last.malloced)} | ${last.entries} | – |`, '');
+    L.push(`| after the load (+${last.t} s) | ${MiB(last.rss)} | ${MiB(last.anon)} | ${MiB(last.file)} | ${MiB(last.heapUsed)} / ${MiB(last.heapTotal)} | – | ${MiB(last.external)} (${MiB(last.arrayBuffers)}) | ${MiB(last.malloced)} | ${last.entries} | – |`, '');
     const inLoad = ss.filter((s) => s.t <= loadEnd);
     const maxS = ss.reduce((a, s) => (s.rss > a.rss ? s : a), ss[0]!);
     const s2 = at(ss, 120);
@@ -327,7 +329,8 @@ export function memtimeReport(runs: MemtimeRun[], cfg: MemtimeConfig): string {
     L.push(`Every ${cfg.sampleS} s from the load's start: VmRSS ${spark((s) => s.rss)}; V8 heap used ${spark((s) => s.heapUsed)}.`, '');
     L.push(
       `- max VmRSS ${MiB(maxS.rss)} MiB at +${maxS.t} s (VmHWM ${MiB(r.hwm)} MiB); RSS at 2 min ${MiB(s2.rss)} MiB, at ${Math.round(s10.t / 60)} min ${MiB(s10.rss)} MiB (${s10.rss >= s2.rss ? '+' : ''}${MiB(s10.rss - s2.rss)} MiB); ` +
-        `after 120 s RSS stays within ${MiB(lo)}–${MiB(hi)} MiB, trend ${perMin((s) => s.rss).toFixed(2)} MiB/min (least squares; V8 heap used ${perMin((s) => s.heapUsed).toFixed(2)} MiB/min, heap total ${perMin((s) => s.heapTotal).toFixed(2)}, RssAnon ${perMin((s) => s.anon).toFixed(2)})`,
+        `after 120 s RSS stays within ${MiB(lo)}–${MiB(hi)} MiB, trend ${perMin((s) => s.rss).toFixed(2)} MiB/min (least squares; V8 heap used ${perMin((s) => s.heapUsed).toFixed(2)} MiB/min, heap total ${perMin((s) => s.heapTotal).toFixed(2)}, RssAnon ${perMin((s) => s.anon).toFixed(2)}); ` +
+        `over the second half (from ${Math.round(loadEnd / 2)} s) RSS ${((60 * slope(inLoad, (s) => s.rss, loadEnd / 2)) / 2 ** 20).toFixed(2)} MiB/min, V8 heap total ${((60 * slope(inLoad, (s) => s.heapTotal, loadEnd / 2)) / 2 ** 20).toFixed(2)} MiB/min`,
       `- CPU ${(100 * r.cpuLoad).toFixed(1)}% of one core over the ${Math.round(loadEnd)} s load (${r.cpuAll.toFixed(1)} s of CPU up to the last reading)`,
       `- load: ${r.load.started ?? '?'} connections started, ${r.load.completed ?? '?'} completed, ${r.load.failed ?? '?'} failed, ${r.load.rate ?? '?'}/s reached; server: ${r.server.conns ?? '?'} connections, ${r.server.bytes_in ?? '?'} B in / ${r.server.bytes_out ?? '?'} B out of payload`,
       r.attributed

@@ -6,7 +6,7 @@
 //   sudo npm run bench -- --only churn,bigtable   pick loads: bulk,udp,churn,bigtable,dump,refresh
 //   sudo npm run bench -- --only memtime          memory over 10 min of churn, top then serve (~22 min;
 //                                                 only when named, never with --quick; --memtime-seconds N)
-//   npm run bench -- --report bench/out/results-full.json   regenerate the tables from saved results
+//   npm run bench -- --report bench/out/results-full.json   regenerate the tables from saved results (or results-memtime.json)
 // Other options: --runs N, --no-doc (full run without touching docs/), --write-doc (also for --quick),
 // --monitors ctacct,nethogs,… (subset of monitors), --profile DIR (ctacct monitors run under
 // `node --cpu-prof --cpu-prof-dir=DIR`: a V8 profile per cell), --merge FILE (keep the other loads' cells from an
@@ -953,7 +953,9 @@ function writeDoc(md: string): void {
 async function main(): Promise<void> {
   const reportFile = opt('report');
   if (reportFile) {
-    const r = JSON.parse(readFileSync(reportFile, 'utf8')) as Results;
+    const j = JSON.parse(readFileSync(reportFile, 'utf8')) as Results | { runs: MemtimeRun[]; config: typeof MEMTIME };
+    if ('runs' in j) return void process.stdout.write(`${memtimeReport(j.runs, j.config)}\n`); // results-memtime.json
+    const r = j;
     const md = report(r);
     process.stdout.write(`${md}\n`);
     if (has('write-doc')) writeDoc(md);

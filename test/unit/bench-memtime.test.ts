@@ -55,7 +55,7 @@ test('memtimeReport: a row per minute, RSS at 2 and 10 min, the trend and the at
   const md = memtimeReport([run], MEMTIME_DEFAULTS);
   const rows = md.split('\n').filter((l) => /^\| \d+ \(\+\d+ s\)/.test(l));
   assert.equal(rows.length, 11, 'minutes 0 to 10');
-  assert.match(rows[10]!, /^\| 10 \(\+600 s\) \| 200\.0 \| 150\.0 \| 50\.0 \| 60\.0 \/ 120\.0 \|/);
+  assert.match(rows[10]!, /^\| 10 \(\+600 s\) \| 200\.0 \| 150\.0 \| 50\.0 \| 60\.0 \/ 120\.0 \| 60\.0 \|/);
   assert.match(md, /RSS at 2 min 200\.0 MiB, at 10 min 200\.0 MiB \(\+0\.0 MiB\)/);
   assert.match(md, /within 200\.0–200\.0 MiB, trend 0\.00 MiB\/min/);
   assert.match(md, /CPU 40\.0% of one core/);
