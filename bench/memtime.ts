@@ -70,7 +70,7 @@ export interface MemtimeRun {
   server: Record<string, number>;
   l3: { inB: number; outB: number };
   attributed: { server: number; unattributed: number; lost_events: number; resyncs: number } | null;
-  scrapes?: { n: number; slowestMs: number; bytes: number };
+  scrapes?: { n: number; slowestMs: number; bytes: number; ms: number[]; failed: number };
   loadavg: { start: string; end: string };
   error?: string;
 }
@@ -195,14 +195,16 @@ export async function runMemtime(tb: MemtimeTestbed, target: 'top' | 'serve', cf
       });
       run.hwm = st.VmHWM ?? run.hwm;
     };
-    const scrapes = { n: 0, slowestMs: 0, bytes: 0 };
+    const scrapes = { n: 0, slowestMs: 0, bytes: 0, ms: [] as number[], failed: 0 };
     let lastText = '';
+    let inFlight: Promise<void> | null = null;
     const doScrape = async () => {
       const s = await scrape(tb.nsB);
       scrapes.n++;
+      scrapes.ms.push(Math.round(s.ms));
       scrapes.slowestMs = Math.max(scrapes.slowestMs, Math.round(s.ms));
-      scrapes.bytes = s.text.length;
-      lastText = s.text;
+      if (!s.text.includes('ctacct_flows_tracked')) scrapes.failed++;
+      else ((scrapes.bytes = s.text.length), (lastText = s.text));
     };
 
     tb.log(`memtime ${target}: ${cfg.rate} conn/s for ${cfg.seconds} s (pid ${pid}, port ${port})`);
@@ -227,8 +229,9 @@ export async function runMemtime(tb: MemtimeTestbed, target: 'top' | 'serve', cf
         }
         nextSample += cfg.sampleS;
       }
-      if (target === 'serve' && el() >= nextScrape) {
-        await doScrape();
+      // A scrape runs beside the sampling (a slow one must not delay the samples); never two at once.
+      if (target === 'serve' && el() >= nextScrape && !inFlight) {
+        inFlight = doScrape().finally(() => (inFlight = null));
         nextScrape += cfg.scrapeS;
       }
       await sleep(200);
@@ -251,6 +254,7 @@ export async function runMemtime(tb: MemtimeTestbed, target: 'top' | 'serve', cf
         resyncs: j.health.resyncs,
       };
     } else {
+      await inFlight;
       await doScrape();
       const f = parsePromText(lastText);
       const server = { comm: 'loadgen' };
@@ -336,7 +340,7 @@ export function memtimeReport(runs: MemtimeRun[], cfg: MemtimeConfig): string {
       r.attributed
         ? `- attributed to the load's server ${r.attributed.server} B = **${attributedPct.toFixed(2)}%** of the ${r.l3.inB + r.l3.outB} layer-3 bytes nft counted on its port (read ${cfg.settleS} s after the load); unattributed ${r.attributed.unattributed} B; lost events ${r.attributed.lost_events}, resyncs ${r.attributed.resyncs}`
         : '- attribution: not read',
-      ...(r.scrapes ? [`- ${r.scrapes.n} scrapes, slowest ${r.scrapes.slowestMs} ms, last /metrics ${r.scrapes.bytes} bytes`] : []),
+      ...(r.scrapes ? [`- ${r.scrapes.n} scrapes (curl, 10 s timeout), slowest ${r.scrapes.slowestMs} ms${r.scrapes.ms ? `, median ${[...r.scrapes.ms].sort((a, b) => a - b)[r.scrapes.ms.length >> 1]} ms, ${r.scrapes.ms.filter((x) => x > 1000).length} over 1 s` : ''}${r.scrapes.failed !== undefined ? `, ${r.scrapes.failed} without an answer` : ''}; last /metrics ${r.scrapes.bytes} bytes`] : []),
       `- load average at start ${r.loadavg.start.split(' ').slice(0, 3).join(' ')}, at end ${r.loadavg.end.split(' ').slice(0, 3).join(' ')}`,
       '',
     );

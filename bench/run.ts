@@ -5,7 +5,8 @@
 //                                                 section between markers in docs/benchmarks.md
 //   sudo npm run bench -- --only churn,bigtable   pick loads: bulk,udp,churn,bigtable,dump,refresh
 //   sudo npm run bench -- --only memtime          memory over 10 min of churn, top then serve (~22 min;
-//                                                 only when named, never with --quick; --memtime-seconds N)
+//                                                 only when named, never with --quick; --memtime-seconds N,
+//                                                 --memtime-targets top|serve)
 //   npm run bench -- --report bench/out/results-full.json   regenerate the tables from saved results (or results-memtime.json)
 // Other options: --runs N, --no-doc (full run without touching docs/), --write-doc (also for --quick),
 // --monitors ctacct,nethogs,… (subset of monitors), --profile DIR (ctacct monitors run under
@@ -48,7 +49,7 @@ type Load = (typeof LOADS)[number];
 const QUICK = has('quick');
 
 if (has('help') || has('h')) {
-  process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 14).map((l) => l.slice(3)).join('\n') + '\n');
+  process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 15).map((l) => l.slice(3)).join('\n') + '\n');
   process.exit(0);
 }
 
@@ -640,7 +641,8 @@ async function memtime(): Promise<MemtimeRun[]> {
   };
   const runs: MemtimeRun[] = [];
   const save = () => writeFileSync(join(OUT, 'results-memtime.json'), JSON.stringify({ date: new Date().toISOString(), kernel: sh('uname -r').trim(), cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, config: MEMTIME, runs }, null, 1));
-  for (const target of ['top', 'serve'] as const) {
+  const targets = (opt('memtime-targets')?.split(',') ?? ['top', 'serve']).filter((t): t is 'top' | 'serve' => t === 'top' || t === 'serve');
+  for (const target of targets) {
     runs.push(await runMemtime(tb, target, MEMTIME));
     save();
     await sleep(2000);
