@@ -187,6 +187,7 @@ export class Accounting {
   readonly health = {
     dumpFailures: 0,
     acceptsMissed: 0,
+    closedBy: 0,
     lives: 0,
     staleDestroys: 0,
     moved: 0,
@@ -742,6 +743,7 @@ export class Accounting {
     const now = this.now();
     const c = this.owners.closedBy(st.rec.family, st.rec.proto, e.end, now - st.born + 2000);
     if (!c) return false;
+    this.health.closedBy++;
     if (e.owner?.pid != null && (c.pid !== e.owner.pid || c.startTime !== e.owner.startTime)) this.health.moved++;
     e.owner = c;
     e.reason = null;
@@ -769,6 +771,7 @@ export class Accounting {
         const c = this.owners.closedBy(st.rec.family, st.rec.proto, e.end, this.now() - st.born + 2000);
         if (!c || (c.pid === e.owner.pid && c.startTime === e.owner.startTime)) continue;
         this.health.moved++;
+        this.health.closedBy++;
         e.owner = c;
         continue;
       }
@@ -1196,6 +1199,7 @@ export class Accounting {
       retired_conns_dropped: this.health.retiredConnsDropped,
       dump_failures: this.health.dumpFailures,
       accepts_missed: this.health.acceptsMissed,
+      closed_by_tracker: this.health.closedBy,
       ...(opts.changes ? { changes: opts.changes } : {}),
     };
     unknown.reasons = Object.fromEntries([...reasons].sort(([a], [b]) => (a < b ? -1 : 1)));

@@ -74,8 +74,9 @@ describe('BTF struct offsets', () => {
   test('the running kernel (when it has BTF): task_struct has both members', { skip: existsSync('/sys/kernel/btf/vmlinux') ? false : 'no /sys/kernel/btf/vmlinux here' }, () => {
     const o = structOffsets(readFileSync('/sys/kernel/btf/vmlinux'), 'task_struct', ['group_leader', 'start_boottime', 'pid', 'tgid']);
     assert.ok(o, 'task_struct not found');
-    assert.equal(o.tgid, o.pid + 4); // pid_t pid; pid_t tgid; — adjacent in every kernel since 2.6
-    assert.ok(o.group_leader > o.tgid && o.start_boottime > o.group_leader);
+    const { pid, tgid, group_leader, start_boottime } = o as Record<string, number>;
+    assert.equal(tgid, pid! + 4); // pid_t pid; pid_t tgid; — adjacent in every kernel since 2.6
+    assert.ok(group_leader! > tgid! && start_boottime! > group_leader!);
   });
 });
 
