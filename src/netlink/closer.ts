@@ -5,10 +5,10 @@
 // and they run in the closing process: the tracepoint's current task is the socket's last holder.
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { addrBytes } from '../core/addr.js';
 import { structOffsets } from './btf.js';
 import { findTool } from '../system/tools.js';
 import { getAddon, type Addon, type CloserHit, type TracepointOffsets } from './addon.js';
+import { writeAddr16 } from './lookup.js';
 
 export type { CloserHit } from './addon.js';
 
@@ -92,13 +92,8 @@ export function readTracepoint(): TracepointInfo | { error: string } {
   return { id, format: r.stdout.slice(nl + 1) };
 }
 
-function addr16(addr: string): Buffer | null {
-  const a = addrBytes(addr);
-  if (!a) return null;
-  const b = Buffer.alloc(16);
-  b.set(a.bytes, 0);
-  return b;
-}
+const LOCAL = Buffer.alloc(16);
+const REMOTE = Buffer.alloc(16);
 
 /** Loads the tracker; never throws: without it (no CAP_BPF/CAP_PERFMON, no tracepoint, a kernel
  *  that refuses the program) ctacct works as before and says why in `message`. */
@@ -125,11 +120,9 @@ export function openCloseTracker(
     tracker: {
       lookup(family, localAddr, localPort, remoteAddr, remotePort) {
         if (!open) return null;
-        const l = addr16(localAddr);
-        const r = addr16(remoteAddr);
-        if (!l || !r) return null;
+        if (!writeAddr16(localAddr, family, LOCAL) || !writeAddr16(remoteAddr, family, REMOTE)) return null;
         try {
-          return a.closerLookup(h, family, l, localPort, r, remotePort);
+          return a.closerLookup(h, family, LOCAL, localPort, REMOTE, remotePort);
         } catch {
           return null;
         }

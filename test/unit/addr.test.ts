@@ -61,3 +61,17 @@ test('addrBytes and cidrMatcher', () => {
   assert.deepEqual(['10.9.9.9', 'fd12::1', '11.0.0.1', '::1', '10.9.9.9'].map(m), [true, true, false, false, true]);
   assert.equal(cidrMatcher([])('10.0.0.1'), false);
 });
+
+test('writeAddr16: dotted IPv4 without allocation, IPv6 and bad text through the full parser', async () => {
+  const { writeAddr16 } = await import('../../src/netlink/lookup.js');
+  const b = Buffer.alloc(16, 0xaa);
+  assert.equal(writeAddr16('10.231.0.2', 4, b), true);
+  assert.deepEqual([...b], [10, 231, 0, 2, ...Array(12).fill(0)]);
+  assert.equal(writeAddr16('255.255.255.255', 4, b), true);
+  assert.deepEqual([...b.subarray(0, 4)], [255, 255, 255, 255]);
+  for (const bad of ['256.1.1.1', '1.2.3', '1.2.3.4.5', '', '1..2.3', 'a.b.c.d', '1.2.3.4 ']) assert.equal(writeAddr16(bad, 4, b), false, bad);
+  assert.equal(writeAddr16('fd00:231::2', 6, b), true);
+  assert.deepEqual([...b], [0xfd, 0, 0x02, 0x31, ...Array(11).fill(0), 2]);
+  assert.equal(writeAddr16('::1', 6, b), true);
+  assert.equal(b[15], 1);
+});
