@@ -3,6 +3,7 @@
 import { closeSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { ForeignAttributor } from './core/foreign.js';
+import type { FlowEnd } from './core/flow.js';
 import { OwnerResolver, type OwnerDeps, type OwnerOptions, type ProcessFacts } from './core/owners.js';
 import { CgroupReader, ContainerNamer, parseContainer } from './proc/cgroup.js';
 import { discoverNetns, NetnsRegistry, netnsOfPid, netnsPath, parseFibTrieLocal, parseIfInet6 } from './proc/netns.js';
@@ -15,6 +16,9 @@ import { formatIPv4, formatIPv6 } from './netlink/record.js';
 import { parsePasswd } from './proc/parse.js';
 import { findSocketOwners, ownNetns } from './proc/find.js';
 import { readFamily, readProcessInfo, readStartTime, userName } from './proc/reader.js';
+import { openCloseTracker, type CloserOpen } from './netlink/closer.js';
+import type { ClosedBy } from './core/owners.js';
+import type { HealthItem } from './core/model.js';
 import type { System } from './system.js';
 
 /** Process facts plus where the process lives: network namespace, container, systemd unit. */
@@ -30,10 +34,46 @@ export function processFacts(procRoot: string): (pid: number) => ProcessFacts | 
   };
 }
 
-/** Owner deps for this namespace, or (inner) for another one through a sock_diag fd opened in it. */
-export function realOwnerDeps(system: System, inner?: { netns: number; fd: number }): OwnerDeps {
+let closers: CloserOpen | null = null;
+
+/** The close tracker of this process (loaded once, on first use; its BPF program and map go with
+ *  the process, even after kill -9). */
+export function closeTracker(): CloserOpen {
+  closers ??= openCloseTracker();
+  return closers;
+}
+
+/** A health note when the close tracker could not be loaded (what attribution loses without it). */
+export function closeTrackerNotes(): HealthItem[] {
+  const c = closers;
+  if (!c || c.tracker) return [];
+  return [
+    {
+      code: 'no-close-tracker',
+      message: `close tracker unavailable (${c.message}): a connection accepted and closed between two looks stays with its listening process`,
+    },
+  ];
+}
+
+/** /proc/PID/stat starttime is in USER_HZ ticks (100 on Linux's mainstream architectures). */
+const NS_PER_TICK = 10_000_000;
+
+function closedByVia(open: CloserOpen): ((family: 4 | 6, end: FlowEnd) => ClosedBy | null) | undefined {
+  const t = open.tracker;
+  if (!t) return undefined;
+  return (family, end) => {
+    const h = t.lookup(family, end.localAddr, end.localPort ?? 0, end.remoteAddr, end.remotePort ?? 0);
+    return h ? { pid: h.pid, uid: h.uid, comm: h.comm, startTime: h.startNs > 0 ? Math.floor(h.startNs / NS_PER_TICK) : null, agoMs: h.agoNs / 1e6 } : null;
+  };
+}
+
+/** Owner deps for this namespace, or (inner) for another one through a sock_diag fd opened in it.
+ *  `closer`: load the close tracker (long-running commands). */
+export function realOwnerDeps(system: System, inner?: { netns: number; fd: number }, opts: { closer?: boolean } = {}): OwnerDeps {
   const netns = inner ? `net:[${inner.netns}]` : ownNetns(system.procRoot);
+  const closedBy = opts.closer ? closedByVia(closeTracker()) : undefined;
   return {
+    ...(closedBy ? { closedBy, netns: inner ? inner.netns : netnsOfPid(system.procRoot, 'self') } : {}),
     lookupSocket: inner ? makeSocketLookup(getAddon, () => inner.fd) : makeSocketLookup(),
     // Inside another namespace every search (candidates too) keeps to that namespace's processes.
     scanOwners: (want, pids, budgetMs) =>
@@ -70,7 +110,7 @@ function listenerCounter(now: () => number): (family: 4 | 6, port: number) => nu
 }
 
 export function makeOwnerResolver(system: System, opts: OwnerOptions = {}): OwnerResolver {
-  return new OwnerResolver(realOwnerDeps(system), opts);
+  return new OwnerResolver(realOwnerDeps(system, undefined, { closer: true }), opts);
 }
 
 /**
@@ -115,7 +155,7 @@ export function makeForeignAttributor(system: System, opts: OwnerOptions = {}): 
       let res: OwnerResolver | null = null;
       try {
         const fd = getAddon().netnsDiagOpen(e.path);
-        res = new OwnerResolver(realOwnerDeps(system, { netns: ns, fd }), opts);
+        res = new OwnerResolver(realOwnerDeps(system, { netns: ns, fd }, { closer: true }), opts);
         fdOf.set(res, fd);
       } catch {
         res = null; // EPERM without CAP_SYS_ADMIN: its flows say no_permission

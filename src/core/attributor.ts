@@ -59,6 +59,8 @@ export class Attributor {
           continue;
         }
         e.sock = this.owners.socketFor(st.rec.family, st.rec.proto, e.end, hit) ?? e.sock;
+        // No socket (a client's, gone to TIME_WAIT before it was seen): who closed it, if tracked.
+        if (!e.sock && this.closer(st, e)) continue;
         if (e.sock) {
           todo.push(e);
           todoSt.push(st);
@@ -98,6 +100,7 @@ export class Attributor {
       const e = todo[i]!;
       e.owner = this.owners.ownerOf(e.sock);
       e.reason = e.owner?.pid != null ? null : 'no_process';
+      if (e.owner?.pid == null && e.sock!.state !== SK_LISTEN && this.closer(todoSt[i]!, e)) continue;
       if (e.owner?.pid == null && e.end.side === 'reply' && e.sock!.state !== SK_LISTEN) {
         // A server's connection socket whose fd is already closed: its listener owns the service.
         const l = this.owners.serviceSocket(fam[i]!, protos[i]!, e.end);
@@ -157,6 +160,7 @@ export class Attributor {
     this.owners.resolveInodes([sock.inode]);
     const owner = this.owners.ownerOf(sock);
     const now = this.now();
+    if (owner?.pid == null && this.closer(st, e)) return;
     if (owner?.pid == null) {
       // The accepted socket's holder is not found (yet; or the socket is already closed): the
       // listener keeps the flow, never "unknown" for it. A provisional listener's end is looked
@@ -171,6 +175,53 @@ export class Attributor {
     e.inferred = false;
     e.firstSeen ??= now;
     if (!e.unsettled) this.markUnsettled(st, e, now);
+  }
+
+  /**
+   * Gives an end whose socket is gone to the process that closed it (the kernel's close tracker),
+   * when one is recorded for this connection; true when it did.
+   */
+  private closer(st: FlowState, e: EndState): boolean {
+    const now = this.now();
+    const c = this.owners.closedBy(st.rec.family, st.rec.proto, e.end, now - st.born + 2000);
+    if (!c) return false;
+    if (e.owner?.pid != null && (c.pid !== e.owner.pid || c.startTime !== e.owner.startTime)) this.health.moved++;
+    e.owner = c;
+    e.reason = null;
+    e.inferred = false;
+    e.unsettled = false;
+    return true;
+  }
+
+  /**
+   * A TCP connection that is over: its socket's last holder is the process that closed it (close
+   * tracker), which is the process that served it: a listener's provisional owner, an accepted
+   * socket seen in the parent before a fork-after-accept child took it, or no owner at all give
+   * way to it. A socket seen shared keeps the documented rule (lowest pid, shared).
+   */
+  settleByCloser(st: FlowState): void {
+    if (st.rec.proto !== 6) return;
+    for (const e of st.ends) {
+      if (e.netns) continue;
+      // A shared connection socket keeps the lowest pid, unless it was a hand-over: a server
+      // connection held by the process that accepted it (a listener holder) and its child, the
+      // fork-after-accept model, where the child that closes it is the one that served it.
+      if (e.owner?.shared && e.sock?.state !== SK_LISTEN && !this.handedOver(e)) continue;
+      if (e.owner?.pid != null && !e.inferred && e.sock?.state !== SK_LISTEN && !e.unsettled) {
+        // An exact owner: only a different closer of this very connection moves it.
+        const c = this.owners.closedBy(st.rec.family, st.rec.proto, e.end, this.now() - st.born + 2000);
+        if (!c || (c.pid === e.owner.pid && c.startTime === e.owner.startTime)) continue;
+        this.health.moved++;
+        e.owner = c;
+        continue;
+      }
+      this.closer(st, e);
+    }
+  }
+
+  private handedOver(e: EndState): boolean {
+    if (e.end.side !== 'reply' || !e.listener || e.owner?.pid == null) return false;
+    return this.owners.holdersOf(e.listener).includes(e.owner.pid);
   }
 
   /** Monotonic ms when recheck() has work next (Infinity: none). */
@@ -214,10 +265,11 @@ export class Attributor {
       // listener when the tuple has no socket at all: before the handshake completes, or gone.
       if (wasListener && s && NOT_ACCEPTED_YET.has(s.state)) return;
       if (wasListener && s?.state === SK_LISTEN && (st.rec.tcpState ?? 0) < 3 && now - e.firstSeen! < 1000) return;
-      // Gone. A connection last seen unaccepted that is gone now was accepted and closed between
-      // two looks (or never accepted): it stays with the listening service; count the first.
-      if (wasListener || e.owner?.inode !== e.sock!.inode) this.health.acceptsMissed++;
+      // Gone: accepted and closed between two looks. The close tracker names who closed it;
+      // without it (or never accepted) it stays with the listening service; count those.
       e.unsettled = false;
+      if (this.closer(st, e)) return;
+      if (wasListener || e.owner?.inode !== e.sock!.inode) this.health.acceptsMissed++;
       return;
     }
     if (wasListener) e.listener = e.sock!.inode;

@@ -84,6 +84,8 @@ export interface FlowState {
   /** Closed only because a dump did not list it: a later dump that lists it opens it again. */
   missed: boolean;
   closedCounted: boolean;
+  /** Monotonic ms when ctacct first met the flow (a close tracked before it is an earlier connection's). */
+  born: number;
 }
 
 /**
@@ -470,6 +472,7 @@ export class FlowTable {
       closed: false,
       missed: false,
       closedCounted: false,
+      born: this.now(),
     };
     this.flows.set(key, st);
     return st;
@@ -553,6 +556,7 @@ export class FlowTable {
   /** Moves a flow's totals into the retired rows; returns, per end, the rows that took them. */
   private retire(st: FlowState): RetiredEnds {
     this.flows.delete(st.key);
+    this.attributor.settleByCloser(st);
     return this.rollup.retire(st);
   }
 }

@@ -55,6 +55,19 @@ export interface OwnerDeps {
   userName(uid: number): string;
   /** Monotonic ms. */
   now(): number;
+  /** The process that last closed the TCP socket of this exact end (the kernel's close tracker),
+   *  with how long ago (ms) and its start time (ticks, as ProcessFacts.startTime; null unknown). */
+  closedBy?(family: 4 | 6, end: FlowEnd): ClosedBy | null;
+  /** Inode of the network namespace these lookups are in (a closer in another one is not ours). */
+  netns?: number | null;
+}
+
+export interface ClosedBy {
+  pid: number;
+  uid: number;
+  comm: string;
+  startTime: number | null;
+  agoMs: number;
 }
 
 export interface Owner {
@@ -80,6 +93,8 @@ export interface OwnerStats {
   scanMs: number;
   cacheSize: number;
   misses: number;
+  /** Owners named by the close tracker (connections whose socket was gone when looked up). */
+  closers: number;
 }
 
 export interface OwnerOptions {
@@ -121,7 +136,7 @@ export class OwnerResolver {
   /** Milliseconds of full search still allowed (refills at fullScanMaxShare of elapsed time). */
   private tokens: number;
   private tokensAt: number | null = null;
-  readonly stats: OwnerStats = { lookups: 0, fullScans: 0, candidateScans: 0, scanMs: 0, cacheSize: 0, misses: 0 };
+  readonly stats: OwnerStats = { lookups: 0, fullScans: 0, candidateScans: 0, scanMs: 0, cacheSize: 0, misses: 0, closers: 0 };
   private readonly opt: Required<OwnerOptions>;
 
   constructor(
@@ -338,6 +353,41 @@ export class OwnerResolver {
     }
     this.inodeOwners.set(inode, pids);
     this.stats.cacheSize = this.inodeOwners.size;
+  }
+
+  /**
+   * The process that closed this connection's socket, when the socket itself is gone: the close
+   * tracker names the task that moved it from ESTABLISHED to FIN_WAIT1 (or CLOSE_WAIT to
+   * LAST_ACK), which only close()/shutdown() do, in the holder's own context. A close older than
+   * `maxAgoMs` belongs to an earlier connection on the same 4-tuple.
+   */
+  closedBy(family: 4 | 6, proto: number, end: FlowEnd, maxAgoMs: number): Owner | null {
+    if (proto !== 6 || !this.deps.closedBy || end.localPort === null || end.remotePort === null) return null;
+    const c = this.deps.closedBy(family, end);
+    if (!c || c.pid <= 0 || c.agoMs > maxAgoMs) return null;
+    this.stats.closers++;
+    const live = this.process(c.pid);
+    // A live process with another start time has reused the pid since the close.
+    let facts = live && (c.startTime === null || live.startTime == null || live.startTime === c.startTime) ? live : null;
+    // The same 4-tuple in another network namespace is another connection.
+    if (facts?.netns != null && this.deps.netns != null && facts.netns !== this.deps.netns) return null;
+    if (!facts) {
+      // Gone already (a fork-after-accept child that served one connection): what the kernel
+      // recorded at the close names it, and stays its facts for its other connections.
+      facts = { pid: c.pid, comm: c.comm, cmdline: '', uid: c.uid, startTime: c.startTime };
+      if (!live) this.procs.set(c.pid, { facts, checked: this.deps.now() });
+    }
+    return {
+      pid: c.pid,
+      shared: false,
+      uid: facts.uid,
+      user: this.deps.userName(facts.uid),
+      comm: facts.comm,
+      cmdline: facts.cmdline || null,
+      inode: 0,
+      ...(facts.netns !== undefined ? { netns: facts.netns, container: facts.container ?? null, unit: facts.unit ?? null } : {}),
+      startTime: facts.startTime ?? c.startTime,
+    };
   }
 
   /** The owner of a socket inode, from the cache (call resolveInodes first for a batch). */

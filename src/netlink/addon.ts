@@ -123,6 +123,41 @@ export interface Addon {
   lockFile(path: string): number;
   /** sock_diag dump of one family (AF_INET 2 / AF_INET6 10) and protocol: 56-byte entries (native/ct_sock.h struct ct_diag_sock). */
   dumpSockets(family: number, proto: number, states: number): Buffer;
+  /** Loads the close tracker (native/ct_bpf.h) on tracepoint `tracepointId` whose record has
+   *  these field offsets; an LRU map of maxEntries 4-tuples. Throws a coded error (EPERM without
+   *  CAP_BPF/CAP_PERFMON, a verifier refusal with its `log`). */
+  closerOpen(tracepointId: number, offsets: TracepointOffsets, maxEntries: number): Handle;
+  /** The process that last closed the TCP socket local:lport <-> remote:rport (16-byte
+   *  address buffers, IPv4 in the first 4 bytes when family is 4), or null. */
+  closerLookup(handle: Handle, family: 4 | 6, local: Buffer, lport: number, remote: Buffer, rport: number): CloserHit | null;
+  /** Detaches the program and frees its map. */
+  closerClose(handle: Handle): void;
+}
+
+export interface TracepointOffsets {
+  newstate: number;
+  protocol: number;
+  sport: number;
+  dport: number;
+  saddr_v6: number;
+  daddr_v6: number;
+  /** In struct task_struct, from BTF (absent: the hit's startNs is 0). */
+  group_leader?: number;
+  start_boottime?: number;
+}
+
+export interface CloserHit {
+  /** Thread group id (the pid) of the process that closed the socket, as seen from the initial pid namespace. */
+  pid: number;
+  uid: number;
+  /** CLOCK_BOOTTIME of the close, ns. */
+  bootNs: number;
+  /** The process's start (its thread group leader's start_boottime, ns; 0: unknown). /proc/PID/stat's
+   *  starttime is this in clock ticks. */
+  startNs: number;
+  /** How long ago the close was (CLOCK_BOOTTIME now − bootNs). */
+  agoNs: number;
+  comm: string;
 }
 
 export interface CtEntryKey {

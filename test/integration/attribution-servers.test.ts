@@ -10,9 +10,6 @@ import { createPair, type Netns, rootSkip } from '../helpers/netns.js';
 import { moreSnapshots, startCtacct, stopTop } from '../helpers/ctacct.js';
 import { JsonLines } from '../helpers/procs.js';
 
-const TODO =
-  'not met: accepted sockets closed before the reader thread looks (every 1 ms, later on a loaded host) stay with ' +
-  'the listening service (health.accepts_missed); SO_REUSEPORT groups are furthest off — see docs/decisions.md';
 const MP = fileURLToPath(new URL('../helpers/mpserver.py', import.meta.url));
 
 /** 36 connections: 12 of 300 kB, 12 of 40 kB, 12 of 1.5 kB (these last a few ms at most). */
@@ -98,20 +95,18 @@ describe('exact attribution on multi-process servers', { skip: rootSkip }, () =>
   let port = 8101;
   for (const low of [false, true]) {
     for (const model of ['prefork', 'reuseport', 'forkaccept'] as const) {
-      // Each worker keeps a connection 20 ms after reading it: ctacct's reader thread looks for
-      // accepted sockets every millisecond. Not met yet (see the todo text): kept as TODO tests,
-      // which state the goal and are never counted as passing.
-      test(`${model}${low ? ' (--low-overhead)' : ''}: every worker carries exactly the bytes it received`, { todo: TODO }, async () => {
+      // Each worker keeps a connection 20 ms after reading it: seen by ctacct's reader thread
+      // (it looks for accepted sockets every millisecond) or, once closed, by the close tracker.
+      test(`${model}${low ? ' (--low-overhead)' : ''}: every worker carries exactly the bytes it received`, async () => {
         const r = await runModel(pair, model, port++, low, 20);
         assert.equal(r.served >= 2, true);
       });
     }
   }
   // Connections accepted and closed within the same millisecond cannot be seen with their own
-  // socket by any look from user space (the kernel keeps no trace of the holder after close):
-  // they stay with the listening service and are counted in health.accepts_missed. Kept as a
-  // TODO test: it states the goal, it is not counted as passing.
-  test('prefork, connections under 5 ms: every worker exact', { todo: 'accept→close within one look (1 ms) is not attributable by polling; see docs/decisions.md' }, async () => {
+  // socket by any look from user space: the close tracker (a BPF program on the kernel's TCP
+  // state-change tracepoint) names the process that closed each one.
+  test('prefork, connections under 5 ms: every worker exact', async () => {
     const r = await runModel(pair, 'prefork', 8199, false, 0);
     assert.ok(r.short >= 1, `no connection under 5 ms (${r.short})`);
   });
