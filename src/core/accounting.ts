@@ -143,6 +143,7 @@ export class Accounting {
   /** Starts the first interval (after the initial dump): rates are measured from here. */
   startInterval(): void {
     this.intervalStart = this.now();
+    this.shown = null;
   }
 
   /**

@@ -134,10 +134,12 @@ function below(last: Reading, origBytes: number, replyBytes: number): boolean {
 
 const TCP_CLOSED_STATES = new Set([7, 8]); // TIME_WAIT, CLOSE
 
-
 export interface FlowTableOptions {
+  /** Called once for every flow that leaves the table (see AccountingOptions.onRetire). */
   onRetire?: (st: FlowState, reason: 'destroy' | 'vanished') => void;
+  /** Keep a flow that vanished from dumps this long waiting for its DESTROY (ms). */
   goneTimeoutMs: number;
+  /** Ends in other local network namespaces, for flows with no end here. */
   foreign?: ForeignAttributor;
 }
 
