@@ -112,6 +112,18 @@ static int ct_opt_bool(napi_env env, napi_value obj, const char *key)
 	return b;
 }
 
+/* 1 when the option is present and false (an option that defaults to true). */
+static int ct_opt_has_false(napi_env env, napi_value obj, const char *key)
+{
+	bool has = false, b = true;
+	napi_value v;
+	if (!obj || napi_has_named_property(env, obj, key, &has) != napi_ok || !has)
+		return 0;
+	if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_get_value_bool(env, v, &b) != napi_ok)
+		return 0;
+	return !b;
+}
+
 /* ---- dumps: a netlink socket polled on libuv's loop, read in bounded slices ---- */
 
 struct ct_reader {
@@ -465,6 +477,7 @@ static napi_value ct_open_events(napi_env env, napi_callback_info info)
 	o.rcvbuf = (int)rcvbuf;
 	o.rcvbuf_max = (int)rcvbuf_max;
 	o.lookup = ct_opt_bool(env, argv[0], "lookupSockets");
+	o.watch_accepts = !ct_opt_has_false(env, argv[0], "watchAccepts");
 	uint32_t queue_max = 0;
 	ct_opt_u32(env, argv[0], "queueMax", &queue_max);
 	o.queue_max = queue_max;

@@ -47,6 +47,7 @@ struct ct_evthread {
 	int fd, wake_fd, diag_fd;
 	int rcvbuf, rcvbuf_max;
 	int lookup;
+	int watch_accepts;
 	char proc_root[200];
 	ct_ev_deliver deliver;
 	void *ctx;
@@ -270,7 +271,7 @@ static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
 		if (ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport, zero, 0, &l) > 0 &&
 		    l.inode && (rec->proto != IPPROTO_TCP || l.state == 10 /* TCP_LISTEN */)) {
 			rec->sk_reply = l;
-			if (rec->proto == IPPROTO_TCP && t->npend < PENDING) {
+			if (rec->proto == IPPROTO_TCP && t->watch_accepts && t->npend < PENDING) {
 				t->pend[t->npend].rec = *rec;
 				t->pend[t->npend].since = ev_now();
 				t->pend[t->npend].queued = 0;
@@ -694,6 +695,7 @@ int ct_evthread_start(const struct ct_evthread_opts *o, ct_ev_deliver deliver, v
 	t->deliver = deliver;
 	t->ctx = ctx;
 	t->lookup = o->lookup;
+	t->watch_accepts = o->watch_accepts;
 	t->rcvbuf_max = o->rcvbuf_max;
 	snprintf(t->proc_root, sizeof(t->proc_root), "%s", o->proc_root ? o->proc_root : "/proc");
 	ssize_t nl = readlink("/proc/self/ns/net", t->netns, sizeof(t->netns) - 1);

@@ -29,6 +29,7 @@ struct ct_evthread_opts {
 	unsigned groups; /* CT_GROUP_* */
 	int rcvbuf, rcvbuf_max;
 	int lookup; /* sock_diag lookups + owner search for NEW records */
+	int watch_accepts; /* look again every ms at inbound TCP connections until accept() (see ev_pending_check) */
 	const char *proc_root;
 	size_t queue_max; /* bytes of batches handed over and not yet consumed before reading pauses; 0 = default */
 };

@@ -39,7 +39,8 @@ let closers: CloserOpen | null = null;
 /** The close tracker of this process (loaded once, on first use; its BPF program and map go with
  *  the process, even after kill -9). */
 export function closeTracker(): CloserOpen {
-  closers ??= openCloseTracker();
+  // CTACCT_CLOSE_TRACKER=0: do without it (a host whose policy forbids BPF programs; A/B benchmarks).
+  closers ??= process.env.CTACCT_CLOSE_TRACKER === '0' ? { tracker: null, code: 'EDISABLED', message: 'turned off by CTACCT_CLOSE_TRACKER=0' } : openCloseTracker();
   return closers;
 }
 

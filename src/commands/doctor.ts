@@ -1,12 +1,14 @@
 // `ctacct doctor`: checks the kernel, privileges and settings, and says how to fix each.
 // It changes nothing (reads /proc, lists the nft ruleset when nft exists, tries one empty ctnetlink
-// dump, and sends one loopback UDP datagram to see whether conntrack tracks it — deleting that entry).
+// dump, sends one loopback UDP datagram to see whether conntrack tracks it — deleting that entry —
+// and loads the close tracker's BPF program, unloading it at once).
 import { sanitize } from '../views/format.js';
 import type { Argv, CommandModule } from 'yargs';
 import { EXIT, UserError } from '../errors.js';
 import type { System } from '../system.js';
 import { detect, realHost, type Detection, type Host } from '../system/detect.js';
 import { ENGAGE_COST } from '../system/setup.js';
+import { openCloseTracker } from '../netlink/closer.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -154,7 +156,28 @@ export function doctorChecks(d: Detection): Check[] {
         : ok('table_size', `${d.count} of ${d.max} entries`),
     );
   }
+  if (d.closeTracker) {
+    checks.push(
+      d.closeTracker.ok
+        ? ok('close_tracker', 'the close tracker loads: a connection accepted and closed between two looks keeps its exact process')
+        : warn(
+            'close_tracker',
+            `${d.closeTracker.message}: a connection accepted and closed between two looks stays with its listening process`,
+            d.closeTracker.code === 'EPERM' || d.closeTracker.code === 'EACCES' ? 'run as root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)' : null,
+          ),
+    );
+  }
   return checks;
+}
+
+/** Loads the close tracker and unloads it at once (nothing stays behind). */
+export function probeCloseTracker(): NonNullable<Detection['closeTracker']> {
+  const r = openCloseTracker();
+  if (r.tracker) {
+    r.tracker.close();
+    return { ok: true, message: 'loaded' };
+  }
+  return { ok: false, code: r.code, message: r.message };
 }
 
 export function doctorResult(d: Detection): DoctorResult {
@@ -186,7 +209,11 @@ export function doctorFailure(r: DoctorResult): UserError | null {
   return new UserError(`doctor: ${failed.length} check${failed.length > 1 ? 's' : ''} failed (${names.join(', ')})`, code, 'ERR_DOCTOR');
 }
 
-export function doctorCommand(system: System, hostOf: (s: System) => Host = realHost): CommandModule<object, { json: boolean }> {
+export function doctorCommand(
+  system: System,
+  hostOf: (s: System) => Host = realHost,
+  probe: () => Detection['closeTracker'] = probeCloseTracker,
+): CommandModule<object, { json: boolean }> {
   return {
     command: 'doctor',
     describe: 'Check kernel, privileges and settings; say how to fix each (changes nothing)',
@@ -196,7 +223,9 @@ export function doctorCommand(system: System, hostOf: (s: System) => Host = real
         .example('$0 doctor', 'one line per check: ✓ ok, ! warning, ✗ failure with the command that fixes it')
         .example('sudo $0 doctor --json', '{"ok":true,"checks":[{"name":"privileges","ok":true,"status":"ok",...}]}'),
     handler: async (argv) => {
-      const result = doctorResult(await detect(hostOf(system)));
+      const d = await detect(hostOf(system));
+      const tracker = probe();
+      const result = doctorResult(tracker ? { ...d, closeTracker: tracker } : d);
       system.stdout.write(argv.json ? `${JSON.stringify(result)}\n` : renderDoctor(result));
       const err = doctorFailure(result);
       if (err) throw err;

@@ -14,7 +14,7 @@ import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { FdSink, RotatingFile, UnsafeOutputError, parseSize, type LineSink } from '../system/rotate.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
-import { interfaceAddresses, makeForeignAttributor, makeOwnerResolver, uidOfUser } from '../wiring.js';
+import { closeTracker, closeTrackerNotes, interfaceAddresses, makeForeignAttributor, makeOwnerResolver, uidOfUser } from '../wiring.js';
 import { checkPositive, filterOptions, ownerFilterOptions, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
@@ -154,6 +154,8 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
   try {
     await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
       system.stderr.write(formatSetupReport(report));
+      closeTracker();
+      for (const n of closeTrackerNotes()) system.stderr.write(`ctacct: note: ${n.message}\n`);
       const seen = new Sightings(() => system.now());
       const cgroups = new CgroupReader(system.procRoot);
       let writing = true;
@@ -188,6 +190,7 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
         {
           // Every refresh dumps: this command drives the cadence itself (and needs a final dump).
           dumpEveryMs: 0,
+          watchAccepts: closeTracker().tracker === null,
           kernelFilters: toKernelFilters(args),
           rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
           onRetire: (st, why) => write(st, why),

@@ -16,7 +16,7 @@ import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { formatSetupReport, withSystemSetup, type SetupReport } from '../system/setup.js';
 import { CounterSet, PrometheusView, type ExportModel, type FeedRow } from '../views/prometheus.js';
-import { interfaceAddresses, makeForeignAttributor, makeOwnerResolver } from '../wiring.js';
+import { closeTracker, closeTrackerNotes, interfaceAddresses, makeForeignAttributor, makeOwnerResolver } from '../wiring.js';
 import { checkPositive, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
@@ -225,7 +225,7 @@ export class Exporter {
       scrapeSeconds: (this.system.monotonic() - t0) / 1000,
       self: { startTimeSeconds: this.startTimeSeconds },
     };
-    return `${await this.view.render(model)}${trackingMetrics(this.tracking, this.engine.dumpFailures)}`;
+    return `${await this.view.render(model)}${trackingMetrics(this.tracking, this.engine.dumpFailures, closeTracker().tracker !== null)}`;
   }
 
   /** Who makes conntrack track here (from set-up); /healthz fails while nothing does. */
@@ -261,7 +261,7 @@ export class Exporter {
 }
 
 /** The tracking gauge and dump failures, in Prometheus text format. */
-export function trackingMetrics(tracking: SetupReport['tracking'], dumpFailures: number): string {
+export function trackingMetrics(tracking: SetupReport['tracking'], dumpFailures: number, closeTracker?: boolean): string {
   const by = tracking === 'engaged-by-ctacct' ? 'ctacct' : tracking === 'engaged-by-others' ? 'others' : 'none';
   return (
     '# HELP ctacct_conntrack_tracking 1 when conntrack tracks this network namespace (by: who engaged it); 0: no flow can appear\n' +
@@ -269,7 +269,12 @@ export function trackingMetrics(tracking: SetupReport['tracking'], dumpFailures:
     `ctacct_conntrack_tracking{by="${by}"} ${tracking === 'not-tracking' ? 0 : 1}\n` +
     '# HELP ctacct_dump_failures_total conntrack table dumps that failed (retried with back-off)\n' +
     '# TYPE ctacct_dump_failures_total counter\n' +
-    `ctacct_dump_failures_total ${dumpFailures}\n`
+    `ctacct_dump_failures_total ${dumpFailures}\n` +
+    (closeTracker === undefined
+      ? ''
+      : '# HELP ctacct_close_tracker 1 when the close tracker is loaded; 0: a connection accepted and closed between two looks stays with its listening process\n' +
+        '# TYPE ctacct_close_tracker gauge\n' +
+        `ctacct_close_tracker ${closeTracker ? 1 : 0}\n`)
   );
 }
 
@@ -324,6 +329,8 @@ async function runServe(system: System, args: ServeArgs): Promise<void> {
   try {
     await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
       system.stderr.write(formatSetupReport(report));
+      closeTracker();
+      for (const n of closeTrackerNotes()) system.stderr.write(`ctacct: note: ${n.message}\n`);
       const engine = new TopEngine(
         {
           source: system.conntrack(),
@@ -334,6 +341,7 @@ async function runServe(system: System, args: ServeArgs): Promise<void> {
         },
         {
           dumpEveryMs: args['dump-interval'] * 1000,
+          watchAccepts: closeTracker().tracker === null,
           rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
           foreign: makeForeignAttributor(system, { candidates: 4, fullScanMaxShare: 0.02 }),
         },

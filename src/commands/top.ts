@@ -14,7 +14,7 @@ import { formatSetupReport, withSystemSetup, type SetupReport } from '../system/
 import { renderJsonLine } from '../views/json.js';
 import { renderSummary } from '../views/summary.js';
 import { renderTrace } from '../views/trace.js';
-import { enterNetns, interfaceAddresses, makeForeignAttributor, makeOwnerResolver, uidOfUser } from '../wiring.js';
+import { closeTracker, closeTrackerNotes, enterNetns, interfaceAddresses, makeForeignAttributor, makeOwnerResolver, uidOfUser } from '../wiring.js';
 import { checkPositive, filterOptions, netnsOptions, outputOptions, ownerFilterOptions, setupOptions, usage } from './options.js';
 import { runLive, runStream } from '../views/live.js';
 
@@ -131,13 +131,17 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
       const why = report.notes.find((n) => n.code === 'not-tracking')?.message ?? 'conntrack does not track in this network namespace';
       throw new UserError(`${why} (exit 4: not tracking)`, EXIT.unsupported, 'ERR_NOT_TRACKING');
     }
+    // Loaded before the first event (it only knows closes from then on); a note when it cannot be.
+    closeTracker();
+    const trackerNotes = closeTrackerNotes();
     const setupFacts = {
       tracking: report.tracking,
-      notes: report.notes,
+      notes: [...report.notes, ...trackerNotes],
       systemChanges: report.changes.map((c) => ({ code: c.code, message: `${c.what}: ${c.detail}` })),
     };
     if (mode !== 'json') {
       system.stderr.write(formatSetupReport(report));
+      for (const n of trackerNotes) system.stderr.write(`ctacct: note: ${n.message}\n`);
     }
     const engine = new TopEngine(
       {
@@ -150,6 +154,7 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
       {
         ...(dumpEvery !== undefined ? { dumpEveryMs: dumpEvery * 1000 } : {}),
         kernelFilters: toKernelFilters(args),
+        watchAccepts: closeTracker().tracker === null,
         filters,
         ...(args.limit !== undefined ? { limit: args.limit } : {}),
         rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),

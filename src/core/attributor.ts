@@ -185,6 +185,7 @@ export class Attributor {
     const now = this.now();
     const c = this.owners.closedBy(st.rec.family, st.rec.proto, e.end, now - st.born + 2000);
     if (!c) return false;
+    this.health.closedBy++;
     if (e.owner?.pid != null && (c.pid !== e.owner.pid || c.startTime !== e.owner.startTime)) this.health.moved++;
     e.owner = c;
     e.reason = null;
@@ -212,6 +213,7 @@ export class Attributor {
         const c = this.owners.closedBy(st.rec.family, st.rec.proto, e.end, this.now() - st.born + 2000);
         if (!c || (c.pid === e.owner.pid && c.startTime === e.owner.startTime)) continue;
         this.health.moved++;
+        this.health.closedBy++;
         e.owner = c;
         continue;
       }

@@ -29,6 +29,10 @@ export interface EngineOptions extends AccountingOptions {
   rcvbuf?: number;
   /** Look up sockets in the addon as NEW events are read (default true). */
   lookupSockets?: boolean;
+  /** Have the reader thread look every millisecond for inbound connections' accepted sockets
+   *  (default true; false when the close tracker settles connections accepted and closed between
+   *  looks, so that per-connection cost is not paid twice). */
+  watchAccepts?: boolean;
   filters?: Filters;
   limit?: number;
 }
@@ -96,7 +100,13 @@ export class TopEngine {
   /** Subscribes first (no flow slips between the initial dump and the subscription), then dumps. */
   async start(): Promise<void> {
     this.sub = this.deps.source.subscribe(
-      { new: true, destroy: true, lookupSockets: this.opts.lookupSockets ?? true, ...(this.opts.rcvbuf ? { rcvbuf: this.opts.rcvbuf } : {}) },
+      {
+        new: true,
+        destroy: true,
+        lookupSockets: this.opts.lookupSockets ?? true,
+        ...(this.opts.watchAccepts === false ? { watchAccepts: false } : {}),
+        ...(this.opts.rcvbuf ? { rcvbuf: this.opts.rcvbuf } : {}),
+      },
       {
         records: (batch) => {
           // Events are not filtered in the kernel: keep only what the dumps would return.

@@ -105,6 +105,7 @@ export function newHealth() {
   return {
     dumpFailures: 0,
     acceptsMissed: 0,
+    closedBy: 0,
     lives: 0,
     staleDestroys: 0,
     moved: 0,

@@ -119,6 +119,9 @@ export interface Health {
   /** Inbound connections that ended while their listener still owned them: never accepted, or
    *  accepted and closed between two looks (their bytes stay with the listening service). */
   accepts_missed?: number;
+  /** Connection ends given to the process that closed their socket (the close tracker): the socket
+   *  was gone before a look could see it, or was handed to another process after accept. */
+  closed_by_tracker?: number;
   /** Wall time of the last full table dump (ms) and the records it returned. */
   dump_ms?: number;
   dump_records?: number;

@@ -128,6 +128,7 @@ export function buildSnapshot(src: SnapshotSource, opts: SnapshotOptions): { sna
     retired_conns_dropped: h.retiredConnsDropped,
     dump_failures: h.dumpFailures,
     accepts_missed: h.acceptsMissed,
+    closed_by_tracker: h.closedBy,
     ...(opts.changes ? { changes: opts.changes } : {}),
   };
   unknown.reasons = Object.fromEntries([...reasons].sort(([a], [b]) => (a < b ? -1 : 1)));

@@ -8,7 +8,7 @@ import { CgroupReader, unitLabel } from '../proc/cgroup.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
-import { interfaceAddresses, makeOwnerResolver } from '../wiring.js';
+import { closeTracker, closeTrackerNotes, interfaceAddresses, makeOwnerResolver } from '../wiring.js';
 import { bind, Exporter, handle, parseListen, type ServeArgs } from '../commands/serve.js';
 import { bucketStart, capRemotes, MinuteRollup } from './rollup.js';
 import { procIdentityDeps, UsageTap } from './source.js';
@@ -68,6 +68,8 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
     if (server && listen) await bind(server, listen.host, listen.port, args.listen!);
     await withSystemSetup(system, { setup: args.setup, keepAcct: args['keep-acct'], needConntrack: true }, async (report) => {
       system.stderr.write(formatSetupReport(report));
+      closeTracker();
+      for (const n of closeTrackerNotes()) system.stderr.write(`ctacct: note: ${n.message}\n`);
       const cgroups = new CgroupReader(system.procRoot);
       let minute = new MinuteRollup();
       const tap = new UsageTap((inc) => minute.add(inc), procIdentityDeps(system.procRoot, (pid) => unitLabel(cgroups.of(pid)) || null));
@@ -81,7 +83,7 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
         },
         // Every refresh dumps: the ticks set the cadence (one per --interval, aligned to the clock),
         // and the last reading at shutdown must be a fresh dump.
-        { dumpEveryMs: 0, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st) },
+        { dumpEveryMs: 0, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st), watchAccepts: closeTracker().tracker === null },
       );
       try {
         await engine.start();

@@ -27,6 +27,9 @@ export interface EventOptionsNative {
   /** Look up the sockets of both ends with sock_diag, and their owners among the candidate
    *  processes, on the reader thread as each NEW event is read. */
   lookupSockets?: boolean;
+  /** Look again every millisecond at each inbound TCP connection whose NEW found only its listener,
+   *  until accept() has made its socket (default true). Not needed with the close tracker. */
+  watchAccepts?: boolean;
   /** Root of the proc filesystem for the owner search (default /proc). */
   procRoot?: string;
   /** Bytes of batches handed to JavaScript and not yet taken before the reader stops reading

@@ -108,7 +108,7 @@ export function openCloseTracker(
   task: () => Pick<TracepointOffsets, 'group_leader' | 'start_boottime'> = taskOffsets,
 ): CloserOpen {
   const tp = tracepoint();
-  if ('error' in tp) return { tracker: null, code: 'ENOENT', message: tp.error };
+  if ('error' in tp) return { tracker: null, code: /not permitted|denied/i.test(tp.error) ? 'EPERM' : 'ENOENT', message: tp.error };
   const off = parseTracepointFormat(tp.format);
   if (!off) return { tracker: null, code: 'EINVAL', message: `tracepoint ${TRACEPOINT} has an unexpected format` };
   let a: Addon;

@@ -114,6 +114,7 @@ export class KernelConntrackSource implements ConntrackSource {
         ...(opts.rcvbuf !== undefined ? { rcvbuf: opts.rcvbuf } : {}),
         ...(opts.rcvbufMax !== undefined ? { rcvbufMax: opts.rcvbufMax } : {}),
         lookupSockets: opts.lookupSockets ?? false,
+        ...(opts.watchAccepts === false ? { watchAccepts: false } : {}),
         ...(opts.procRoot ? { procRoot: opts.procRoot } : {}),
         ...(opts.queueMax !== undefined ? { queueMax: opts.queueMax } : {}),
       },

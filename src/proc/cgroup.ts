@@ -1,7 +1,8 @@
 // A process's cgroup and systemd unit from /proc/PID/cgroup: which service a socket belongs to,
-// for `serve` labels and `record` lines. Parsing is pure; the reader caches per pid.
+// for `serve` labels and `record` lines. Parsing is pure; the reader caches per process (pid, start time).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { readStartTime } from './reader.js';
 
 export interface CgroupInfo {
   /** The cgroup path (v2 unified line, else the name=systemd one, else the first hierarchy). */
@@ -42,17 +43,36 @@ export function parseCgroup(text: string): CgroupInfo {
 
 /** Cached per pid (a process does not usually move); bounded, oldest dropped first. */
 export class CgroupReader {
-  private readonly cache = new Map<number, CgroupInfo | null>();
+  private readonly cache = new Map<number, { info: CgroupInfo | null; start: number | null; checked: number }>();
 
+  /**
+   * `startTime(pid)` (clock ticks after boot, /proc/PID/stat field 22; null when gone) checks a
+   * cached entry older than a second before it is used again: a process is (pid, start time), and a
+   * reused pid is another process in another cgroup.
+   */
   constructor(
     private readonly procRoot = '/proc',
     private readonly max = 20_000,
+    private readonly startTime: (pid: number) => number | null = (pid) => readStartTime(procRoot, pid),
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   /** null when the process is gone or unreadable. */
   of(pid: number): CgroupInfo | null {
-    if (this.cache.has(pid)) return this.cache.get(pid)!;
+    const hit = this.cache.get(pid);
+    const now = this.now();
+    if (hit) {
+      if (now - hit.checked < 1000) return hit.info;
+      const start = this.startTime(pid);
+      // Gone (null): the entry still describes the process that was. Another start: reused.
+      if (start === null || start === hit.start) {
+        hit.checked = now;
+        return hit.info;
+      }
+      this.cache.delete(pid);
+    }
     let info: CgroupInfo | null = null;
+    const start = this.startTime(pid);
     try {
       info = parseCgroup(readFileSync(join(this.procRoot, String(pid), 'cgroup'), 'utf8'));
     } catch {
@@ -60,13 +80,13 @@ export class CgroupReader {
       return null;
     }
     if (this.cache.size >= this.max) this.cache.delete(this.cache.keys().next().value as number);
-    this.cache.set(pid, info);
+    this.cache.set(pid, { info, start, checked: now });
     return info;
   }
 
   /** The cached answer only (no I/O): for processes that may be gone by now. */
   cached(pid: number): CgroupInfo | null {
-    return this.cache.get(pid) ?? null;
+    return this.cache.get(pid)?.info ?? null;
   }
 
   forget(pid: number): void {

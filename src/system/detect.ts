@@ -162,6 +162,8 @@ export interface Engagement {
 }
 
 export interface Detection {
+  /** Whether the close tracker loads (probed by doctor only; absent: not probed). */
+  closeTracker?: { ok: boolean; code?: string; message: string };
   /** `${procRoot}/net/tcp` readable (socket table). */
   procReadable: boolean;
   /** Other processes' fds are readable (attribution beyond our own uid). */

@@ -49,7 +49,7 @@ test('doctor in a fresh namespace: accounting and tracking warn with their fixes
     assert.equal(json.ok, true);
     assert.deepEqual(
       json.checks.map((c) => c.name),
-      ['privileges', 'proc', 'conntrack_module', 'ctnetlink', 'nft', 'tracking', 'accounting', 'events', 'timestamp', 'table_size'],
+      ['privileges', 'proc', 'conntrack_module', 'ctnetlink', 'nft', 'tracking', 'accounting', 'events', 'timestamp', 'table_size', 'close_tracker'],
     );
     assert.deepEqual(pick(json, 'privileges'), { name: 'privileges', ok: true, status: 'ok', detail: 'CAP_NET_ADMIN (uid 0)', fix: null });
     assert.deepEqual(pick(json, 'ctnetlink'), { name: 'ctnetlink', ok: true, status: 'ok', detail: 'conntrack netlink dump works', fix: null });
@@ -65,6 +65,7 @@ test('doctor in a fresh namespace: accounting and tracking warn with their fixes
     assert.equal(tracking.status, 'warn');
     assert.match(tracking.detail, /^no rule uses conntrack in this network namespace: ctacct top engages it/);
     assert.deepEqual(pick(json, 'table_size'), { name: 'table_size', ok: true, status: 'ok', detail: `0 of ${await ns.sysctl('net.netfilter.nf_conntrack_max')} entries`, fix: null });
+    assert.equal(pick(json, 'close_tracker')?.status, 'ok', 'as root the close tracker loads');
     assert.deepEqual(await snapshot(ns), before);
   } finally {
     await ns.destroy();

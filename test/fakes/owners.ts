@@ -1,6 +1,6 @@
 // A fake OwnerDeps: sockets, fd tables and processes as plain maps.
 import type { FlowEnd } from '../../src/core/flow.js';
-import { OwnerResolver, type OwnerDeps, type ProcessFacts, type SockInfo } from '../../src/core/owners.js';
+import { OwnerResolver, type ClosedBy, type OwnerDeps, type ProcessFacts, type SockInfo } from '../../src/core/owners.js';
 
 export interface FakeWorld {
   /** "local:lport remote:rport" (proto-less) → socket; "local:lport *" for listeners/bound sockets. */
@@ -12,6 +12,8 @@ export interface FakeWorld {
   parents?: Map<number, number>;
   scans: { pids: number[] | undefined }[];
   clock: { t: number };
+  /** The close tracker: "local:lport remote:rport" → who closed that socket (absent: no tracker). */
+  closers?: Map<string, ClosedBy>;
 }
 
 export function world(): FakeWorld {
@@ -42,6 +44,7 @@ export function fakeDeps(w: FakeWorld): OwnerDeps {
     family: (pid) => ({ ppid: w.parents?.get(pid) ?? null, children: [...(w.parents ?? new Map())].filter(([, pp]) => pp === pid).map(([c]) => c) }),
     userName: (uid) => (uid === 0 ? 'root' : uid === 33 ? 'www-data' : String(uid)),
     now: () => w.clock.t,
+    ...(w.closers ? { closedBy: (_family: 4 | 6, end: FlowEnd) => w.closers!.get(`${end.localAddr}:${end.localPort} ${end.remoteAddr}:${end.remotePort}`) ?? null } : {}),
   };
 }
 

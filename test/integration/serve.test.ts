@@ -140,7 +140,8 @@ describe('ctacct serve', { skip: rootSkip }, () => {
     const history: Map<string, Family>[] = [];
     let scraping = true;
     const scraper = (async () => {
-      for (let i = 0; scraping && i < 200; i++) {
+      // At least 4 scrapes even when the transfer is over quickly (bounded: 200 at most).
+      for (let i = 0; (scraping || history.length < 4) && i < 200; i++) {
         history.push(await scrape());
         await new Promise((r) => setTimeout(r, 300));
       }
@@ -152,12 +153,13 @@ describe('ctacct serve', { skip: rootSkip }, () => {
     const k = await kernelBytes(ns, 7100);
     assert.equal(k.flows, 6);
     // Dumps every 0.5 s read the finished connections' final counters (they wait in TIME_WAIT).
+    // The background scrapes stop first: `final` is then the latest scrape, in time order.
+    scraping = false;
+    await scraper;
     const final = await until('ctacct caught up with the kernel', async () => {
       const f = await scrape();
       return sampleValue(f, 'ctacct_process_received_bytes_total', { comm: 'ctt-recv' }) === k.orig ? f : undefined;
     });
-    scraping = false;
-    await scraper;
     history.push(final);
 
     within2(sampleValue(final, 'ctacct_process_received_bytes_total', { comm: 'ctt-recv', user: 'root', unit: wantUnit }), k.orig, 'ctt-recv received');

@@ -105,3 +105,33 @@ test("a namespace's addresses read from a process's /proc/PID/net (captured), wi
   assert.deepEqual(parseIfInet6(readFileSync(join(dir, 'if_inet6.txt'), 'utf8')), ['fd00:231::7', 'fe80::7ccc:1cff:feba:9f23', '::1', 'fe80::14bc:1cff:fe41:ea34']);
   assert.deepEqual(parseIfInet6('20010db8000000000001000000000000 02 40 00 80 eth0\n'), ['2001:db8:0:0:1::']);
 });
+
+test('CgroupReader: a reused pid is another process, in its own cgroup', async () => {
+  const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { CgroupReader } = await import('../../src/proc/cgroup.js');
+  const root = mkdtempSync(join(tmpdir(), 'ctacct-cg-'));
+  try {
+    mkdirSync(join(root, '500'));
+    const set = (unit: string) => writeFileSync(join(root, '500', 'cgroup'), `0::/system.slice/${unit}\n`);
+    let start: number | null = 100;
+    let t = 0;
+    const r = new CgroupReader(root, 100, () => start, () => t);
+    set('nginx.service');
+    assert.equal(r.of(500)?.unit, 'nginx.service');
+    // Same process a second later: the cached entry stands (the file is not read again).
+    set('other.service');
+    t = 1500;
+    assert.equal(r.of(500)?.unit, 'nginx.service');
+    // The pid is reused by a process that started later: its own cgroup.
+    start = 900;
+    t = 3000;
+    assert.equal(r.of(500)?.unit, 'other.service');
+    // Gone: the last answer still describes the process that was.
+    start = null;
+    t = 4500;
+    assert.equal(r.of(500)?.unit, 'other.service');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -111,3 +111,16 @@ test('doctor: entries left although nothing tracks and no ctacct runs are report
   const running = doctorResult(await detect(new FakeHost({ acct: 1, count: 3, alive: { 77: 5 }, files: { '/run/ctacct/net-4026532999/member-77-5': '-\n' } })));
   assert.equal(running.checks.find((c) => c.name === 'leftovers'), undefined);
 });
+
+test('close tracker: ok when it loads, a warning with the fix when privileges are missing, nothing when not probed', async () => {
+  const d = await detect(new FakeHost({ acct: 1 }));
+  assert.equal(doctorResult(d).checks.find((c) => c.name === 'close_tracker'), undefined);
+  const yes = doctorResult({ ...d, closeTracker: { ok: true, message: 'loaded' } }).checks.find((c) => c.name === 'close_tracker')!;
+  assert.equal(yes.status, 'ok');
+  const no = doctorResult({ ...d, closeTracker: { ok: false, code: 'EPERM', message: 'cannot load the close tracker: operation not permitted' } });
+  const c = no.checks.find((x) => x.name === 'close_tracker')!;
+  assert.equal(c.status, 'warn');
+  assert.equal(c.ok, true, 'a warning: top still works');
+  assert.match(c.fix!, /CAP_BPF/);
+  assert.match(renderDoctor(no), /^! close_tracker .*stays with its listening process/m);
+});

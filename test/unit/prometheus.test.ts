@@ -199,4 +199,7 @@ test('serve: the tracking gauge and dump failures counter', async () => {
   );
   assert.match(trackingMetrics('engaged-by-ctacct', 0), /^ctacct_conntrack_tracking\{by="ctacct"\} 1$/m);
   assert.match(trackingMetrics('engaged-by-others', 0), /^ctacct_conntrack_tracking\{by="others"\} 1$/m);
+  assert.doesNotMatch(trackingMetrics('engaged-by-others', 0), /close_tracker/);
+  assert.match(trackingMetrics('engaged-by-others', 0, false), /^ctacct_close_tracker 0$/m);
+  assert.match(trackingMetrics('engaged-by-others', 0, true), /^ctacct_close_tracker 1$/m);
 });
