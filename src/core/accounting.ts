@@ -152,7 +152,7 @@ export class Accounting {
    */
   snapshot(opts: SnapshotOptions): TopSnapshot {
     const { snapshot, window } = buildSnapshot(
-      { flows: this.flows, tracked: this.table.size, rollup: this.rollup, health: this.health, filters: this.filters, intervalStart: this.intervalStart, now: this.now() },
+      { flows: this.flows, tracked: this.table.size, interval: this.table.interval, rollup: this.rollup, health: this.health, filters: this.filters, intervalStart: this.intervalStart, now: this.now() },
       opts,
     );
     this.shown = window;

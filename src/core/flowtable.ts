@@ -79,11 +79,16 @@ export interface FlowState {
   seenGen: number;
   /** Monotonic ms when a complete dump first missed it (its DESTROY is due). */
   goneSince: number | null;
+  /** New in the interval (not met in the initial dump). */
   isNew: boolean;
   closed: boolean;
   /** Closed only because a dump did not list it: a later dump that lists it opens it again. */
   missed: boolean;
+  /** Its closing was counted in an interval already closed. */
   closedCounted: boolean;
+  /** The interval that the per-interval fields (the *Interval bytes of the flow and its ends, isNew,
+   *  closedCounted) are up to date for: closing an interval visits no flow (see FlowTable.fresh). */
+  interval: number;
   /** Monotonic ms when ctacct first met the flow (a close tracked before it is an earlier connection's). */
   born: number;
 }
@@ -149,6 +154,8 @@ export class FlowTable {
   private readonly tombs = new Map<FlowId, Tombstone>();
   private gen = 0;
   private initialDone = false;
+  /** The open interval's number: closeInterval() counts up. */
+  interval = 0;
   /** Flows settled by DESTROY, by key → dump generation: a dump batch read by the kernel before
    *  the entry died may arrive after its DESTROY; it must not bring the flow back. */
   private readonly destroyed = new Map<FlowId, number>();
@@ -288,6 +295,7 @@ export class FlowTable {
     st.seenGen = this.gen;
     st.goneSince = null;
     if (st.missed) {
+      this.fresh(st);
       st.missed = false;
       st.closed = false;
       st.closedCounted = false;
@@ -475,6 +483,7 @@ export class FlowTable {
       closed: false,
       missed: false,
       closedCounted: false,
+      interval: this.interval,
       born: this.now(),
     };
     this.flows.set(key, st);
@@ -501,6 +510,7 @@ export class FlowTable {
 
   /** One reading of a flow's counters (null bytes: the flow has none) and TCP state. */
   private applyCounters(st: FlowState, origBytes: number | null, origPackets: number, replyBytes: number | null, replyPackets: number, tcpState: number | null): void {
+    this.fresh(st);
     if (tcpState !== null) {
       st.rec.tcpState = tcpState;
       if (TCP_CLOSED_STATES.has(tcpState)) this.markClosed(st);
@@ -542,22 +552,32 @@ export class FlowTable {
   }
 
   private markClosed(st: FlowState): void {
+    this.fresh(st);
     st.closed = true;
   }
 
   /** Ends the interval for live flows: their per-interval bytes start again from zero, and the flows
-   *  new or closed in it are no longer new, or counted as closed. */
+   *  new or closed in it are no longer new, or counted as closed. Each flow catches up the next
+   *  time it changes (fresh); readers treat a flow behind the open interval as caught up. */
   closeInterval(): void {
-    for (const st of this.flows.values()) {
-      st.origInterval = st.replyInterval = 0;
-      for (const e of st.ends) e.sentInterval = e.recvInterval = 0;
-      st.isNew = false;
-      if (st.closed) st.closedCounted = true;
-    }
+    this.interval++;
+  }
+
+  /** Brings a flow's per-interval fields up to the open interval before they change. Lazy, so a
+   *  refresh costs nothing for the many flows that stay idle (TIME_WAIT) and no second pass over
+   *  the table for the others. */
+  private fresh(st: FlowState): void {
+    if (st.interval === this.interval) return;
+    st.interval = this.interval;
+    st.origInterval = st.replyInterval = 0;
+    for (const e of st.ends) e.sentInterval = e.recvInterval = 0;
+    st.isNew = false;
+    if (st.closed) st.closedCounted = true;
   }
 
   /** Moves a flow's totals into the retired rows; returns, per end, the rows that took them. */
   private retire(st: FlowState): RetiredEnds {
+    this.fresh(st);
     this.flows.delete(st.key);
     this.attributor.settleByCloser(st);
     return this.rollup.retire(st);

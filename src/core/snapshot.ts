@@ -29,6 +29,8 @@ export interface SnapshotSource {
   health: Readonly<AccountingHealth>;
   /** The run's filters (already applied to ended flows as they retired). */
   filters: Filters;
+  /** The flow table's open interval (a flow behind it has nothing in it: see FlowTable.fresh). */
+  interval: number;
   /** Monotonic ms when the open interval began (null: no interval yet), and now. */
   intervalStart: number | null;
   now: number;
@@ -71,6 +73,8 @@ export function buildSnapshot(src: SnapshotSource, opts: SnapshotOptions): { sna
       if (!st.closed) forwarded.flows++;
       continue;
     }
+    // A flow not changed since the last close: no bytes, not new, its closing counted already.
+    const cur = st.interval === src.interval;
     for (const e of st.ends) {
       if (anyFilter && !passes(f, st, e)) continue;
       if (e.owner?.pid == null) {
@@ -100,11 +104,13 @@ export function buildSnapshot(src: SnapshotSource, opts: SnapshotOptions): { sna
         if (e.owner?.shared && (g === 'process' || g === 'conn')) row.shared = true;
         row.sent_total += e.sentTotal;
         row.recv_total += e.recvTotal;
-        row.sent_bytes += e.sentInterval;
-        row.recv_bytes += e.recvInterval;
+        if (cur) {
+          row.sent_bytes += e.sentInterval;
+          row.recv_bytes += e.recvInterval;
+        }
         if (!st.closed) row.flows++;
-        if (st.isNew) row.new_flows++;
-        if (st.closed && !st.closedCounted) row.closed_flows++;
+        if (cur && st.isNew) row.new_flows++;
+        if (cur && st.closed && !st.closedCounted) row.closed_flows++;
       }
     }
   }
