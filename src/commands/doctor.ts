@@ -47,6 +47,20 @@ export function doctorChecks(d: Detection): Check[] {
       : fail('privileges', `no CAP_NET_ADMIN${who}: top, flows and states --source conntrack need it`, privilegeFix(d)),
   );
 
+  // Not needed for the host's own flows: only containers' (other network namespaces') lookups and
+  // --netns enter a namespace, so its absence is a warning.
+  checks.push(
+    d.sysAdmin
+      ? ok('namespaces', 'CAP_SYS_ADMIN: flows of processes in other network namespaces (containers) are attributed; --netns works')
+      : warn(
+          'namespaces',
+          'no CAP_SYS_ADMIN: flows of processes in other network namespaces (containers) show as unknown (reason no_permission), and --netns cannot be used; the host\'s own flows are not affected',
+          d.uid === 0
+            ? 'give the process CAP_SYS_ADMIN (a container: `docker run --cap-add SYS_ADMIN …`; systemd: AmbientCapabilities=CAP_SYS_ADMIN)'
+            : 'run ctacct with sudo',
+        ),
+  );
+
   if (!d.procReadable) checks.push(fail('proc', '/proc/net/tcp is not readable: no socket table, no attribution', 'sudo mount -t proc proc /proc'));
   else if (!d.procFdsReadable)
     checks.push(

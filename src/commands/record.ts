@@ -14,7 +14,8 @@ import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { FdSink, RotatingFile, UnsafeOutputError, parseSize, type LineSink } from '../system/rotate.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
-import { closeTracker, closeTrackerNotes, interfaceAddresses, makeForeignAttributor, makeOwnerResolver, uidOfUser } from '../wiring.js';
+import { closeTracker, closeTrackerNotes, makeForeignAttributor, uidOfUser } from '../wiring.js';
+import { engineDeps, LOW_OVERHEAD_LOOKUP, startEngine } from './engine.js';
 import { checkPositive, filterOptions, ownerFilterOptions, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
@@ -179,31 +180,17 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
         for (const l of lines) sink.write(renderFlowLine(l));
         written += lines.length;
       };
-      const engine = new TopEngine(
-        {
-          source: seen.wrap(system.conntrack()),
-          owners: makeOwnerResolver(system, { candidates: 4, fullScanMaxShare: 0.02 }),
-          localAddresses: interfaceAddresses,
-          monotonic: () => system.monotonic(),
-          now: () => system.now(),
-        },
-        {
+      const engine = new TopEngine(engineDeps(system, LOW_OVERHEAD_LOOKUP, seen.wrap(system.conntrack())), {
           // Every refresh dumps: this command drives the cadence itself (and needs a final dump).
           dumpEveryMs: 0,
           watchAccepts: closeTracker().tracker === null,
           kernelFilters: toKernelFilters(args),
           rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
           onRetire: (st, why) => write(st, why),
-          foreign: makeForeignAttributor(system, { candidates: 4, fullScanMaxShare: 0.02 }),
-        },
-      );
+        foreign: makeForeignAttributor(system, LOW_OVERHEAD_LOOKUP),
+      });
       seen.attach(engine.acc);
-      try {
-        await engine.start();
-      } catch (e) {
-        engine.close();
-        throw explainSystemError(e, 'reading conntrack');
-      }
+      await startEngine(engine);
       seen.afterDump(engine.acc.flows.values(), true);
       // Set-up done and events subscribed: from here on no finished flow is missed.
       system.stderr.write(`ctacct: recording to ${args.output ?? 'stdout'}\n`);

@@ -16,7 +16,8 @@ import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { formatSetupReport, withSystemSetup, type SetupReport } from '../system/setup.js';
 import { CounterSet, PrometheusView, type ExportModel, type FeedRow } from '../views/prometheus.js';
-import { closeTracker, closeTrackerNotes, interfaceAddresses, makeForeignAttributor, makeOwnerResolver } from '../wiring.js';
+import { closeTracker, closeTrackerNotes, makeForeignAttributor } from '../wiring.js';
+import { engineDeps, LOW_OVERHEAD_LOOKUP, startEngine } from './engine.js';
 import { checkPositive, setupOptions } from './options.js';
 import { changeLines } from './top.js';
 
@@ -331,27 +332,13 @@ async function runServe(system: System, args: ServeArgs): Promise<void> {
       system.stderr.write(formatSetupReport(report));
       closeTracker();
       for (const n of closeTrackerNotes()) system.stderr.write(`ctacct: note: ${n.message}\n`);
-      const engine = new TopEngine(
-        {
-          source: system.conntrack(),
-          owners: makeOwnerResolver(system, { candidates: 4, fullScanMaxShare: 0.02 }),
-          localAddresses: interfaceAddresses,
-          monotonic: () => system.monotonic(),
-          now: () => system.now(),
-        },
-        {
+      const engine = new TopEngine(engineDeps(system, LOW_OVERHEAD_LOOKUP), {
           dumpEveryMs: args['dump-interval'] * 1000,
           watchAccepts: closeTracker().tracker === null,
           rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
-          foreign: makeForeignAttributor(system, { candidates: 4, fullScanMaxShare: 0.02 }),
-        },
-      );
-      try {
-        await engine.start();
-      } catch (e) {
-        engine.close();
-        throw explainSystemError(e, 'reading conntrack');
-      }
+        foreign: makeForeignAttributor(system, LOW_OVERHEAD_LOOKUP),
+      });
+      await startEngine(engine);
       let timer: ReturnType<typeof setInterval> | undefined;
       let lifecycleOff: () => void = () => undefined;
       const done = new Promise<void>((resolve, reject) => {

@@ -14,7 +14,8 @@ import { formatSetupReport, withSystemSetup, type SetupReport } from '../system/
 import { renderJsonLine } from '../views/json.js';
 import { renderSummary } from '../views/summary.js';
 import { renderTrace } from '../views/trace.js';
-import { closeTracker, closeTrackerNotes, enterNetns, interfaceAddresses, makeForeignAttributor, makeOwnerResolver, uidOfUser } from '../wiring.js';
+import { closeTracker, closeTrackerNotes, enterNetns, makeForeignAttributor, uidOfUser } from '../wiring.js';
+import { engineDeps, LOW_OVERHEAD_LOOKUP, startEngine } from './engine.js';
 import { checkPositive, filterOptions, netnsOptions, outputOptions, ownerFilterOptions, setupOptions, usage } from './options.js';
 import { runLive, runStream } from '../views/live.js';
 
@@ -143,30 +144,17 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
       system.stderr.write(formatSetupReport(report));
       for (const n of trackerNotes) system.stderr.write(`ctacct: note: ${n.message}\n`);
     }
-    const engine = new TopEngine(
-      {
-        source: system.conntrack(),
-        owners: makeOwnerResolver(system, low ? { candidates: 4, fullScanMaxShare: 0.02 } : {}),
-        localAddresses: interfaceAddresses,
-        monotonic: () => system.monotonic(),
-        now: () => system.now(),
-      },
-      {
+    const lookup = low ? LOW_OVERHEAD_LOOKUP : {};
+    const engine = new TopEngine(engineDeps(system, lookup), {
         ...(dumpEvery !== undefined ? { dumpEveryMs: dumpEvery * 1000 } : {}),
         kernelFilters: toKernelFilters(args),
         watchAccepts: closeTracker().tracker === null,
         filters,
         ...(args.limit !== undefined ? { limit: args.limit } : {}),
         rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
-        foreign: makeForeignAttributor(system, low ? { candidates: 4, fullScanMaxShare: 0.02 } : {}),
-      },
-    );
-    try {
-      await engine.start();
-    } catch (e) {
-      engine.close();
-      throw explainSystemError(e, 'reading conntrack');
-    }
+      foreign: makeForeignAttributor(system, lookup),
+    });
+    await startEngine(engine);
     let warnedCost = false;
     const next = async (ui: { groupBy: GroupBy; sort: SortKey }): Promise<TopSnapshot> => {
       let s: TopSnapshot;

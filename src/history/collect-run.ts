@@ -8,8 +8,9 @@ import { CgroupReader, unitLabel } from '../proc/cgroup.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
-import { closeTracker, closeTrackerNotes, interfaceAddresses, makeOwnerResolver } from '../wiring.js';
+import { closeTracker, closeTrackerNotes } from '../wiring.js';
 import { bind, Exporter, handle, parseListen, type ServeArgs } from '../commands/serve.js';
+import { engineDeps, LOW_OVERHEAD_LOOKUP, startEngine } from '../commands/engine.js';
 import { bucketStart, capRemotes, MinuteRollup } from './rollup.js';
 import { procIdentityDeps, UsageTap } from './source.js';
 import { loadSqlite } from './sqlite.js';
@@ -74,23 +75,12 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
       let minute = new MinuteRollup();
       const tap = new UsageTap((inc) => minute.add(inc), procIdentityDeps(system.procRoot, (pid) => unitLabel(cgroups.of(pid)) || null));
       const engine = new TopEngine(
-        {
-          source: system.conntrack(),
-          owners: makeOwnerResolver(system, { candidates: 4, fullScanMaxShare: 0.02 }),
-          localAddresses: interfaceAddresses,
-          monotonic: () => system.monotonic(),
-          now: () => system.now(),
-        },
+        engineDeps(system, LOW_OVERHEAD_LOOKUP),
         // Every refresh dumps: the ticks set the cadence (one per --interval, aligned to the clock),
         // and the last reading at shutdown must be a fresh dump.
         { dumpEveryMs: 0, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st), watchAccepts: closeTracker().tracker === null },
       );
-      try {
-        await engine.start();
-      } catch (e) {
-        engine.close();
-        throw explainSystemError(e, 'reading conntrack');
-      }
+      await startEngine(engine);
       tap.prime(engine.acc.flows.values());
       const nowS = () => system.now() / 1000;
       let current = bucketStart(nowS(), minuteS);

@@ -1,7 +1,7 @@
 // What the kernel and this network namespace offer ctacct: conntrack, ctnetlink, tracking,
 // accounting, privileges, tools. Every side effect goes through `Host`, so tests hand in fakes.
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dumpAll } from '../netlink/source.js';
 import { findTool, realToolEnv as toolEnv } from './tools.js';
@@ -48,9 +48,13 @@ export interface Host {
   entryIds(): Promise<number[]>;
   /** Deletes TCP/UDP entries not in `keep`; how many went. */
   removeEntriesExcept(keep: ReadonlySet<number>): Promise<number>;
-  /** Exclusive lock on a file (created 0600); returns release. */
+  /** Exclusive lock on a file (created 0600, never through a symlink); returns release. Throws ESTALE when the file was unlinked while this waited. */
   lock(path: string): () => void;
   mkdir(path: string): void;
+  /** Removes an empty directory (never follows a symlink: rmdir fails on one). */
+  rmdir(path: string): void;
+  /** `path` is a directory itself, not a symlink to one. */
+  isDir(path: string): boolean;
   pid: number;
 }
 
@@ -115,6 +119,14 @@ export function realHost(system: Pick<System, 'conntrack' | 'procRoot' | 'env' |
     removeEntriesExcept: (keep) => removeEntriesExcept(system.conntrack(), keep),
     lock: (p) => lockPath(p),
     mkdir: (p) => void mkdirSync(p, { recursive: true, mode: 0o700 }),
+    rmdir: (p) => rmdirSync(p),
+    isDir(p) {
+      try {
+        return lstatSync(p).isDirectory();
+      } catch {
+        return false;
+      }
+    },
     async probeCtnetlink() {
       // A mark no flow carries: the kernel walks the table but copies nothing to us.
       await dumpAll(system.conntrack(), { mark: 0x43544143, markMask: 0xffffffff });
@@ -176,6 +188,8 @@ export interface Detection {
   netlinkError: string | null;
   netlinkMessage: string | null;
   netAdmin: boolean;
+  /** CAP_SYS_ADMIN: setns into other network namespaces (containers' flows, --netns). */
+  sysAdmin: boolean;
   uid: number | null;
   nft: string | null;
   acct: number | null;
@@ -193,6 +207,7 @@ export interface Detection {
 }
 
 export const CAP_NET_ADMIN = 12;
+export const CAP_SYS_ADMIN = 21;
 
 /** CapEff from /proc/self/status text → whether bit `cap` is set. */
 export function hasCapability(statusText: string, cap: number): boolean {
@@ -342,6 +357,15 @@ export function readText(host: Host, path: string): string | null {
   }
 }
 
+/** The names in a directory, or null when it cannot be listed. */
+export function readNames(host: Host, dir: string): string[] | null {
+  try {
+    return host.readdir(dir);
+  } catch {
+    return null;
+  }
+}
+
 /** Whether the process a record names is still running (same pid and start time). */
 export function recordOwnerAlive(host: Host, r: SetupRecord): boolean {
   if (r.pid === host.pid) return false;
@@ -407,22 +431,49 @@ export async function detectEngagement(host: Host, nft: string | null, count: nu
   return { byOthers, evidence, ctacctTable, rulesetRead };
 }
 
-/** Pids of running ctacct processes in the reference count directory `dir`. */
-export function liveCtacctRuns(host: Host, dir: string): number[] {
-  let names: string[] = [];
-  try {
-    names = host.readdir(dir);
-  } catch {
-    return [];
-  }
-  const pids: number[] = [];
-  for (const n of names) {
-    const m = /^member-(\d+)-(\d+)$/.exec(n);
+/** Where the per-namespace reference counts live. */
+export const STATE_DIR = '/run/ctacct';
+
+/** `net:[4026532285]` → `/run/ctacct/net-4026532285` */
+export function namespaceDir(stateDir: string, netns: string): string {
+  return join(stateDir, netns.replace(/[^0-9a-z]+/gi, '-').replace(/-+$/, ''));
+}
+
+/** A member of a namespace's reference count: `member-<pid>-<start>`; its content names its table. */
+export interface Member {
+  file: string;
+  pid: number;
+  start: number;
+  /** A table without the owner flag (kernel < 5.12) that must be deleted when the member is gone. */
+  table: string | null;
+  /** The process is still running (this process always is). */
+  alive: boolean;
+}
+
+export const MEMBER_RE = /^member-(\d+)-(\d+)$/;
+
+/** The members recorded in the reference count directory `dir` ([] when unreadable). */
+export function namespaceMembers(host: Host, dir: string): Member[] {
+  const out: Member[] = [];
+  for (const name of readNames(host, dir) ?? []) {
+    const m = MEMBER_RE.exec(name);
     if (!m) continue;
-    const stat = readText(host, join(host.procRoot, m[1]!, 'stat'));
-    if (stat !== null && startTimeOf(stat) === Number(m[2]) && Number(m[1]) !== host.pid) pids.push(Number(m[1]));
+    const pid = Number(m[1]);
+    const start = Number(m[2]);
+    const table = (readText(host, join(dir, name)) ?? '').trim();
+    const stat = pid === host.pid ? null : readText(host, join(host.procRoot, String(pid), 'stat'));
+    const alive = pid === host.pid || (stat !== null && startTimeOf(stat) === start);
+    out.push({ file: join(dir, name), pid, start, table: table && table !== '-' ? table : null, alive });
   }
-  return pids.sort((a, b) => a - b);
+  return out;
+}
+
+/** Pids of other running ctacct processes in the reference count directory `dir`. */
+export function liveCtacctRuns(host: Host, dir: string): number[] {
+  return namespaceMembers(host, dir)
+    .filter((m) => m.alive && m.pid !== host.pid)
+    .map((m) => m.pid)
+    .sort((a, b) => a - b);
 }
 
 function conntrackAvailable(host: Host): boolean {
@@ -472,6 +523,7 @@ export async function detect(host: Host): Promise<Detection> {
     netlinkError,
     netlinkMessage,
     netAdmin: hasCapability(status, CAP_NET_ADMIN),
+    sysAdmin: hasCapability(status, CAP_SYS_ADMIN),
     uid: uidOf(status),
     nft,
     acct: readNumber(host, p(SYSCTL.acct)),
@@ -482,6 +534,6 @@ export async function detect(host: Host): Promise<Detection> {
     engagement: await detectEngagement(host, nft, count),
     netns,
     probe: netlinkError === null ? await host.probeTracking().catch(() => ({ v4: null, v6: null })) : { v4: null, v6: null },
-    ctacctRuns: netns ? liveCtacctRuns(host, join('/run/ctacct', netns.replace(/[^0-9a-z]+/gi, '-').replace(/-+$/, ''))) : [],
+    ctacctRuns: netns ? liveCtacctRuns(host, namespaceDir(STATE_DIR, netns)) : [],
   };
 }

@@ -2,7 +2,7 @@
 // loopback probe that tells whether anything else makes conntrack track here, the removal of
 // entries that exist only because ctacct engaged tracking, and the namespace lock.
 import { createSocket, type Socket } from 'node:dgram';
-import { closeSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync } from 'node:fs';
 import { getAddon, type Addon, type Handle } from '../netlink/addon.js';
 import type { FlowRecord } from '../netlink/record.js';
 import { dumpAll, type ConntrackSource } from '../netlink/source.js';
@@ -137,12 +137,29 @@ export async function removeEntriesExcept(source: ConntrackSource, keep: Readonl
   return n;
 }
 
-/** Exclusive lock on `path` (created 0600, not through a symlink); the returned function releases it. */
+/**
+ * Exclusive lock on `path` (created 0600, not through a symlink); the returned function releases it.
+ * Throws ESTALE when, while this waited, the holder unlinked the file (the last run of a namespace
+ * removing its directory): the lock is then on a file nobody else will open, so the caller opens again.
+ */
 export function lockPath(path: string, addon: Addon = getAddon()): () => void {
   const fd = addon.lockFile(path);
   let open = true;
-  return () => {
+  const release = () => {
     if (open) closeSync(fd);
     open = false;
   };
+  let same = false;
+  try {
+    const held = fstatSync(fd);
+    const now = lstatSync(path);
+    same = held.nlink > 0 && held.dev === now.dev && held.ino === now.ino;
+  } catch {
+    /* the path is gone */
+  }
+  if (!same) {
+    release();
+    throw Object.assign(new Error(`lock ${path}: removed while waiting`), { code: 'ESTALE' });
+  }
+  return release;
 }

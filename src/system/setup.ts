@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { EXIT, UserError } from '../errors.js';
 import type { System } from '../system.js';
 import { installSignalHandlers, type Lifecycle } from './lifecycle.js';
-import { SYSCTL, readNumber, readText, startTimeOf, uidOf, type Host, realHost } from './detect.js';
+import { STATE_DIR, SYSCTL, namespaceDir, namespaceMembers, readNumber, readText, startTimeOf, uidOf, type Host, type Member, realHost } from './detect.js';
+import { LOCK, lockNamespace, removeIfUnused, sweepStale } from './statedir.js';
 import type { NftSession } from './engage.js';
 
 export interface SetupOptions {
@@ -70,10 +71,7 @@ export const tableName = (pid: number) => `ctacct-${pid}`;
 export const ENGAGE_COST = 'about 10% of the maximum new-connection rate (15.5k → 14.0k conn/s measured on a 2-core machine)';
 export const COST_NOTE = `conntrack engaged by ctacct: costs ${ENGAGE_COST} while ctacct runs`;
 
-/** `net:[4026532285]` → `/run/ctacct/net-4026532285` */
-export function namespaceDir(stateDir: string, netns: string): string {
-  return join(stateDir, netns.replace(/[^0-9a-z]+/gi, '-').replace(/-+$/, ''));
-}
+export { namespaceDir };
 
 function privilegeError(what: string, root: boolean): UserError {
   return new UserError(
@@ -94,42 +92,9 @@ export function formatSetupReport(report: SetupReport): string {
   return lines.length ? `${lines.join('\n')}\n` : '';
 }
 
-/** A member of the namespace's reference count: `<pid>-<start>`; its content names its table. */
-interface Member {
-  file: string;
-  pid: number;
-  start: number;
-  /** A table without the owner flag (kernel < 5.12) that must be deleted when the member is gone. */
-  table: string | null;
-}
-
-const MEMBER_RE = /^member-(\d+)-(\d+)$/;
 const ACCT_MARK = 'acct-was-0';
 const OTHERS = 'others';
 const BEFORE = 'entries-before';
-
-function members(host: Host, dir: string): Member[] {
-  let names: string[] = [];
-  try {
-    names = host.readdir(dir);
-  } catch {
-    return [];
-  }
-  const out: Member[] = [];
-  for (const name of names) {
-    const m = MEMBER_RE.exec(name);
-    if (!m) continue;
-    const table = (readText(host, join(dir, name)) ?? '').trim();
-    out.push({ file: join(dir, name), pid: Number(m[1]), start: Number(m[2]), table: table && table !== '-' ? table : null });
-  }
-  return out;
-}
-
-function alive(host: Host, m: Member): boolean {
-  if (m.pid === host.pid) return true;
-  const stat = readText(host, join(host.procRoot, String(m.pid), 'stat'));
-  return stat !== null && startTimeOf(stat) === m.start;
-}
 
 function tryUnlink(host: Host, path: string): void {
   try {
@@ -145,8 +110,8 @@ function tryUnlink(host: Host, path: string): void {
  */
 function pruneMembers(host: Host, dir: string, nft: () => NftSession | null): Member[] {
   const live: Member[] = [];
-  for (const m of members(host, dir)) {
-    if (alive(host, m)) {
+  for (const m of namespaceMembers(host, dir)) {
+    if (m.alive) {
       live.push(m);
       continue;
     }
@@ -181,7 +146,8 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
   } catch {
     /* no reference count then */
   }
-  const dir = netns ? namespaceDir(deps.stateDir ?? '/run/ctacct', netns) : null;
+  const stateDir = deps.stateDir ?? STATE_DIR;
+  const dir = netns ? namespaceDir(stateDir, netns) : null;
   const selfStart = startTimeOf(readText(host, proc('self/stat')) ?? '') ?? 0;
 
   if (!opts.setup) {
@@ -205,9 +171,10 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
   // turns, and the second sees the first as a member.
   let release: () => void = () => undefined;
   if (dir) {
+    // Directories of namespaces no ctacct runs in any more would pile up (one per container).
+    sweepStale(host, stateDir, dir);
     try {
-      host.mkdir(dir);
-      release = host.lock(join(dir, 'lock'));
+      release = lockNamespace(host, dir);
     } catch {
       release = () => undefined; // /run not writable (unprivileged user namespace): no sharing
     }
@@ -238,12 +205,12 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
   // Steps shared by both undo paths; each clears its plan entry when done, so neither path repeats
   // what the other did. Returns the async remainder (leftover entries) or null.
   const undoCore = (): { lastOut: boolean } => {
-    let relock: () => void = () => undefined;
+    let relock: (() => void) | null = null;
     let lastOut = false;
     try {
-      if (dir) relock = host.lock(join(dir, 'lock'));
+      if (dir) relock = host.lock(join(dir, LOCK));
     } catch {
-      /* go on unlocked */
+      /* go on unlocked (and leave the directory) */
     }
     try {
       if (plan.table) {
@@ -278,6 +245,8 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
           }
           tryUnlink(host, join(dir, OTHERS));
           tryUnlink(host, join(dir, BEFORE)); // the async path read it first
+          // Only under the lock: a run starting now waits on it, then sees the file gone and retries.
+          if (relock) removeIfUnused(host, dir);
         }
       } else if (plan.restoreAcct) {
         // No reference count (state dir not writable): this run alone restores what it changed.
@@ -289,7 +258,7 @@ export async function prepareSystem(opts: SetupOptions, deps: SetupDeps): Promis
         }
       }
     } finally {
-      relock();
+      relock?.();
       try {
         session?.close();
       } catch {

@@ -10,18 +10,7 @@ export type RateWindow = 'refresh' | '2s' | '10s' | '40s';
 export const RATE_WINDOWS: RateWindow[] = ['refresh', '2s', '10s', '40s'];
 
 /** The row a drill-down opened (Enter): its connections are shown, the row's identity kept to match them. */
-export interface Drill {
-  groupBy: GroupBy;
-  key: string;
-  pid: number | null;
-  comm: string | null;
-  cmdline: string | null;
-  uid: number | null;
-  user: string | null;
-  remote: string | null;
-  port: number | null;
-  proto: string | null;
-}
+export type Drill = { groupBy: GroupBy } & Pick<TopRow, 'key' | 'pid' | 'comm' | 'cmdline' | 'uid' | 'user' | 'remote' | 'port' | 'proto'>;
 
 export interface UiState {
   groupBy: GroupBy;

@@ -29,6 +29,10 @@ function doctor(ns: Netns, prefix: string[] = []): Promise<{ code: number | null
   });
 }
 
+const NAMESPACES_OK = 'CAP_SYS_ADMIN: flows of processes in other network namespaces (containers) are attributed; --netns works';
+const NO_SYS_ADMIN =
+  "no CAP_SYS_ADMIN: flows of processes in other network namespaces (containers) show as unknown (reason no_permission), and --netns cannot be used; the host's own flows are not affected";
+
 const pick = (r: DoctorResult, name: string) => {
   const c = r.checks.find((x) => x.name === name);
   assert.ok(c, `no check ${name}`);
@@ -49,9 +53,10 @@ test('doctor in a fresh namespace: accounting and tracking warn with their fixes
     assert.equal(json.ok, true);
     assert.deepEqual(
       json.checks.map((c) => c.name),
-      ['privileges', 'proc', 'conntrack_module', 'ctnetlink', 'nft', 'tracking', 'accounting', 'events', 'timestamp', 'table_size', 'close_tracker'],
+      ['privileges', 'namespaces', 'proc', 'conntrack_module', 'ctnetlink', 'nft', 'tracking', 'accounting', 'events', 'timestamp', 'table_size', 'close_tracker'],
     );
     assert.deepEqual(pick(json, 'privileges'), { name: 'privileges', ok: true, status: 'ok', detail: 'CAP_NET_ADMIN (uid 0)', fix: null });
+    assert.deepEqual(pick(json, 'namespaces'), { name: 'namespaces', ok: true, status: 'ok', detail: NAMESPACES_OK, fix: null });
     assert.deepEqual(pick(json, 'ctnetlink'), { name: 'ctnetlink', ok: true, status: 'ok', detail: 'conntrack netlink dump works', fix: null });
     assert.deepEqual(pick(json, 'accounting'), {
       name: 'accounting',
@@ -121,10 +126,32 @@ test('doctor as an unprivileged user: privilege failures and exit code 3', { ski
       fix: SUDO,
     });
     assert.equal(pick(json, 'tracking').detail, 'cannot tell whether conntrack tracks here: cannot read the nft ruleset (needs CAP_NET_ADMIN)');
+    assert.deepEqual(pick(json, 'namespaces'), { name: 'namespaces', ok: true, status: 'warn', detail: NO_SYS_ADMIN, fix: 'run ctacct with sudo' });
     assert.deepEqual(
       json.checks.filter((c) => c.status === 'fail').map((c) => c.name),
       ['privileges', 'ctnetlink'],
     );
+  } finally {
+    await ns.destroy();
+  }
+});
+
+test('doctor as root without CAP_SYS_ADMIN (dropped from the bounding set): namespaces warns, everything else as before, exit 0', { skip: rootSkip || (!hasCommand('setpriv') && 'SKIPPED: setpriv missing') }, async () => {
+  const ns = await Netns.create('dr');
+  try {
+    const { code, json, stderr } = await doctor(ns, ['setpriv', '--bounding-set=-sys_admin', '--inh-caps=-sys_admin']);
+    assert.equal(code, 0, stderr);
+    assert.equal(stderr, '');
+    assert.equal(json.ok, true);
+    assert.deepEqual(pick(json, 'privileges'), { name: 'privileges', ok: true, status: 'ok', detail: 'CAP_NET_ADMIN (uid 0)', fix: null });
+    assert.deepEqual(pick(json, 'namespaces'), {
+      name: 'namespaces',
+      ok: true,
+      status: 'warn',
+      detail: NO_SYS_ADMIN,
+      fix: 'give the process CAP_SYS_ADMIN (a container: `docker run --cap-add SYS_ADMIN …`; systemd: AmbientCapabilities=CAP_SYS_ADMIN)',
+    });
+    assert.deepEqual(pick(json, 'ctnetlink'), { name: 'ctnetlink', ok: true, status: 'ok', detail: 'conntrack netlink dump works', fix: null });
   } finally {
     await ns.destroy();
   }

@@ -35,6 +35,8 @@ export interface FakeHostOptions {
   nftEngageError?: string | null;
   /** Conntrack ids in the table (entryIds) at start. */
   entries?: number[];
+  /** Paths that are symlinks rather than directories. */
+  symlinks?: string[];
   /** Processes alive: pid → start time (for reference-count members). */
   alive?: Record<number, number>;
 }
@@ -108,13 +110,21 @@ export class FakeHost implements Host {
   readdir(p: string): string[] {
     if (p === `${PROC}/1/fd` && (this.o.uid ?? 0) === 0) return ['0', '1'];
     if (!p.startsWith(PROC)) {
-      const names = [...this.files.keys()].filter((k) => k.startsWith(`${p}/`)).map((k) => k.slice(p.length + 1));
-      return names.filter((n) => !n.includes('/'));
+      // Files and the directories that hold them (a directory exists while a file is under it).
+      const names = [...this.files.keys()].filter((k) => k.startsWith(`${p}/`)).map((k) => k.slice(p.length + 1).split('/')[0]!);
+      return [...new Set(names)];
     }
     throw Object.assign(new Error('EACCES'), { code: 'EACCES' });
   }
   mkdir(p: string): void {
     this.log.push(`mkdir ${p}`);
+  }
+  rmdir(p: string): void {
+    if ([...this.files.keys()].some((k) => k.startsWith(`${p}/`))) throw Object.assign(new Error(`ENOTEMPTY: ${p}`), { code: 'ENOTEMPTY' });
+    this.log.push(`rmdir ${p}`);
+  }
+  isDir(p: string): boolean {
+    return !(this.o.symlinks ?? []).includes(p);
   }
   lock(p: string): () => void {
     if (this.locked) throw new Error(`fake: ${p} locked twice`);

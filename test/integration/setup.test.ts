@@ -85,13 +85,13 @@ async function withNs(tag: string, fn: (ns: Netns, stateDir: string) => Promise<
 const ctTable = (pid: number | undefined) =>
   new RegExp(`^table inet ctacct-${pid} \\{ # progname node\\n\\tflags owner\\n\\n\\tchain track \\{\\n\\t\\ttype filter hook output priority 300; policy accept;\\n`);
 
-/** What the reference count directory of the namespace holds. */
-async function stateFiles(ns: Netns, stateDir: string): Promise<string[]> {
+/** What the reference count directory of the namespace holds; null once it is gone (the last run out removes it). */
+async function stateFiles(ns: Netns, stateDir: string): Promise<string[] | null> {
   const netns = (await ns.exec('readlink', ['/proc/self/ns/net'])).trim();
   try {
     return readdirSync(join(stateDir, netns.replace(/[^0-9a-z]+/gi, '-').replace(/-+$/, ''))).sort();
   } catch {
-    return [];
+    return null;
   }
 }
 
@@ -145,7 +145,7 @@ for (const hideNft of [false, true]) {
       assert.ok(r.report.notes.some((n) => n.code === 'engage-cost' && n.message.startsWith(COST_NOTE_START)));
       assert.equal(await ns.sysctl('net.netfilter.nf_conntrack_acct'), '1');
       assert.match(await ns.nftRuleset(), ctTable(pid));
-      assert.deepEqual(await stateFiles(ns, stateDir), ['acct-was-0', 'entries-before', 'lock', `member-${pid}-${/\d+$/.exec((await stateFiles(ns, stateDir)).find((f) => f.startsWith('member-'))!)?.[0]}`, 'others']);
+      assert.deepEqual(await stateFiles(ns, stateDir), ['acct-was-0', 'entries-before', 'lock', `member-${pid}-${/\d+$/.exec((await stateFiles(ns, stateDir))!.find((f) => f.startsWith('member-'))!)?.[0]}`, 'others']);
 
       const N = 100_000;
       const c = await transferCounters(ns, N, 5201);
@@ -156,7 +156,7 @@ for (const hideNft of [false, true]) {
 
       assert.deepEqual(await quit(r), { code: 0, signal: null });
       assert.deepEqual(await snapshot(ns), before);
-      assert.deepEqual(await stateFiles(ns, stateDir), ['lock']);
+      assert.equal(await stateFiles(ns, stateDir), null);
       // The entry existed only because ctacct engaged tracking: removed, not left for days.
       assert.equal((await ns.exec('conntrack', ['-L'])).trim(), '');
     });
@@ -203,7 +203,7 @@ for (const [sig, code] of [
       r.child.kill(sig);
       assert.deepEqual(await r.exited, { code, signal: null });
       assert.deepEqual(await snapshot(ns), before);
-      assert.deepEqual(await stateFiles(ns, stateDir), ['lock']);
+      assert.equal(await stateFiles(ns, stateDir), null);
       assert.equal(r.err(), '');
     });
   });
@@ -231,7 +231,7 @@ test('a cleanup that throws during shutdown: one line, the undo behind it still 
     assert.deepEqual(await r.exited, { code: 143, signal: null });
     assert.equal(r.err(), 'ctacct: restoring the terminal failed on purpose\n');
     assert.deepEqual(await snapshot(ns), before);
-    assert.deepEqual(await stateFiles(ns, stateDir), ['lock']);
+    assert.equal(await stateFiles(ns, stateDir), null);
   });
 });
 
@@ -242,7 +242,7 @@ test('an uncaught error: one line on stderr, exit 1, namespace as found', { skip
     assert.deepEqual(await r.exited, { code: 1, signal: null });
     assert.equal(r.err(), 'ctacct: runner crashed on purpose (internal error)\n');
     assert.deepEqual(await snapshot(ns), before);
-    assert.deepEqual(await stateFiles(ns, stateDir), ['lock']);
+    assert.equal(await stateFiles(ns, stateDir), null);
   });
 });
 
@@ -269,7 +269,7 @@ test('SIGKILL: the kernel removes the owned table at once; the next run restores
     second.child.kill('SIGTERM');
     assert.deepEqual(await second.exited, { code: 143, signal: null });
     assert.deepEqual(await snapshot(ns), before);
-    assert.deepEqual(await stateFiles(ns, stateDir), ['lock']);
+    assert.equal(await stateFiles(ns, stateDir), null);
   });
 });
 
@@ -286,8 +286,17 @@ test('two runs: the first exits early; the second keeps its own table and acct u
     const N = 100_000;
     const c = await transferCounters(ns, N, 5203);
     assert.equal(c.ob, N + 52 * c.op + 8);
+    assert.deepEqual((await stateFiles(ns, stateDir))?.filter((f) => f.startsWith('member-')).length, 1);
     b.child.kill('SIGTERM');
     assert.deepEqual(await b.exited, { code: 143, signal: null });
+    assert.deepEqual(await snapshot(ns), before);
+    // the last one out removed the namespace's directory: nothing is left in the state dir
+    assert.deepEqual(readdirSync(stateDir), []);
+    // and a third run after them starts cleanly and leaves nothing either
+    const c3 = await startRunner(ns, stateDir);
+    assert.deepEqual(c3.report.changes.map((c) => c.code), ['acct-on', 'table-engaged']);
+    assert.deepEqual(await quit(c3), { code: 0, signal: null });
+    assert.deepEqual(readdirSync(stateDir), []);
     assert.deepEqual(await snapshot(ns), before);
   });
 });
@@ -315,6 +324,6 @@ test('--no-setup changes nothing and reports what is missing', { skip: rootSkip 
     r.child.kill('SIGTERM');
     assert.deepEqual(await r.exited, { code: 143, signal: null });
     assert.deepEqual(await snapshot(ns), before);
-    assert.deepEqual(await stateFiles(ns, stateDir), []);
+    assert.equal(await stateFiles(ns, stateDir), null);
   });
 });

@@ -109,6 +109,7 @@ test('detect: a fresh root namespace (acct off, nothing engaged)', async () => {
     netlinkError: null,
     netlinkMessage: null,
     netAdmin: true,
+    sysAdmin: true,
     uid: 0,
     nft: '/usr/sbin/nft',
     acct: 0,
@@ -133,6 +134,7 @@ test('detect: unprivileged: EPERM probe, no capability, ruleset unreadable, coun
   });
   const d = await detect(host);
   assert.equal(d.netAdmin, false);
+  assert.equal(d.sysAdmin, false);
   assert.equal(d.uid, 65534);
   assert.equal(d.procFdsReadable, false);
   assert.equal(d.netlinkError, 'EPERM');

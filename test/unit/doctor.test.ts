@@ -15,6 +15,7 @@ test('doctor: everything in place', async () => {
     r.checks.map((c) => [c.name, c.status, c.fix]),
     [
       ['privileges', 'ok', null],
+      ['namespaces', 'ok', null],
       ['proc', 'ok', null],
       ['conntrack_module', 'ok', null],
       ['ctnetlink', 'ok', null],
@@ -30,6 +31,31 @@ test('doctor: everything in place', async () => {
   assert.equal(doctorFailure(r), null);
   assert.equal(renderDoctor(r).split('\n').at(-2), 'ctacct top can work here');
   assert.equal(renderDoctor(r).split('\n')[0], '✓ privileges        CAP_NET_ADMIN (uid 0)');
+  assert.equal(
+    renderDoctor(r).split('\n')[1],
+    '✓ namespaces        CAP_SYS_ADMIN: flows of processes in other network namespaces (containers) are attributed; --netns works',
+  );
+});
+
+const NO_SYS_ADMIN =
+  "no CAP_SYS_ADMIN: flows of processes in other network namespaces (containers) show as unknown (reason no_permission), and --netns cannot be used; the host's own flows are not affected";
+
+test('doctor: root with CAP_NET_ADMIN but not CAP_SYS_ADMIN (a container): a warning on namespaces, still ok', async () => {
+  // CapEff with only bit 12 (CAP_NET_ADMIN) set: as `docker run --cap-add NET_ADMIN` gives
+  const r = doctorResult(await detect(new FakeHost({ acct: 1, capEff: '0000000000001000', otherRules: [firewall] })));
+  assert.equal(r.ok, true);
+  const byName = Object.fromEntries(r.checks.map((c) => [c.name, c]));
+  assert.equal(byName.privileges?.status, 'ok');
+  assert.deepEqual(byName.namespaces, {
+    name: 'namespaces',
+    ok: true,
+    status: 'warn',
+    detail: NO_SYS_ADMIN,
+    fix: 'give the process CAP_SYS_ADMIN (a container: `docker run --cap-add SYS_ADMIN …`; systemd: AmbientCapabilities=CAP_SYS_ADMIN)',
+  });
+  assert.equal(doctorFailure(r), null);
+  assert.match(renderDoctor(r), /^! namespaces {8}no CAP_SYS_ADMIN: .* — fix: give the process CAP_SYS_ADMIN /m);
+  assert.equal(renderDoctor(r).split('\n').at(-2), 'ctacct top can work here');
 });
 
 test('doctor: fresh namespace as root: warnings with their fixes, still ok', async () => {
@@ -68,6 +94,11 @@ test('doctor: unprivileged: privilege failures, exit code 3', async () => {
   assert.equal(err?.exitCode, EXIT.privilege);
   assert.equal(err?.message, 'doctor: 2 checks failed (privileges, ctnetlink)');
   assert.match(renderDoctor(r), /^✗ privileges {8}no CAP_NET_ADMIN \(uid 65534\)/m);
+  // a warning, not a failure: sudo gives it
+  assert.deepEqual(
+    r.checks.filter((c) => c.name === 'namespaces').map((c) => [c.status, c.detail, c.fix]),
+    [['warn', NO_SYS_ADMIN, 'run ctacct with sudo']],
+  );
   assert.equal(renderDoctor(r).split('\n').at(-2), '2 checks failed: ctacct top cannot work here until fixed');
 });
 

@@ -65,6 +65,7 @@ test('fresh namespace: acct on (marked first), probe, owned table, member; undo 
     `unlink ${DIR}/acct-was-0`,
     `unlink ${DIR}/others`,
     `unlink ${DIR}/entries-before`,
+    `rmdir ${DIR}`,
     'probe',
     'remove entries 7,8',
   ]);
@@ -115,14 +116,19 @@ test('two instances: the second joins the count, engages its own table; the last
   assert.deepEqual([...b.tables.keys()], ['ctacct-200']);
   // a exits first: it must not restore acct (b still runs)
   for (const [k, v] of b.files) if (k.startsWith('/run/')) host.files.set(k, v);
+  host.log.length = 0;
   await a.handle.undo();
   assert.equal(host.acct, '1\n');
   assert.equal(host.files.has(`${DIR}/acct-was-0`), true);
+  assert.deepEqual(host.log.filter((l) => l.startsWith('rmdir')), [], 'the directory stays while b runs');
   // b is last
   b.files.clear();
   for (const [k, v] of host.files) b.files.set(k, v);
+  b.log.length = 0;
   await hb.undo();
   assert.equal(b.acct, '0\n');
+  assert.deepEqual(b.log.filter((l) => l.startsWith('rmdir')), [`rmdir ${DIR}`]);
+  assert.deepEqual([...b.files.keys()].filter((k) => k.startsWith('/run/')), []);
 });
 
 test('a member killed with SIGKILL is ignored; the next run adopts acct=1 and restores 0', async () => {
@@ -203,6 +209,53 @@ test('an undo that cannot restore acct names the fix once; a concurrent sync und
   // The exit path runs while the async undo is in flight: it must not write again.
   assert.throws(() => handle.undoSync(), /could not undo: restoring net.netfilter.nf_conntrack_acct=0 \(EROFS\)/);
   await assert.rejects(p, /could not undo: restoring net.netfilter.nf_conntrack_acct=0 \(EROFS\) — run `sudo sysctl -w net.netfilter.nf_conntrack_acct=0`$/);
+  // the mark stays for the next run to restore, so the directory does too
+  assert.equal(host.files.get(`${DIR}/acct-was-0`), '4242\n');
+  assert.deepEqual(host.log.filter((l) => l.startsWith('rmdir')), []);
+});
+
+test('a start sweeps directories of namespaces nothing runs in and nothing is left to undo in', async () => {
+  const R = '/run/ctacct';
+  const host = new FakeHost({
+    acct: 1,
+    alive: { 300: 31 },
+    symlinks: [`${R}/net-6`],
+    files: {
+      [`${R}/net-1/lock`]: '', // what every run used to leave behind
+      [`${R}/net-2/lock`]: '',
+      [`${R}/net-2/member-300-31`]: '-\n', // a live run
+      [`${R}/net-3/lock`]: '',
+      [`${R}/net-3/acct-was-0`]: '77\n', // its next run restores acct
+      [`${R}/net-4/lock`]: '',
+      [`${R}/net-4/member-77-5`]: '-\n', // killed; nothing of it left
+      [`${R}/net-4/others`]: '0\n',
+      [`${R}/net-5/member-78-5`]: 'ctacct-78\n', // killed on an old kernel: its table is still to delete
+      [`${R}/net-6/lock`]: '', // a symlink: never followed
+      [`${R}/backup/lock`]: '', // not a namespace directory
+      [`${R}/net-7/notes.txt`]: 'x', // something ctacct did not write
+    },
+  });
+  const { handle } = await prepare({}, {}, host);
+  assert.deepEqual(host.log.filter((l) => l.startsWith('rmdir') || l.includes('/net-4/')), [
+    `rmdir ${R}/net-1`,
+    `unlink ${R}/net-4/member-77-5`,
+    `unlink ${R}/net-4/others`,
+    `unlink ${R}/net-4/lock`,
+    `rmdir ${R}/net-4`,
+  ]);
+  const left = [...host.files.keys()].filter((k) => k.startsWith(`${R}/`) && !k.startsWith(DIR)).sort();
+  assert.deepEqual(left, [
+    `${R}/backup/lock`,
+    `${R}/net-2/lock`,
+    `${R}/net-2/member-300-31`,
+    `${R}/net-3/acct-was-0`,
+    `${R}/net-3/lock`,
+    `${R}/net-5/member-78-5`,
+    `${R}/net-6/lock`,
+    `${R}/net-7/notes.txt`,
+  ]);
+  await handle.undo();
+  assert.deepEqual(host.log.filter((l) => l.startsWith(`rmdir ${DIR}`)), [`rmdir ${DIR}`]);
 });
 
 test('formatSetupReport: one line per change, then notes', async () => {
