@@ -4,7 +4,10 @@
 //   sudo npm run bench                            full: ≥ 3 runs per cell, medians; rewrites the
 //                                                 section between markers in docs/benchmarks.md
 //   sudo npm run bench -- --only churn,bigtable   pick loads: bulk,udp,churn,bigtable,dump,refresh
-//   npm run bench -- --report bench/out/results-full.json   regenerate the tables from saved results
+//   sudo npm run bench -- --only memtime          memory over 10 min of churn, top then serve (~22 min;
+//                                                 only when named, never with --quick; --memtime-seconds N,
+//                                                 --memtime-targets top|serve)
+//   npm run bench -- --report bench/out/results-full.json   regenerate the tables from saved results (or results-memtime.json)
 // Other options: --runs N, --no-doc (full run without touching docs/), --write-doc (also for --quick),
 // --monitors ctacct,nethogs,… (subset of monitors), --profile DIR (ctacct monitors run under
 // `node --cpu-prof --cpu-prof-dir=DIR`: a V8 profile per cell), --merge FILE (keep the other loads' cells from an
@@ -22,6 +25,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MEMTIME_DEFAULTS, memtimeReport, runMemtime, type MemtimeRun } from './memtime.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const OUT = join(REPO, 'bench/out');
@@ -40,12 +44,12 @@ const opt = (name: string): string | undefined => {
   return eq?.slice(name.length + 3);
 };
 const has = (name: string) => argv.includes(`--${name}`);
-const LOADS = ['bulk', 'udp', 'churn', 'bigtable', 'dump', 'refresh'] as const;
+const LOADS = ['bulk', 'udp', 'churn', 'bigtable', 'dump', 'refresh', 'memtime'] as const;
 type Load = (typeof LOADS)[number];
 const QUICK = has('quick');
 
 if (has('help') || has('h')) {
-  process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 12).map((l) => l.slice(3)).join('\n') + '\n');
+  process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 15).map((l) => l.slice(3)).join('\n') + '\n');
   process.exit(0);
 }
 
@@ -56,7 +60,13 @@ for (const o of only ?? []) {
     process.exit(2);
   }
 }
-const selected = (l: Load) => !only || only.includes(l);
+// memtime (20+ minutes) runs only when named, and never in quick mode (CI).
+const selected = (l: Load) => (l === 'memtime' ? !QUICK && !!only?.includes(l) : !only || only.includes(l));
+if (QUICK && only?.includes('memtime')) {
+  console.error('bench: memtime has no quick mode (it measures memory over 10 minutes); run it without --quick');
+  process.exit(2);
+}
+const MEMTIME = { ...MEMTIME_DEFAULTS, ...(opt('memtime-seconds') ? { seconds: Number(opt('memtime-seconds')) } : {}) };
 
 /** Sizes and durations. Quick mode proves every path works in a few seconds per load. */
 const CFG = QUICK
@@ -614,6 +624,36 @@ async function churn(res: Results, mons: MonitorDef[]): Promise<void> {
   }
 }
 
+/** Memory over time: top, then serve, each alone on the testbed; own results files, own doc section (by hand). */
+async function memtime(): Promise<MemtimeRun[]> {
+  const tb = {
+    nsA: NS_A,
+    nsB: NS_B,
+    ipB: IP_B,
+    clientSrcs: CLIENT_SRCS,
+    loadgen: join(OUT, 'loadgen'),
+    ctacct: CTACCT.split(' '),
+    tmp: TMP,
+    nextPort: () => (churnPort > 8999 ? (churnPort = 8000) : churnPort++),
+    flushConntrack,
+    nftCounters,
+    log,
+  };
+  const runs: MemtimeRun[] = [];
+  const save = () => writeFileSync(join(OUT, 'results-memtime.json'), JSON.stringify({ date: new Date().toISOString(), kernel: sh('uname -r').trim(), cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, config: MEMTIME, runs }, null, 1));
+  const targets = (opt('memtime-targets')?.split(',') ?? ['top', 'serve']).filter((t): t is 'top' | 'serve' => t === 'top' || t === 'serve');
+  for (const target of targets) {
+    runs.push(await runMemtime(tb, target, MEMTIME));
+    save();
+    await sleep(2000);
+  }
+  const md = memtimeReport(runs, MEMTIME);
+  writeFileSync(join(OUT, 'benchmarks-memtime.md'), `${md}\n`);
+  process.stdout.write(`${md}\n`);
+  log('results: bench/out/results-memtime.json, bench/out/benchmarks-memtime.md');
+  return runs;
+}
+
 // ----- table sizes: big table (d), dump (e), refresh (f)
 function insertEntries(n: number): number {
   flushConntrack();
@@ -915,7 +955,9 @@ function writeDoc(md: string): void {
 async function main(): Promise<void> {
   const reportFile = opt('report');
   if (reportFile) {
-    const r = JSON.parse(readFileSync(reportFile, 'utf8')) as Results;
+    const j = JSON.parse(readFileSync(reportFile, 'utf8')) as Results | { runs: MemtimeRun[]; config: typeof MEMTIME };
+    if ('runs' in j) return void process.stdout.write(`${memtimeReport(j.runs, j.config)}\n`); // results-memtime.json
+    const r = j;
     const md = report(r);
     process.stdout.write(`${md}\n`);
     if (has('write-doc')) writeDoc(md);
@@ -976,11 +1018,21 @@ async function main(): Promise<void> {
     if (selected('udp')) await udp(res, runnable);
     if (selected('churn')) await churn(res, runnable);
     if (selected('bigtable') || selected('dump') || selected('refresh')) await tables(res, runnable);
+    if (selected('memtime')) {
+      const runs = await memtime();
+      for (const r of runs) if (r.error) res.failures.push(`memtime ${r.target}: ${r.error}`);
+    }
     res.skipped.push('nethogs and iftop are not run on the big-table load: their cost follows packets, not the conntrack table.');
   } finally {
     cleanupSync();
   }
   res.seconds = (Date.now() - T0) / 1000;
+  if (only?.every((l) => l === 'memtime')) {
+    // Its own files only: the results of the other loads stay as they are.
+    for (const f of res.failures) log(f);
+    if (res.failures.length) process.exitCode = 1;
+    return;
+  }
   const md = report(res);
   writeFileSync(join(OUT, `results-${res.mode}.json`), JSON.stringify(res, null, 1));
   writeFileSync(join(OUT, `benchmarks-${res.mode}.md`), `${md}\n`);

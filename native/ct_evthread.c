@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ct_owners.h"
 #include "ct_parse.h"
 #include "ct_sock.h"
 
@@ -65,7 +66,7 @@ struct ct_evthread {
 	struct ev_pending tmp[PENDING_PER_TICK];
 	size_t npend;
 	uint64_t last_pend;
-	char netns[64]; /* "net:[inode]" of the reader's network namespace, "" if unknown */
+	uint64_t netns; /* inode of the reader's network namespace, 0 if unknown */
 };
 
 static struct ct_ev_batch *ev_batch_new(void)
@@ -160,87 +161,25 @@ static void ev_cache_put(struct ct_evthread *t, uint32_t inode, uint32_t pid)
 	t->cache_pid[i] = pid;
 }
 
-/* Reads one process's fd table, caching every socket inode met. Returns fds read. */
+static void ev_cache_sock(void *ctx, uint32_t inode, uint32_t pid)
+{
+	ev_cache_put(ctx, inode, pid);
+}
+
+/* Reads one process's fd table (ct_owners.c rules), caching every socket inode met. Returns fds read. */
 static size_t ev_scan_pid(struct ct_evthread *t, uint32_t pid)
 {
-	char path[256];
-	snprintf(path, sizeof(path), "%s/%u/fd", t->proc_root, pid);
-	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return 0;
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return 0;
-	}
-	size_t n = 0;
-	struct dirent *de;
-	char target[64];
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		ssize_t len = readlinkat(dirfd(d), de->d_name, target, sizeof(target) - 1);
-		if (len <= 0)
-			continue;
-		n++;
-		target[len] = 0;
-		if (len > 9 && memcmp(target, "socket:[", 8) == 0)
-			ev_cache_put(t, (uint32_t)strtoul(target + 8, NULL, 10), pid);
-	}
-	closedir(d);
-	return n;
+	struct ct_own_stats st;
+	memset(&st, 0, sizeof(st));
+	ct_own_scan_pid(t->proc_root, pid, ev_cache_sock, t, &st);
+	return st.fds;
 }
 
-static int ev_cmp_desc(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/* Whether a process lives in the reader's network namespace (where the flows are): pids are
+/* The NEWEST highest pids under proc_root in this network namespace, highest first: pids are
  * global, and on a host with containers the newest processes are often someone else's. */
-static int ev_same_netns(struct ct_evthread *t, uint32_t pid)
-{
-	char path[256], target[64];
-	snprintf(path, sizeof(path), "%s/%u/ns/net", t->proc_root, pid);
-	ssize_t n = readlink(path, target, sizeof(target) - 1);
-	if (n <= 0)
-		return 0;
-	target[n] = 0;
-	return strcmp(target, t->netns) == 0;
-}
-
-/* The NEWEST highest pids under proc_root in this network namespace, highest first. */
 static size_t ev_newest_pids(struct ct_evthread *t, uint32_t *top)
 {
-	DIR *d = opendir(t->proc_root);
-	if (!d)
-		return 0;
-	size_t n = 0, cap = 1024;
-	uint32_t *all = malloc(cap * sizeof(*all));
-	struct dirent *de;
-	while (all && (de = readdir(d))) {
-		if (de->d_name[0] < '1' || de->d_name[0] > '9')
-			continue;
-		if (n == cap) {
-			uint32_t *more = realloc(all, 2 * cap * sizeof(*all));
-			if (!more)
-				break;
-			all = more;
-			cap *= 2;
-		}
-		all[n++] = (uint32_t)strtoul(de->d_name, NULL, 10);
-	}
-	closedir(d);
-	if (!all)
-		return 0;
-	qsort(all, n, sizeof(*all), ev_cmp_desc);
-	size_t k = 0;
-	for (size_t i = 0; i < n && k < NEWEST; i++)
-		if (!t->netns[0] || ev_same_netns(t, all[i]))
-			top[k++] = all[i];
-	free(all);
-	return k;
+	return ct_own_newest(t->proc_root, t->netns, top, NEWEST);
 }
 
 static uint64_t ev_now(void)
@@ -360,26 +299,17 @@ static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
 	pthread_mutex_unlock(&t->mu);
 }
 
-/* Appends the children of pid (of its main thread) to out[*n], up to cap, leaving out `skip`. */
-static void ev_children(struct ct_evthread *t, uint32_t pid, uint32_t skip, uint32_t *out, size_t *n, size_t cap)
+/* Appends the children of pid (of every thread, ct_owners.c) to out[*n], up to cap, leaving out
+ * `skip`. Returns pid's parent (0 when unknown). */
+static uint32_t ev_children(struct ct_evthread *t, uint32_t pid, uint32_t skip, uint32_t *out, size_t *n, size_t cap)
 {
-	char path[256], buf[4096];
-	snprintf(path, sizeof(path), "%s/%u/task/%u/children", t->proc_root, pid, pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	ssize_t k = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (k <= 0)
-		return;
-	buf[k] = 0;
-	for (char *q = buf, *end; *n < cap; q = end) {
-		unsigned long c = strtoul(q, &end, 10);
-		if (end == q)
-			break;
-		if ((uint32_t)c != skip)
-			out[(*n)++] = (uint32_t)c;
-	}
+	uint32_t kids[MAX_CANDIDATES], ppid = 0;
+	int has_ppid = 0;
+	long k = ct_own_family(t->proc_root, pid, &ppid, &has_ppid, kids, MAX_CANDIDATES);
+	for (long i = 0; i < k && i < MAX_CANDIDATES && *n < cap; i++)
+		if (kids[i] != skip)
+			out[(*n)++] = kids[i];
+	return has_ppid ? ppid : 0;
 }
 
 /* Appends pid's children, parent and siblings to out[*n], up to cap. The family is where a
@@ -388,23 +318,13 @@ static void ev_children(struct ct_evthread *t, uint32_t pid, uint32_t skip, uint
  * group (each with a listener of its own) are siblings (same rule as TypeScript's search). */
 static void ev_family(struct ct_evthread *t, uint32_t pid, uint32_t *out, size_t *n, size_t cap)
 {
-	char path[256], buf[4096];
-	unsigned ppid = 0;
-	ev_children(t, pid, 0, out, n, cap);
-	snprintf(path, sizeof(path), "%s/%u/stat", t->proc_root, pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		ssize_t k = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (k > 0) {
-			buf[k] = 0;
-			char *rp = strrchr(buf, ')');
-			if (rp && sscanf(rp + 2, "%*c %u", &ppid) == 1 && ppid > 1 && *n < cap)
-				out[(*n)++] = ppid;
-		}
-	}
-	if (ppid > 1)
+	uint32_t ppid = ev_children(t, pid, 0, out, n, cap);
+	/* init (1) is nobody's family: its children are every daemon. */
+	if (ppid > 1) {
+		if (*n < cap)
+			out[(*n)++] = ppid;
 		ev_children(t, ppid, pid, out, n, cap);
+	}
 }
 
 /* Owners of accepted sockets in records [from, to): the family of the listener's holder
@@ -698,8 +618,7 @@ int ct_evthread_start(const struct ct_evthread_opts *o, ct_ev_deliver deliver, v
 	t->watch_accepts = o->watch_accepts;
 	t->rcvbuf_max = o->rcvbuf_max;
 	snprintf(t->proc_root, sizeof(t->proc_root), "%s", o->proc_root ? o->proc_root : "/proc");
-	ssize_t nl = readlink("/proc/self/ns/net", t->netns, sizeof(t->netns) - 1);
-	t->netns[nl > 0 ? nl : 0] = 0;
+	t->netns = ct_own_netns_at("/proc/self/ns/net");
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_cond_init(&t->drained, NULL);
 	t->queue_max = o->queue_max ? o->queue_max : QUEUE_MAX_DEFAULT;

@@ -135,6 +135,28 @@ export interface Addon {
   closerLookup(handle: Handle, family: 4 | 6, local: Buffer, lport: number, remote: Buffer, rport: number): CloserHit | null;
   /** Detaches the program and frees its map. */
   closerClose(handle: Handle): void;
+  /** The owner search (native/ct_owners.h): fd tables of `pids` in that order, or (null) of every
+   *  pid under procRoot newest first in network namespace `netns` (inode; 0: any), until every
+   *  inode of `want` was met (empty: read all) or after `budgetMs` (Infinity: no limit). */
+  scanOwners(procRoot: string, pids: Uint32Array | null, want: Uint32Array, budgetMs: number, netns: number): NativeOwnerScan;
+  /** Parent (field 4 of /proc/PID/stat, null when unreadable) and children of every thread. */
+  processFamily(procRoot: string, pid: number): { ppid: number | null; children: number[] };
+}
+
+export interface NativeOwnerScan {
+  /** [inode, pid, inode, pid, …]: every socket link met, in the order read. */
+  pairs: Uint32Array;
+  /** Pids whose fd table was read in full, in the order read. */
+  scanned: Uint32Array;
+  /** Every pid of the order was visited. */
+  exhaustive: boolean;
+  /** Links read; links or tables skipped because gone (vanished), not ours (denied) or another
+   *  error (failed, the first one's errno). */
+  fds: number;
+  vanished: number;
+  denied: number;
+  failed: number;
+  errno: number;
 }
 
 export interface TracepointOffsets {
@@ -180,6 +202,7 @@ let loaded: Addon | null = null;
 /** Hands the loader a fake (tests) or clears it (null). */
 export function setAddon(fake: Addon | null): void {
   injected = fake;
+  unloadable = false;
 }
 
 export class AddonLoadError extends Error {
@@ -272,6 +295,22 @@ function loadOverride(path: string): Addon {
     return mod.exports;
   } finally {
     closeSync(fd);
+  }
+}
+
+let unloadable = false;
+
+/** The addon, or null when it cannot be loaded (tried once; setAddon clears the memory of that):
+ *  for callers that have a slower JavaScript way of their own. */
+export function addonIfLoadable(): Addon | null {
+  if (injected) return injected;
+  if (loaded) return loaded;
+  if (unloadable) return null;
+  try {
+    return getAddon();
+  } catch {
+    unloadable = true;
+    return null;
   }
 }
 

@@ -3,6 +3,7 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { addonIfLoadable } from '../netlink/addon.js';
 import {
   parseCmdline,
   parseComm,
@@ -242,21 +243,42 @@ export function readStartTime(root: string, pid: number): number | null {
   }
 }
 
-/** Parent and children of a process (children from /proc/PID/task/TID/children of every thread). */
+/**
+ * Parent and children of a process: the parent from /proc/PID/stat (null when unreadable), the
+ * children from /proc/PID/task/TID/children of EVERY thread (a child forked by a worker thread is
+ * listed under that thread only). Native (native/ct_owners.c, the reader thread's code) when the
+ * addon loads.
+ */
 export function readFamily(root: string, pid: number): { ppid: number | null; children: number[] } {
+  const addon = addonIfLoadable();
+  if (!addon || typeof addon.processFamily !== 'function') return readFamilyJs(root, pid);
+  return addon.processFamily(root, pid);
+}
+
+/** readFamily in JavaScript (no addon), same rules. */
+export function readFamilyJs(root: string, pid: number): { ppid: number | null; children: number[] } {
   let ppid: number | null = null;
   const children: number[] = [];
   try {
     ppid = statParent(readFileSync(join(root, String(pid), 'stat'), 'latin1'));
-    for (const tid of readdirSync(join(root, String(pid), 'task'))) {
-      try {
-        for (const c of readFileSync(join(root, String(pid), 'task', tid, 'children'), 'latin1').split(' ')) if (c.trim()) children.push(Number(c));
-      } catch {
-        /* thread gone, or a kernel without CONFIG_PROC_CHILDREN: parents still count */
-      }
-    }
+  } catch {
+    /* gone, or no stat: the children may still be listed */
+  }
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(join(root, String(pid), 'task'));
   } catch {
     /* gone */
+  }
+  for (const tid of tids) {
+    try {
+      for (const c of readFileSync(join(root, String(pid), 'task', tid, 'children'), 'latin1').split(/\s+/)) {
+        const n = Number(c);
+        if (c && Number.isInteger(n) && n > 0) children.push(n);
+      }
+    } catch {
+      /* thread gone, or a kernel without CONFIG_PROC_CHILDREN: parents still count */
+    }
   }
   return { ppid, children };
 }
