@@ -190,8 +190,8 @@ export class Exporter {
       ],
       now,
     );
-    // Other group-bys come straight from the accounting: no second dump, and new/closed flow
-    // counts (per refresh) were already taken by the process snapshot above.
+    // Other group-bys come straight from the accounting: no second dump. Snapshots only read, and
+    // the refresh above already closed its interval; only totals are taken from these.
     if (this.remotes) {
       const s = this.engine.acc.snapshot({ groupBy: 'remote', sort: 'total', time });
       this.remotes.feed(s.rows.map((r) => ({ source: r.key, labels: { remote: r.remote ?? r.key }, totals: [r.sent_total, r.recv_total] })), now);

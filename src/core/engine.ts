@@ -199,7 +199,8 @@ export class TopEngine {
     }
   }
 
-  /** One refresh: a dump when due (or to resync after lost events), then a snapshot. */
+  /** One refresh: a dump when due (or to resync after lost events), then a snapshot; it closes the
+   *  interval the snapshot shows. */
   async refresh(view: ViewRequest): Promise<TopSnapshot> {
     if (this.failure) throw new EngineError(this.failure);
     const every = this.opts.dumpEveryMs ?? 0;
@@ -223,6 +224,8 @@ export class TopEngine {
       ...(view.self ? { self: view.self } : {}),
       ...(view.changes ? { changes: view.changes } : {}),
     });
+    // This refresh's interval ends here: the next snapshot measures from now.
+    this.acc.closeInterval();
     const h = snap.health;
     if (view.tracking) h.tracking = view.tracking;
     if (view.systemChanges) h.system_changes = view.systemChanges;

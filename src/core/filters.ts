@@ -1,12 +1,21 @@
 // Command-line filters → the accounting's Filters and a kernel-side dump filter. Pure.
 import { EXIT, UserError } from '../errors.js';
 import type { DumpFilter } from '../netlink/source.js';
-import type { Filters } from './accounting.js';
 import type { FlowRecord } from '../netlink/record.js';
 import type { FlowEnd } from './flow.js';
 import type { Owner } from './owners.js';
 import { BlockList } from 'node:net';
 import { addrBytes, parseCidr, type Cidr } from './addr.js';
+
+/** What a run counts: flows and ends these exclude are never counted in any row or bucket. */
+export interface Filters {
+  proto?: number[];
+  ports?: number[];
+  host?: (addr: string) => boolean;
+  pids?: number[];
+  users?: (uid: number | null, user: string | null) => boolean;
+  family?: 4 | 6;
+}
 
 export interface FilterArgs {
   proto?: string;

@@ -20,9 +20,8 @@ export function flowKey(r: FlowRecord): FlowId {
 }
 
 /**
- * Whether a record describes the flow already known under the same key: an id can come back for
- * another tuple (the kernel reuses it), and the key only folds in the source port. The one "same
- * flow" test; `sameFlowRaw` is it read in place from a record buffer.
+ * What a flow key must keep naming: an id can come back for another tuple (the kernel reuses it),
+ * and the key only folds in the source port.
  */
 export interface FlowShape {
   proto: number;
@@ -34,13 +33,21 @@ export function shapeOf(r: FlowRecord): FlowShape {
   return { proto: r.proto, sport: r.orig.sport, dport: r.orig.dport };
 }
 
-export function sameFlow(a: FlowShape, r: FlowRecord): boolean {
-  return a.proto === r.proto && a.sport === r.orig.sport && a.dport === r.orig.dport;
+/** The one "same flow" rule: whether two readings under one key describe the same flow. */
+export function sameFlow(a: FlowShape, b: FlowShape): boolean {
+  return a.proto === b.proto && a.sport === b.sport && a.dport === b.dport;
 }
 
+/** Reused by sameFlowRaw: the hot dump path makes no object per record. */
+const scratch: FlowShape = { proto: 0, sport: null, dport: null };
+
+/** sameFlow against a record read in place from a record buffer (native/ct_record.h). */
 export function sameFlowRaw(a: FlowShape, view: DataView, base: number, present: number): boolean {
   const ports = (present & HAS.origPorts) !== 0;
-  return a.proto === view.getUint8(base + 2) && a.sport === (ports ? view.getUint16(base + 26, true) : null) && a.dport === (ports ? view.getUint16(base + 28, true) : null);
+  scratch.proto = view.getUint8(base + 2);
+  scratch.sport = ports ? view.getUint16(base + 26, true) : null;
+  scratch.dport = ports ? view.getUint16(base + 28, true) : null;
+  return sameFlow(a, scratch);
 }
 
 /** The same key read straight from a record buffer (native/ct_record.h), or null without an id. */

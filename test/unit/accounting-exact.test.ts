@@ -30,7 +30,10 @@ const dump = (...records: ReturnType<typeof rec>[]) => {
 };
 const snap = (groupBy: 'process' | 'conn' | 'remote' | 'port' | 'user' = 'process') => {
   w.clock.t += 1000;
-  return acc.snapshot({ groupBy, sort: 'total', time: 't' });
+  // One refresh: the view of the interval, then the interval ends.
+  const s = acc.snapshot({ groupBy, sort: 'total', time: 't' });
+  acc.closeInterval();
+  return s;
 };
 /** One UDP flow from a fixed source port: every life has the same conntrack id and tuple. */
 const udp = (orig: [number, number] | null, reply: [number, number] | null, kind: 'dump' | 'new' | 'destroy' = 'dump') =>

@@ -34,7 +34,10 @@ function dump(...records: ReturnType<typeof rec>[]) {
 
 function snap(groupBy: 'process' | 'conn' | 'remote' | 'port' | 'user' = 'process', dt = 1000) {
   w.clock.t += dt;
-  return acc.snapshot({ groupBy, sort: 'total', time: 't' });
+  // One refresh: the view of the interval, then the interval ends.
+  const s = acc.snapshot({ groupBy, sort: 'total', time: 't' });
+  acc.closeInterval();
+  return s;
 }
 
 const outbound = (orig: [number, number] | null, reply: [number, number] | null, extra = {}) =>
@@ -272,6 +275,35 @@ describe('accounting', () => {
     assert.equal(curl.sent_bps, 3000);
     assert.equal(curl.sent_bps_2s, 2000);
     assert.equal(curl.sent_peak_bps, 3000);
+  });
+
+  test('a snapshot only reads: taken twice it is the same; closeInterval() starts the next interval', () => {
+    dump();
+    acc.startInterval();
+    dump(outbound([1, 1000], [1, 200]), inbound([2, 300], [2, 4000]));
+    snap();
+    // This interval: curl's flow grows, nginx's flow ends (its bytes go to the retired rows).
+    dump(outbound([2, 4000], [1, 500]), inbound([2, 300], [2, 4000]));
+    acc.eventBatch([inbound([3, 800], [3, 9000], { kind: 'destroy' })]);
+    w.clock.t += 1000;
+    const view = () => acc.snapshot({ groupBy: 'process', sort: 'total', time: 't' });
+    const first = view();
+    const second = view();
+    assert.deepEqual(second, first);
+    const curl = first.rows.find((r) => r.pid === 200)!;
+    const nginx = first.rows.find((r) => r.pid === 100)!;
+    assert.deepEqual([curl.sent_bytes, curl.recv_bytes, curl.sent_bps, curl.sent_bps_2s, curl.sent_peak_bps], [3000, 300, 3000, 2000, 3000]);
+    assert.deepEqual([nginx.sent_bytes, nginx.recv_bytes, nginx.closed_flows, nginx.sent_total, nginx.recv_total], [5000, 500, 1, 9000, 800]);
+    // Another group-by in between reads too: the windows of the next refresh are unchanged.
+    acc.snapshot({ groupBy: 'remote', sort: 'total', time: 't' });
+    assert.deepEqual(view(), first);
+    acc.closeInterval();
+    const next = view();
+    const curlNext = next.rows.find((r) => r.pid === 200)!;
+    const nginxNext = next.rows.find((r) => r.pid === 100)!;
+    assert.deepEqual([curlNext.sent_bytes, curlNext.recv_bytes, curlNext.sent_total, curlNext.sent_peak_bps], [0, 0, 4000, 3000]);
+    assert.deepEqual([nginxNext.sent_bytes, nginxNext.closed_flows, nginxNext.new_flows, nginxNext.sent_total], [0, 0, 0, 9000]);
+    assert.equal(next.interval_s, 0.001); // the next interval began at the snapshot that closed the last
   });
 });
 

@@ -6,6 +6,7 @@ import { EngineError, TopEngine } from '../../src/core/engine.js';
 import { getAddon, type NativeError } from '../../src/netlink/addon.js';
 import type { ConntrackSource, EventHandlers } from '../../src/netlink/source.js';
 import { resolver, world } from '../fakes/owners.js';
+import { rec } from '../fakes/records.js';
 
 const dumpBytes = readFileSync(new URL('../fixtures/netlink/dump-all-acct-ts.bin', import.meta.url));
 
@@ -50,6 +51,21 @@ test('subscribes before the initial dump, so no flow slips between them', async 
   const s = await e.refresh(view);
   assert.equal(s.health.flows_tracked, 5);
   assert.equal(e.dumps, 2);
+});
+
+test('each refresh ends the interval it shows: the next starts from zero, totals stay', async () => {
+  const { e, w, f } = engine();
+  await e.start();
+  // A loopback connection born and ended between two refreshes: --by port counts its server end.
+  f.handlers().records([rec({ kind: 'destroy', id: 77, src: '127.0.0.1', sport: 45000, dst: '127.0.0.1', dport: 8080, orig: [3, 600], reply: [2, 400] })]);
+  const byPort = { groupBy: 'port' as const, sort: 'total' as const };
+  w.clock.t += 1000;
+  const first = (await e.refresh(byPort)).rows.find((r) => r.key === 'tcp/8080')!;
+  w.clock.t += 1000;
+  const second = (await e.refresh(byPort)).rows.find((r) => r.key === 'tcp/8080')!;
+  assert.deepEqual([first.sent_bytes, first.recv_bytes, first.sent_bps, first.new_flows, first.closed_flows, first.sent_total], [400, 600, 400, 1, 1, 400]);
+  assert.deepEqual([second.sent_bytes, second.recv_bytes, second.sent_bps, second.new_flows, second.closed_flows, second.sent_total], [0, 0, 0, 0, 0, 400]);
+  assert.equal(second.sent_peak_bps, 400);
 });
 
 test('dump cadence: with dumpEveryMs, refreshes in between read no table', async () => {
