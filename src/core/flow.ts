@@ -35,19 +35,18 @@ export function shapeOf(r: FlowRecord): FlowShape {
 
 /** The one "same flow" rule: whether two readings under one key describe the same flow. */
 export function sameFlow(a: FlowShape, b: FlowShape): boolean {
-  return a.proto === b.proto && a.sport === b.sport && a.dport === b.dport;
+  return sameParts(a, b.proto, b.sport, b.dport);
 }
 
-/** Reused by sameFlowRaw: the hot dump path makes no object per record. */
-const scratch: FlowShape = { proto: 0, sport: null, dport: null };
+function sameParts(a: FlowShape, proto: number, sport: number | null, dport: number | null): boolean {
+  return a.proto === proto && a.sport === sport && a.dport === dport;
+}
 
-/** sameFlow against a record read in place from a record buffer (native/ct_record.h). */
+/** sameFlow against a record read in place from a record buffer (native/ct_record.h): the same
+ *  rule, with no object made or written on the hot dump path. */
 export function sameFlowRaw(a: FlowShape, view: DataView, base: number, present: number): boolean {
   const ports = (present & HAS.origPorts) !== 0;
-  scratch.proto = view.getUint8(base + 2);
-  scratch.sport = ports ? view.getUint16(base + 26, true) : null;
-  scratch.dport = ports ? view.getUint16(base + 28, true) : null;
-  return sameFlow(a, scratch);
+  return sameParts(a, view.getUint8(base + 2), ports ? view.getUint16(base + 26, true) : null, ports ? view.getUint16(base + 28, true) : null);
 }
 
 /** The same key read straight from a record buffer (native/ct_record.h), or null without an id. */
