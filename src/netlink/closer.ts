@@ -49,6 +49,16 @@ export function parseTracepointFormat(text: string): TracepointOffsets | null {
   return out;
 }
 
+/** Whether this process lives in a pid namespace below the initial one (NSpid lists several ids). */
+export function nestedPidNamespace(status: () => string): boolean {
+  try {
+    const m = /^NSpid:\s*(.*)$/m.exec(status());
+    return m !== null && m[1]!.trim().split(/\s+/).length > 1;
+  } catch {
+    return false;
+  }
+}
+
 export interface TracepointInfo {
   id: number;
   format: string;
@@ -101,7 +111,11 @@ export function openCloseTracker(
   addon: () => Addon = getAddon,
   tracepoint: () => TracepointInfo | { error: string } = readTracepoint,
   task: () => Pick<TracepointOffsets, 'group_leader' | 'start_boottime'> = taskOffsets,
+  status: () => string = () => readFileSync('/proc/self/status', 'utf8'),
 ): CloserOpen {
+  // The program records pids as the initial pid namespace numbers them; inside a nested one (a
+  // container without --pid=host) they would name other processes than this /proc does.
+  if (nestedPidNamespace(status)) return { tracker: null, code: 'ENOTSUP', message: 'ctacct runs in a nested pid namespace (its /proc does not number processes as the kernel does)' };
   const tp = tracepoint();
   if ('error' in tp) return { tracker: null, code: /not permitted|denied/i.test(tp.error) ? 'EPERM' : 'ENOENT', message: tp.error };
   const off = parseTracepointFormat(tp.format);

@@ -86,6 +86,17 @@ describe('openCloseTracker never throws', () => {
     assert.equal(r.tracker, null);
     assert.match((r as { message: string }).message, /tracefs/);
   });
+  test('in a nested pid namespace: not loaded (the kernel numbers processes differently)', () => {
+    let loaded = false;
+    const addon = { closerOpen: () => ((loaded = true), {}) } as unknown as Addon;
+    const r = openCloseTracker(() => addon, () => ({ id: 1, format: FORMAT }), () => ({}), () => 'Name:\tnode\nNSpid:\t48213\t7\n');
+    assert.equal(r.tracker, null);
+    assert.equal((r as { code: string }).code, 'ENOTSUP');
+    assert.equal(loaded, false);
+    const host = openCloseTracker(() => addon, () => ({ id: 1, format: FORMAT }), () => ({}), () => 'Name:\tnode\nNSpid:\t48213\n');
+    assert.ok(host.tracker);
+    assert.equal(loaded, true);
+  });
   test('the kernel refuses the program: a coded reason', () => {
     const addon = {
       closerOpen() {
