@@ -279,23 +279,27 @@ export class OwnerResolver {
   /**
    * A search stops at the first holder it meets; a socket shared across fork has more, in the
    * same family. One read of the found holders' parents and children (once per batch) completes
-   * the holder lists, so the lowest pid is the owner whichever holder was met first.
+   * the holder lists, so the lowest pid is the owner whichever holder was met first. The holders'
+   * own tables are not read again: the search (or the reader thread) has just met the socket
+   * there, and a server's table is the big one (thousands of connections).
    */
   private completeHolders(inodes: number[]): void {
     if (inodes.length === 0 || !this.deps.family) return;
+    const holders = new Set<number>();
+    for (const i of inodes) for (const p of this.inodeOwners.get(i) ?? []) holders.add(p);
     const look = new Set<number>();
-    for (const i of inodes) for (const p of this.inodeOwners.get(i) ?? []) look.add(p);
-    for (const p of [...look]) {
+    for (const p of holders) {
       const f = this.deps.family(p);
-      if (f.ppid !== null && f.ppid > 1) look.add(f.ppid);
-      for (const c of f.children) look.add(c);
+      if (f.ppid !== null && f.ppid > 1 && !holders.has(f.ppid)) look.add(f.ppid);
+      for (const c of f.children) if (!holders.has(c)) look.add(c);
     }
+    if (look.size === 0) return;
     const t0 = this.deps.now();
     const r = this.deps.scanOwners(new Set(), look);
     this.stats.scanMs += this.deps.now() - t0;
     for (const i of inodes) {
       const got = r.owners.get(i);
-      if (got) this.remember(i, got);
+      if (got) this.merge(i, got);
     }
   }
 
