@@ -59,6 +59,13 @@ export class Attributor {
           continue;
         }
         e.sock = this.owners.socketFor(st.rec.family, st.rec.proto, e.end, hit) ?? e.sock;
+        // An accepted socket whose holder is not known yet, behind a listener that a single process
+        // holds (no children, no other listener on the port): that process owns its connections
+        // outright, so no fd table (a server's is the big one) is searched for the accepted socket.
+        if (e.sock && !e.sock.pid && e.end.side === 'reply' && st.rec.proto === 6 && e.sock.state !== SK_LISTEN) {
+          const l = this.owners.serviceSocket(st.rec.family, st.rec.proto, e.end);
+          if (l && this.owners.soleHolder(l.inode, st.rec.family, e.end.localPort ?? 0)) e.sock = l;
+        }
         // No socket (a client's, gone to TIME_WAIT before it was seen): who closed it, if tracked.
         if (!e.sock && this.closer(st, e)) continue;
         if (e.sock) {

@@ -123,6 +123,11 @@ export class OwnerResolver {
   multiProcess(listenerInode: number): boolean {
     return this.familyDone.get(listenerInode) ?? true;
   }
+  /** A listener known to be held by exactly one process without children (its family was read),
+   *  alone on its port: that process accepts every connection (fd passing aside). */
+  soleHolder(listenerInode: number, family: 4 | 6, port: number): boolean {
+    return this.familyDone.get(listenerInode) === false && (this.inodeOwners.get(listenerInode)?.length ?? 0) === 1 && !this.listenerGroup(family, port);
+  }
   /** Whether the port has several listening sockets (an SO_REUSEPORT group): the kernel's
    *  listener lookup then names one member, not the one that will accept. */
   listenerGroup(family: 4 | 6, port: number): boolean {

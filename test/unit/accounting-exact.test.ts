@@ -262,3 +262,31 @@ describe('process identity and shared sockets', () => {
     assert.equal(acc.health.moved, 0);
   });
 });
+
+describe('a single-process server owns its connections outright', () => {
+  test('an accepted socket met at NEW time is not searched for: the sole listener holder owns it', () => {
+    const w = world();
+    w.sockets.set(`${HOST}:80 *`, { inode: 5000, uid: 33, state: 10 });
+    w.fds.set(100, [5000]);
+    w.procs.set(100, { pid: 100, comm: 'server', cmdline: 'server', uid: 33, startTime: 7 });
+    const acc = new Accounting(() => local, resolver(w), () => w.clock.t);
+    acc.beginDump();
+    acc.endDump();
+    acc.startInterval();
+    // The listener is met first (its family is read once: one holder, no children).
+    acc.eventBatch([rec({ kind: 'new', id: 6, src: '198.51.100.7', sport: 52999, dst: HOST, dport: 80, orig: null, reply: null, skReply: hit(5000, 33, 10) })]);
+    const scans = w.scans.length;
+    // The server accepts a second connection; a NEW read after accept(): the addon met the
+    // accepted socket, without its holder.
+    w.sockets.set(`${HOST}:80 198.51.100.7:53000`, { inode: 5300, uid: 33, state: 1 });
+    w.fds.set(100, [5000, 5300]);
+    acc.eventBatch([rec({ kind: 'new', id: 7, src: '198.51.100.7', sport: 53000, dst: HOST, dport: 80, orig: null, reply: null, skReply: hit(5300, 33, 1) })]);
+    assert.equal(w.scans.length, scans, 'no fd table searched for the accepted socket');
+    acc.beginDump();
+    acc.dumpBatch([rec({ id: 7, src: '198.51.100.7', sport: 53000, dst: HOST, dport: 80, orig: [3, 4000], reply: [2, 120] })]);
+    acc.endDump();
+    w.clock.t += 1000;
+    const row = acc.snapshot({ groupBy: 'process', sort: 'total', time: 't' }).rows.find((r) => r.pid === 100)!;
+    assert.equal(row.recv_total, 4000);
+  });
+});
