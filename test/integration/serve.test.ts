@@ -85,7 +85,10 @@ describe('ctacct serve', { skip: rootSkip }, () => {
     const rulesBefore = await ns.nftRuleset();
     const serve = startCtacct(ns, ['serve', '--dump-interval', '0.5', '--expire', '600']);
     const base = 'http://127.0.0.1:9477';
-    await until('/healthz', async () => (await get(ns, `${base}/healthz`)).status === 200);
+    // Waited for on its own words, not by polling the port: a poll refused before ctacct listens is
+    // a tracked loopback connection with no process at either end (unknown bytes).
+    await until('serving', async () => serve.stderrText.includes('serving http://'), 15000, 50);
+    assert.equal((await get(ns, `${base}/healthz`)).status, 200);
     const recv = await startNamed(ns, join(tmp, 'ctt-recv'), ['tcp-server', '7100', '--host', '127.0.0.1']);
     // The receiver runs in a cgroup named like a systemd service: its unit becomes a label.
     const unit = `ctt-${randomBytes(3).toString('hex')}.service`;
@@ -109,12 +112,21 @@ describe('ctacct serve', { skip: rootSkip }, () => {
     );
     const prom = ns.spawn('prometheus', [`--config.file=${join(promDir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(promDir, 'data')}`, '--web.listen-address=127.0.0.1:9090']);
     let promErr = '';
-    prom.stderr!.on('data', (d) => (promErr = (promErr + d).slice(-2000)));
+    let promListening = false;
+    prom.stderr!.on('data', (d) => {
+      promErr = (promErr + d).slice(-2000);
+      if (/Start listening for connections|Server is ready to receive web requests/.test(promErr)) promListening = true;
+    });
     const pq = async (q: string, time?: number) => {
       const r = await get(ns, `http://127.0.0.1:9090/api/v1/query?query=${encodeURIComponent(q)}${time ? `&time=${time}` : ''}`);
       if (r.status !== 200) return undefined;
       return JSON.parse(r.body).data.result as { metric: Record<string, string>; value?: [number, string]; values?: [number, string][] }[];
     };
+    // Its own log line first (polling a port not listening yet leaves refused, unattributable
+    // connections in the table), then the readiness endpoint.
+    await until('Prometheus listening', async () => promListening, 30000, 50).catch((e) => {
+      throw new Error(`${e.message}; prometheus stderr: ${promErr}`);
+    });
     await until('Prometheus ready', async () => (await get(ns, 'http://127.0.0.1:9090/-/ready')).status === 200, 30000).catch((e) => {
       throw new Error(`${e.message}; prometheus stderr: ${promErr}`);
     });
@@ -223,7 +235,10 @@ describe('ctacct serve', { skip: rootSkip }, () => {
     const serve = startCtacct(ns, ['serve', '--dump-interval', '0.5', '--label-pid', '--listen', '127.0.0.1:9478']);
     try {
       const base = 'http://127.0.0.1:9478';
-      await until('/healthz', async () => (await get(ns, `${base}/healthz`)).status === 200);
+      // Waited for on its own words, not by polling the port: a poll refused before ctacct listens is
+    // a tracked loopback connection with no process at either end (unknown bytes).
+    await until('serving', async () => serve.stderrText.includes('serving http://'), 15000, 50);
+    assert.equal((await get(ns, `${base}/healthz`)).status, 200);
       // The server stays up (it is the pid label under test, not how short a process may live).
       const srv = await startNamed(ns, join(tmp, 'ctt-recv'), ['tcp-server', '7101', '--host', '127.0.0.1']);
       await startNamed(ns, join(tmp, 'ctt-sender'), ['tcp-client', '127.0.0.1', '7101', '20000']).then((c) => c.next((o) => o.done));
