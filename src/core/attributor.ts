@@ -192,8 +192,11 @@ export class Attributor {
     const now = this.now();
     const c = this.owners.closedBy(st.rec.family, st.rec.proto, e.end, now - st.born + 2000);
     if (!c) return false;
+    e.unsettled = false;
+    // The same process as the owner it had: confirmed, and its owner (shared flag, socket) kept.
+    if (e.owner?.pid != null && c.pid === e.owner.pid && c.startTime === e.owner.startTime) return true;
     this.health.closedBy++;
-    if (e.owner?.pid != null && (c.pid !== e.owner.pid || c.startTime !== e.owner.startTime)) this.health.moved++;
+    if (e.owner?.pid != null) this.health.moved++;
     e.owner = c;
     e.reason = null;
     e.inferred = false;
