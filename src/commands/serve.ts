@@ -248,35 +248,30 @@ export class Exporter {
   }
 
   private readStates(): Record<string, number> | null {
+    const counts: Record<string, number> = {};
+    const count = (state: number) => {
+      const name = tcpStateName(state);
+      counts[name] = (counts[name] ?? 0) + 1;
+    };
     // sock_diag: one state byte per socket from the dump buffers. Reading /proc/net/tcp instead
     // blocked the event loop for seconds per scrape with 170k TIME_WAIT sockets (the kernel
     // formats the text slowly): scrapes timed out.
     if (this.system.procRoot === '/proc') {
       try {
-        const counts: Record<string, number> = {};
-        for (const d of dumpSocketStates({ tcp: true, udp: false })) {
-          for (const st of d.states) {
-            const name = tcpStateName(st);
-            counts[name] = (counts[name] ?? 0) + 1;
-          }
-        }
+        for (const d of dumpSocketStates({ tcp: true, udp: false })) for (const st of d.states) count(st);
         return counts;
       } catch {
         /* no sock_diag here: the text tables below */
       }
     }
     try {
-      const t = readSocketTable(this.system.procRoot, { tcp: true, udp: false });
-      const counts: Record<string, number> = {};
-      for (const e of t.entries) {
-        const name = tcpStateName(e.stateNum);
-        counts[name] = (counts[name] ?? 0) + 1;
-      }
+      for (const e of readSocketTable(this.system.procRoot, { tcp: true, udp: false }).entries) count(e.stateNum);
       return counts;
     } catch {
       return null; // unreadable /proc/net: the gauge is left out rather than shown as zero
     }
   }
+
 
 }
 

@@ -218,18 +218,9 @@ export class Attributor {
       // connection held by the process that accepted it (a listener holder) and its child, the
       // fork-after-accept model, where the child that closes it is the one that served it.
       if (e.owner?.shared && e.sock?.state !== SK_LISTEN && !this.handedOver(e)) continue;
-      if (e.owner?.pid != null && !e.inferred && e.sock?.state !== SK_LISTEN && !e.unsettled) {
-        // A client socket's exact owner is the process that connected: it stays (no lookup, the
-        // per-connection path). A server connection's exact owner may have handed it to a child.
-        if (e.end.side === 'orig') continue;
-        // An exact owner: only a different closer of this very connection moves it.
-        const c = this.owners.closedBy(st.rec.family, st.rec.proto, e.end, this.now() - st.born + 2000);
-        if (!c || (c.pid === e.owner.pid && c.startTime === e.owner.startTime)) continue;
-        this.health.moved++;
-        this.health.closedBy++;
-        e.owner = c;
-        continue;
-      }
+      // A client socket's exact owner is the process that connected: it stays (no lookup, the
+      // per-connection path). A server connection's exact owner may have handed it to a child.
+      if (e.end.side === 'orig' && e.owner?.pid != null && !e.inferred && e.sock?.state !== SK_LISTEN && !e.unsettled) continue;
       this.closer(st, e);
     }
   }

@@ -386,16 +386,20 @@ export class OwnerResolver {
       facts = { pid: c.pid, comm: c.comm, cmdline: '', uid: c.uid, startTime: c.startTime };
       if (!live) this.procs.set(c.pid, { facts, checked: this.deps.now() });
     }
+    return this.owner(c.pid, false, facts.uid, 0, facts, facts.cmdline || null, facts.startTime ?? c.startTime);
+  }
+
+  private owner(pid: number | null, shared: boolean, uid: number, inode: number, info: ProcessFacts | null, cmdline: string | null, startTime: number | null): Owner {
     return {
-      pid: c.pid,
-      shared: false,
-      uid: facts.uid,
-      user: this.deps.userName(facts.uid),
-      comm: facts.comm,
-      cmdline: facts.cmdline || null,
-      inode: 0,
-      ...(facts.netns !== undefined ? { netns: facts.netns, container: facts.container ?? null, unit: facts.unit ?? null } : {}),
-      startTime: facts.startTime ?? c.startTime,
+      pid,
+      shared,
+      uid,
+      user: this.deps.userName(uid),
+      comm: info?.comm ?? null,
+      cmdline,
+      inode,
+      ...(info && info.netns !== undefined ? { netns: info.netns, container: info.container ?? null, unit: info.unit ?? null } : {}),
+      startTime,
     };
   }
 
@@ -418,18 +422,7 @@ export class OwnerResolver {
       if (this.recent.size > 256) this.recent.delete(this.recent.keys().next().value as number);
     }
     const info = pid !== null ? this.process(pid) : null;
-    const uid = info?.uid ?? sock.uid;
-    return {
-      pid,
-      shared: (pids?.length ?? 0) > 1,
-      uid,
-      user: this.deps.userName(uid),
-      comm: info?.comm ?? null,
-      cmdline: info?.cmdline ?? null,
-      inode: sock.inode,
-      ...(info && info.netns !== undefined ? { netns: info.netns, container: info.container ?? null, unit: info.unit ?? null } : {}),
-      startTime: info?.startTime ?? null,
-    };
+    return this.owner(pid, (pids?.length ?? 0) > 1, info?.uid ?? sock.uid, sock.inode, info, info?.cmdline ?? null, info?.startTime ?? null);
   }
 
   /**
