@@ -34,6 +34,25 @@ function fatal(err: unknown): void {
   process.exitCode = 1;
 }
 
+/**
+ * A one-shot command with plain arguments runs without yargs (commands/fast.ts): false when the
+ * vector is not one the fast path knows, and yargs then parses it as always.
+ */
+async function runFast(args: readonly string[]): Promise<boolean> {
+  const name = args[0];
+  if (name !== 'states' && name !== 'flows') return false; // one-shot commands run from scripts
+  const { lazyCommands } = await import('./commands/index.js');
+  const entry = lazyCommands.find((c) => c.command === name);
+  if (!entry) return false;
+  const [{ fastParse, recordOptions }, make, { realSystem }] = await Promise.all([import('./commands/fast.js'), entry.load(), import('./system.js')]);
+  const command = make(realSystem());
+  const table = recordOptions(command.builder);
+  const parsed = table && fastParse(name, table, args);
+  if (!parsed) return false;
+  await command.handler(parsed as never);
+  return true;
+}
+
 if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   process.stdout.write(`${pkg.version}\n`);
@@ -42,8 +61,10 @@ if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
   // commands that change the system also install the signal handlers (withSystemSetup).
   guardOutput();
   try {
-    const [{ buildCli }, { realSystem }] = await Promise.all([import('./cli.js'), import('./system.js')]);
-    await buildCli(realSystem()).parseAsync(argv);
+    if (!(await runFast(argv))) {
+      const [{ buildCli }, { realSystem }] = await Promise.all([import('./cli.js'), import('./system.js')]);
+      await buildCli(realSystem()).parseAsync(argv);
+    }
   } catch (err) {
     fatal(err);
   }
