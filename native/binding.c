@@ -834,6 +834,40 @@ static napi_value ct_dump_sockets(napi_env env, napi_callback_info info)
 	return out;
 }
 
+/* countSockets(family, proto, states) -> Uint32Array of CT_DIAG_STATES counts, by TCP/UDP state
+ * number: the dump of dumpSockets without keeping any socket (`ctacct states`, serve's gauge). */
+static napi_value ct_count_sockets(napi_env env, napi_callback_info info)
+{
+	size_t argc = 3;
+	napi_value argv[3];
+	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+	uint32_t family = 0, proto = 0, states = 0;
+	if (argc < 3 || napi_get_value_uint32(env, argv[0], &family) != napi_ok ||
+	    napi_get_value_uint32(env, argv[1], &proto) != napi_ok ||
+	    napi_get_value_uint32(env, argv[2], &states) != napi_ok) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "countSockets(family, proto, states)");
+		return NULL;
+	}
+	uint32_t counts[CT_DIAG_STATES] = { 0 };
+	int rc = ct_diag_count((uint8_t)family, (uint8_t)proto, states, counts);
+	if (rc < 0) {
+		ct_throw_errno(env, -rc, "sock_diag");
+		return NULL;
+	}
+	napi_value ab, out;
+	void *data;
+	napi_status st = napi_create_arraybuffer(env, sizeof(counts), &data, &ab);
+	if (st == napi_ok) {
+		memcpy(data, counts, sizeof(counts));
+		st = napi_create_typedarray(env, napi_uint32_array, CT_DIAG_STATES, ab, 0, &out);
+	}
+	if (st != napi_ok) {
+		ct_throw_status(env, st, "countSockets");
+		return NULL;
+	}
+	return out;
+}
+
 /* localAddresses() -> Buffer of 17-byte entries (family 4|6, 16 address bytes) */
 static napi_value ct_local_addresses(napi_env env, napi_callback_info info)
 {
@@ -952,6 +986,7 @@ static napi_value ct_init(napi_env env, napi_value exports)
 		{ "netnsAddresses", NULL, ct_netns_addresses_js, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "netnsEnter", NULL, ct_netns_enter_js, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "dumpSockets", NULL, ct_dump_sockets, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "countSockets", NULL, ct_count_sockets, NULL, NULL, NULL, napi_enumerable, NULL },
 	};
 	NAPI_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
 	if (ct_nft_register(env, exports) < 0 || ct_bpf_register(env, exports) < 0 || ct_owners_register(env, exports) < 0)

@@ -268,8 +268,9 @@ int ct_diag_lookup(int fd, uint8_t family, uint8_t proto, const uint8_t *local, 
 	}
 }
 
-static int ct_diag_push(struct ct_diag_socks *out, uint8_t proto, const struct inet_diag_msg *m)
+static int ct_diag_push(void *ctx, uint8_t proto, const struct inet_diag_msg *m)
 {
+	struct ct_diag_socks *out = ctx;
 	if (out->n == out->cap) {
 		size_t cap = out->cap ? out->cap * 2 : 1024;
 		struct ct_diag_sock *v = realloc(out->v, cap * sizeof(*v));
@@ -295,7 +296,9 @@ static int ct_diag_push(struct ct_diag_socks *out, uint8_t proto, const struct i
 	return 0;
 }
 
-int ct_diag_dump(uint8_t family, uint8_t proto, uint32_t states, struct ct_diag_socks *out)
+/* One sock_diag dump of a family and protocol, each socket handed to `each`. */
+static int ct_diag_walk(uint8_t family, uint8_t proto, uint32_t states,
+			int (*each)(void *ctx, uint8_t proto, const struct inet_diag_msg *m), void *ctx)
 {
 	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 	if (fd < 0)
@@ -359,7 +362,7 @@ int ct_diag_dump(uint8_t family, uint8_t proto, uint32_t states, struct ct_diag_
 			}
 			if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
 				continue;
-			rc = ct_diag_push(out, proto, NLMSG_DATA(h));
+			rc = each(ctx, proto, NLMSG_DATA(h));
 			if (rc)
 				break;
 		}
@@ -367,6 +370,24 @@ int ct_diag_dump(uint8_t family, uint8_t proto, uint32_t states, struct ct_diag_
 	free(buf);
 	close(fd);
 	return rc;
+}
+
+int ct_diag_dump(uint8_t family, uint8_t proto, uint32_t states, struct ct_diag_socks *out)
+{
+	return ct_diag_walk(family, proto, states, ct_diag_push, out);
+}
+
+static int ct_diag_bump(void *ctx, uint8_t proto, const struct inet_diag_msg *m)
+{
+	(void)proto;
+	uint32_t *counts = ctx;
+	counts[m->idiag_state < CT_DIAG_STATES ? m->idiag_state : CT_DIAG_STATES - 1]++;
+	return 0;
+}
+
+int ct_diag_count(uint8_t family, uint8_t proto, uint32_t states, uint32_t counts[CT_DIAG_STATES])
+{
+	return ct_diag_walk(family, proto, states, ct_diag_bump, counts);
 }
 
 /* Lists every IPv4/IPv6 address configured in this network namespace (RTM_GETADDR dump), whatever

@@ -63,6 +63,14 @@ struct ct_diag_socks {
  * needed), appending to *out (grown with realloc; free out->v). Returns 0 or -errno. */
 int ct_diag_dump(uint8_t family, uint8_t proto, uint32_t states, struct ct_diag_socks *out);
 
+/* State numbers counted by ct_diag_count (idiag_states is a 32-bit mask); a larger state, which
+ * the kernel does not report, would be counted in the last slot. */
+#define CT_DIAG_STATES 32
+
+/* The same dump, counted by state only (counts[state] += 1 per socket; the caller zeroes counts):
+ * nothing per socket is kept. Returns 0 or -errno. */
+int ct_diag_count(uint8_t family, uint8_t proto, uint32_t states, uint32_t counts[CT_DIAG_STATES]);
+
 /* Addresses of this network namespace: entries of 17 bytes (4 or 6, then 16 address bytes). */
 int ct_addr_list(uint8_t *out, size_t cap, size_t *count);
 

@@ -1,6 +1,7 @@
 // One value bundling every side effect the commands use, so tests can hand in fakes.
 import { KernelConntrackSource, type ConntrackSource } from './netlink/source.js';
-import { nodeTerminal, realClock, type LiveClock, type LiveTerminal } from './views/live.js';
+import type { LiveClock, LiveTerminal } from './views/live.js';
+import { nodeTerminal, realClock } from './views/terminal.js';
 
 export interface Terminal {
   write(s: string): void;
@@ -46,7 +47,10 @@ export function realSystem(): System {
     procRoot: '/proc',
     stdout: terminalOf(process.stdout),
     stderr: terminalOf(process.stderr),
-    stdin: process.stdin,
+    // A getter: touching process.stdin opens a stream for it, which one-shot commands never read.
+    get stdin() {
+      return process.stdin;
+    },
     env: process.env,
     now: () => Date.now(),
     monotonic: () => performance.now(),

@@ -1,7 +1,7 @@
 // Option groups shared by several commands, and the checks that turn bad input into one line in
 // ctacct's words with exit 2 (never yargs' wording, never silence).
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { Argv } from 'yargs';
 import { EXIT, UserError } from '../errors.js';
 import { trustedTool } from '../system/tools.js';
@@ -98,6 +98,8 @@ const realLookup: UserLookup = {
     const getent = trustedTool('getent');
     if (!getent) return null;
     try {
+      // Loaded here: only --user needs a child process, and every one-shot command loads this module.
+      const { execFileSync } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
       return execFileSync(getent, ['passwd', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
     } catch (e) {
       // exit 2: no such user (a real answer)

@@ -6,14 +6,13 @@ import type { Argv, CommandModule } from 'yargs';
 import { parseCidr, type Cidr } from '../core/addr.js';
 import { countStates, DEFAULT_EPHEMERAL, diffStates, flowItems, socketItems, type StateItem, type StatesBy, type StatesQuery, type StatesResult, type StatesSource } from '../core/states.js';
 import { EXIT, explainSystemError, UserError } from '../errors.js';
-import { dumpSocketStates, dumpSocketTable } from '../netlink/sockets.js';
-import { dumpAll } from '../netlink/source.js';
+import { countSocketStates, dumpSocketTable } from '../netlink/sockets.js';
 import { tcpStateName, udpStateName, type SocketEntry } from '../proc/parse.js';
-import { readProcessInfo, readSocketTable, scanSocketOwners } from '../proc/reader.js';
 import type { System } from '../system.js';
-import { renderStates, statesJson } from '../views/states.js';
+import { statesJson } from '../views/states-json.js';
 import { checkFamilies, netnsOptions, parsePorts } from './options.js';
-import { enterNetns } from '../wiring.js';
+// Modules only some runs need (the /proc fallback, conntrack, owners, text tables, --netns) are
+// imported where used: a plain `ctacct states --json` loads none of them.
 
 /** Raw arguments as yargs gives them; validated in the handler (see checkArgs). */
 interface RawStatesArgs {
@@ -131,9 +130,10 @@ function viaSockDiag<T>(system: System, read: () => T): T | null {
   }
 }
 
-function readSockets(system: System, opts: { tcp: boolean; udp: boolean; families: (4 | 6)[] }): { entries: SocketEntry[] } {
+async function readSockets(system: System, opts: { tcp: boolean; udp: boolean; families: (4 | 6)[] }): Promise<{ entries: SocketEntry[] }> {
   const entries = viaSockDiag(system, () => dumpSocketTable(opts));
   if (entries) return { entries };
+  const { readSocketTable } = await import('../proc/reader.js');
   try {
     return readSocketTable(system.procRoot, opts);
   } catch (e) {
@@ -142,21 +142,17 @@ function readSockets(system: System, opts: { tcp: boolean; udp: boolean; familie
 }
 
 /**
- * Counting by state alone needs no address, port or owner: one shared item per (protocol,
- * state), referenced once per socket, so countStates applies the same rules without an object
- * per socket.
+ * Counting by state alone needs no address, port or owner: the addon counts each state during the
+ * dump, and each (protocol, state) becomes one item standing for that many sockets, so countStates
+ * applies the same rules (--no-listening, --udp) without an object per socket.
  */
-function stateOnlyItems(dumps: { proto: 'tcp' | 'udp'; states: Uint8Array }[]): StateItem[] {
-  const shared = new Map<string, StateItem>();
+function stateOnlyItems(dumps: { proto: 'tcp' | 'udp'; counts: Uint32Array }[]): StateItem[] {
   const out: StateItem[] = [];
-  for (const { proto, states } of dumps) {
+  for (const { proto, counts } of dumps) {
     const name = proto === 'tcp' ? tcpStateName : udpStateName;
-    for (const n of states) {
-      const k = `${proto}${n}`;
-      let it = shared.get(k);
-      if (!it) shared.set(k, (it = { proto, state: name(n), localPort: 0, remoteAddr: '', remotePort: 0, servicePort: 0, owner: 'unknown' }));
-      out.push(it);
-    }
+    counts.forEach((count, n) => {
+      if (count > 0) out.push({ proto, state: name(n), localPort: 0, remoteAddr: '', remotePort: 0, servicePort: 0, owner: 'unknown', count });
+    });
   }
   return out;
 }
@@ -166,6 +162,7 @@ async function snapshot(system: System, a: StatesArgs, q: StatesQuery): Promise<
   const families: (4 | 6)[] = a['4'] ? [4] : a['6'] ? [6] : [4, 6];
   if (a.source === 'conntrack') {
     let flows;
+    const { dumpAll } = await import('../netlink/source.js');
     try {
       flows = (await dumpAll(system.conntrack())).flows;
     } catch (e) {
@@ -174,13 +171,14 @@ async function snapshot(system: System, a: StatesArgs, q: StatesQuery): Promise<
     return countStates(flowItems(flows.filter((f) => families.includes(f.family)), localAddresses()), 'conntrack', q);
   }
   if (a.by === 'state' && !a.port?.length && !a.host?.length) {
-    const dumps = viaSockDiag(system, () => dumpSocketStates({ tcp: true, udp: a.udp, families }));
+    const dumps = viaSockDiag(system, () => countSocketStates({ tcp: true, udp: a.udp, families }));
     if (dumps) return countStates(stateOnlyItems(dumps), 'sockets', q);
   }
-  const table = readSockets(system, { tcp: true, udp: a.udp, families });
+  const table = await readSockets(system, { tcp: true, udp: a.udp, families });
   const eph = ephemeralRange(system.procRoot);
   if (a.by !== 'process') return countStates(socketItems(table.entries, undefined, undefined, eph), 'sockets', q);
   // Owners: one fd scan, then comm/uid only for the pids that hold a socket in the table.
+  const { readProcessInfo, scanSocketOwners } = await import('../proc/reader.js');
   const scan = scanSocketOwners(system.procRoot);
   const procs = new Map<number, { comm: string; uid: number }>();
   for (const e of table.entries) {
@@ -225,6 +223,7 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
       }
       if (stop.signal.aborted) break;
       const r = await snapshot(system, a, q);
+      const renderStates = a.json ? null : (await import('../views/states.js')).renderStates;
       const time = new Date(system.now()).toISOString();
       if (a.json) {
         const line: Record<string, unknown> = { time, ...statesJson(r) };
@@ -232,7 +231,7 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
         system.stdout.write(`${JSON.stringify(line)}\n`);
       } else {
         const head = `ctacct states (${r.source}) every ${a.watch}s — ${time}${inPlace ? (keys ? ' — q to quit' : ' — Ctrl-C to quit') : ''}\n`;
-        const body = renderStates(r, { width: system.stdout.columns(), color: colorOn(system), privileged: system.isRoot });
+        const body = renderStates!(r, { width: system.stdout.columns(), color: colorOn(system), privileged: system.isRoot });
         // In place: home + clear below, so the block redraws without scrolling.
         system.stdout.write(inPlace ? `\x1b[H\x1b[J${head}\n${body}` : `${n > 0 ? '\n' : ''}${head}${body}`);
       }
@@ -278,7 +277,7 @@ export function statesCommand(system: System): CommandModule<object, RawStatesAr
     builder: (y) =>
       netnsOptions(statesOptions(y)).epilogue(REPLACES) as unknown as Argv<RawStatesArgs>,
     handler: async (raw) => {
-      enterNetns(system, raw.netns);
+      if (raw.netns !== undefined) (await import('../wiring.js')).enterNetns(system, raw.netns);
       const a = checkArgs(raw);
       const q: StatesQuery = {
         by: a.by,
@@ -290,9 +289,11 @@ export function statesCommand(system: System): CommandModule<object, RawStatesAr
       };
       if (a.watch !== undefined) return watch(system, a, q);
       const r = await snapshot(system, a, q);
-      system.stdout.write(
-        a.json ? `${JSON.stringify(statesJson(r))}\n` : renderStates(r, { width: system.stdout.columns(), color: colorOn(system), privileged: system.isRoot }),
-      );
+      if (a.json) system.stdout.write(`${JSON.stringify(statesJson(r))}\n`);
+      else {
+        const { renderStates } = await import('../views/states.js');
+        system.stdout.write(renderStates(r, { width: system.stdout.columns(), color: colorOn(system), privileged: system.isRoot }));
+      }
     },
   };
 }

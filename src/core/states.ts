@@ -22,6 +22,8 @@ export interface StateItem {
   /** The port the connection was made to: what `grep :80` means (see servicePort). */
   servicePort: number;
   owner: Owner;
+  /** How many sockets or flows this item stands for (default 1): counting by state alone shares one item per state. */
+  count?: number;
 }
 
 export interface StateCounts {
@@ -152,9 +154,9 @@ export function flowItems(flows: readonly FlowRecord[], localAddrs: ReadonlySet<
   return out;
 }
 
-const bump = (c: StateCounts, state: string) => {
-  c.states[state] = (c.states[state] ?? 0) + 1;
-  c.total++;
+const bump = (c: StateCounts, state: string, n: number) => {
+  c.states[state] = (c.states[state] ?? 0) + n;
+  c.total += n;
 };
 
 function keyOf(item: StateItem, by: Exclude<StatesBy, 'state'>): string {
@@ -189,9 +191,10 @@ export function countStates(items: readonly StateItem[], source: StatesSource, q
     if (!q.listening && (it.state === 'LISTEN' || (it.proto === 'udp' && it.state === 'UNCONN'))) continue;
     if (ports && !ports.has(it.localPort) && !ports.has(it.remotePort)) continue;
     if (hostOk && !hostOk(it.remoteAddr)) continue;
+    const n = it.count ?? 1;
     const counts = it.proto === 'tcp' ? result : result.udp!;
-    bump(counts, it.state);
-    if (it.owner === 'unknown') unattributed++;
+    bump(counts, it.state, n);
+    if (it.owner === 'unknown') unattributed += n;
     if (!by) continue;
     const key = keyOf(it, by);
     let g = groups.get(key);
@@ -206,7 +209,7 @@ export function countStates(items: readonly StateItem[], source: StatesSource, q
       }
       groups.set(key, g);
     }
-    bump(it.proto === 'tcp' ? g : g.udp!, it.state);
+    bump(it.proto === 'tcp' ? g : g.udp!, it.state, n);
   }
   if (by) {
     const all = [...groups.values()];

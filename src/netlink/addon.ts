@@ -126,6 +126,8 @@ export interface Addon {
   lockFile(path: string): number;
   /** sock_diag dump of one family (AF_INET 2 / AF_INET6 10) and protocol: 56-byte entries (native/ct_sock.h struct ct_diag_sock). */
   dumpSockets(family: number, proto: number, states: number): Buffer;
+  /** The same dump counted by state number (index: TCP/UDP state; 32 entries), no socket kept. */
+  countSockets(family: number, proto: number, states: number): Uint32Array;
   /** Loads the close tracker (native/ct_bpf.h) on tracepoint `tracepointId` whose record has
    *  these field offsets; an LRU map of maxEntries 4-tuples. Throws a coded error (EPERM without
    *  CAP_BPF/CAP_PERFMON, a verifier refusal with its `log`). */
@@ -237,13 +239,17 @@ export function prebuildPath(root = packageRoot()): string {
  * script when no prebuild fits, or by a developer), then the prebuilt binary shipped in the package.
  */
 export function addonCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
+  return [...candidatePaths(env)];
+}
+
+/** The same, one at a time: the prebuild's name asks for the libc (a process report, ~5 ms), only
+ *  needed when no source build loaded. */
+function* candidatePaths(env: NodeJS.ProcessEnv): Generator<string> {
   const root = packageRoot();
-  const list = [];
-  if (env.CTACCT_ADDON) list.push(resolve(env.CTACCT_ADDON));
-  list.push(join(root, 'native', 'build', 'Release', 'ctacct.node'));
-  list.push(join(root, 'native', 'build', 'Debug', 'ctacct.node'));
-  list.push(prebuildPath(root));
-  return list;
+  if (env.CTACCT_ADDON) yield resolve(env.CTACCT_ADDON);
+  yield join(root, 'native', 'build', 'Release', 'ctacct.node');
+  yield join(root, 'native', 'build', 'Debug', 'ctacct.node');
+  yield prebuildPath(root);
 }
 
 export class UnsafeAddonError extends Error {
@@ -321,7 +327,7 @@ export function getAddon(): Addon {
   const require = createRequire(import.meta.url);
   const tried: { path: string; error: string }[] = [];
   const override = process.env.CTACCT_ADDON ? resolve(process.env.CTACCT_ADDON) : null;
-  for (const path of addonCandidates()) {
+  for (const path of candidatePaths(process.env)) {
     try {
       loaded = path === override ? loadOverride(path) : (require(path) as Addon);
       return loaded;

@@ -82,3 +82,18 @@ export function dumpSocketStates(opts: { tcp?: boolean; udp?: boolean; families?
     }
   return out;
 }
+
+/**
+ * How many sockets are in each state (index: state number), counted in the addon during the dump:
+ * for counting by state, nothing per socket reaches JavaScript.
+ */
+export function countSocketStates(opts: { tcp?: boolean; udp?: boolean; families?: readonly (4 | 6)[] } = {}, addon: () => Addon = getAddon): { proto: SocketProto; counts: Uint32Array }[] {
+  const a = addon();
+  const out: { proto: SocketProto; counts: Uint32Array }[] = [];
+  const protos: SocketProto[] = [];
+  if (opts.tcp ?? true) protos.push('tcp');
+  if (opts.udp ?? false) protos.push('udp');
+  for (const proto of protos)
+    for (const family of opts.families ?? [4, 6]) out.push({ proto, counts: a.countSockets(AF[family], PROTO[proto], proto === 'tcp' ? TCP_STATES : UDP_STATES) });
+  return out;
+}
