@@ -268,9 +268,10 @@ int ct_diag_lookup(int fd, uint8_t family, uint8_t proto, const uint8_t *local, 
 	}
 }
 
-static int ct_diag_push(void *ctx, uint8_t proto, const struct inet_diag_msg *m)
+static int ct_diag_push(void *ctx, uint8_t proto, const struct nlmsghdr *h)
 {
 	struct ct_diag_socks *out = ctx;
+	const struct inet_diag_msg *m = NLMSG_DATA(h);
 	if (out->n == out->cap) {
 		size_t cap = out->cap ? out->cap * 2 : 1024;
 		struct ct_diag_sock *v = realloc(out->v, cap * sizeof(*v));
@@ -293,12 +294,24 @@ static int ct_diag_push(void *ctx, uint8_t proto, const struct inet_diag_msg *m)
 	size_t alen = m->idiag_family == AF_INET ? 4 : 16;
 	memcpy(s->local, m->id.idiag_src, alen);
 	memcpy(s->remote, m->id.idiag_dst, alen);
+	if (m->id.idiag_if)
+		s->flags |= CT_DIAG_F_BOUND_DEV;
+	/* The attributes after the message: INET_DIAG_SKV6ONLY (IPv6 sockets in LISTEN or CLOSE). */
+	int alen_left = (int)h->nlmsg_len - (int)NLMSG_LENGTH(sizeof(*m));
+	for (const struct rtattr *a = (const struct rtattr *)((const uint8_t *)m + NLMSG_ALIGN(sizeof(*m)));
+	     RTA_OK(a, alen_left); a = RTA_NEXT(a, alen_left)) {
+		if (a->rta_type == INET_DIAG_SKV6ONLY && RTA_PAYLOAD(a) >= 1) {
+			s->flags |= CT_DIAG_F_V6ONLY_KNOWN;
+			if (*(const uint8_t *)RTA_DATA(a))
+				s->flags |= CT_DIAG_F_V6ONLY;
+		}
+	}
 	return 0;
 }
 
 /* One sock_diag dump of a family and protocol, each socket handed to `each`. */
 static int ct_diag_walk(uint8_t family, uint8_t proto, uint32_t states,
-			int (*each)(void *ctx, uint8_t proto, const struct inet_diag_msg *m), void *ctx)
+			int (*each)(void *ctx, uint8_t proto, const struct nlmsghdr *h), void *ctx)
 {
 	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 	if (fd < 0)
@@ -362,7 +375,7 @@ static int ct_diag_walk(uint8_t family, uint8_t proto, uint32_t states,
 			}
 			if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
 				continue;
-			rc = each(ctx, proto, NLMSG_DATA(h));
+			rc = each(ctx, proto, h);
 			if (rc)
 				break;
 		}
@@ -377,9 +390,10 @@ int ct_diag_dump(uint8_t family, uint8_t proto, uint32_t states, struct ct_diag_
 	return ct_diag_walk(family, proto, states, ct_diag_push, out);
 }
 
-static int ct_diag_bump(void *ctx, uint8_t proto, const struct inet_diag_msg *m)
+static int ct_diag_bump(void *ctx, uint8_t proto, const struct nlmsghdr *h)
 {
 	(void)proto;
+	const struct inet_diag_msg *m = NLMSG_DATA(h);
 	uint32_t *counts = ctx;
 	counts[m->idiag_state < CT_DIAG_STATES ? m->idiag_state : CT_DIAG_STATES - 1]++;
 	return 0;

@@ -41,12 +41,20 @@ int ct_diag_open(void);
 int ct_diag_lookup(int fd, uint8_t family, uint8_t proto, const uint8_t *local, uint16_t lport,
 		   const uint8_t *remote, uint16_t rport, struct ct_sock_hit *hit);
 
+/* ct_diag_sock.flags: what decides whether a kernel lookup can pick this socket, beyond its
+ * addresses (a listener bound to a device is not found by a lookup without one; an IPv6 socket
+ * with IPV6_V6ONLY takes no IPv4 traffic). V6ONLY_KNOWN: the kernel said (listening and unbound
+ * IPv6 sockets only). */
+#define CT_DIAG_F_BOUND_DEV 1u
+#define CT_DIAG_F_V6ONLY 2u
+#define CT_DIAG_F_V6ONLY_KNOWN 4u
+
 /* One socket of a sock_diag dump, as /proc/net/{tcp,udp}[6] would list it. 56 bytes. */
 struct ct_diag_sock {
 	uint8_t family; /* AF_INET / AF_INET6 */
 	uint8_t proto; /* IPPROTO_TCP / IPPROTO_UDP */
 	uint8_t state; /* TCP_* (request sockets as SYN_RECV) */
-	uint8_t pad;
+	uint8_t flags; /* CT_DIAG_F_* */
 	uint16_t lport, rport; /* host order */
 	uint32_t uid, inode, rqueue, wqueue;
 	uint8_t local[16], remote[16]; /* network order; IPv4 in the first 4 bytes */

@@ -5,6 +5,8 @@ import { nodeTerminal, realClock } from './views/terminal.js';
 
 export interface Terminal {
   write(s: string): void;
+  /** Bytes as they are (UTF-8 text), for output built as bytes; absent: write the text. */
+  writeBytes?(b: Uint8Array): void;
   readonly isTTY: boolean;
   /** Terminal width/height; 80x24 when unknown (not a TTY). */
   columns(): number;
@@ -34,6 +36,7 @@ export interface System {
 function terminalOf(stream: NodeJS.WriteStream): Terminal {
   return {
     write: (s) => void stream.write(s),
+    writeBytes: (b) => void stream.write(b),
     isTTY: Boolean(stream.isTTY),
     columns: () => (stream.isTTY && stream.columns ? stream.columns : 80),
     rows: () => (stream.isTTY && stream.rows ? stream.rows : 24),

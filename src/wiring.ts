@@ -143,6 +143,7 @@ export function makeForeignAttributor(system: System, opts: OwnerOptions = {}): 
   const inner = new Map<number, OwnerResolver | null>();
   return new ForeignAttributor({
     namespacesOf: (addr) => registry.namespacesOf(addr),
+    addresses: () => registry.addresses(),
     resolver: (ns) => {
       const known = inner.get(ns);
       if (known !== undefined) return known;

@@ -3,16 +3,18 @@
 // JavaScript object per flow), owners are resolved in one batch, then each record is decoded,
 // attributed and written as one element of the JSON array, a chunk at a time.
 import type { CommandModule } from 'yargs';
-import { classify, flowKey, localAddressSet, localEnds, type FlowEnd, type FlowId } from '../core/flow.js';
+import { StringDecoder } from 'node:string_decoder';
+import { endOf, flowKey, localAddressSet, rawFlowKey, type Direction, type FlowEnd, type FlowId, type LocalAddresses } from '../core/flow.js';
 import { flowPasses, toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
 import { OwnerResolver, type SockInfo } from '../core/owners.js';
+import { SocketIndex } from '../core/sockindex.js';
 import { EXIT, UserError, explainSystemError } from '../errors.js';
-import { decodeOne, RECORD_SIZE } from '../netlink/record.js';
+import { decodeOne, formatIPv4, formatIPv6, HAS, ORIG_SRC, RECORD_SIZE, REPLY_SRC } from '../netlink/record.js';
 import { dumpSocketTable } from '../netlink/sockets.js';
 import type { System } from '../system.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
-import { renderFlowsTable } from '../views/flows.js';
+import { ByteSink, writeFlowJson, type EndOwner } from '../views/flowjson.js';
 import { enterNetns, interfaceAddresses, makeForeignAttributor, realOwnerDeps, uidOfUser } from '../wiring.js';
 import { filterOptions, netnsOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
 
@@ -30,15 +32,14 @@ interface Chunk {
   count: number;
   /** Records seen in an earlier chunk (several kernel-filtered dumps can return one flow twice). */
   dup: Uint8Array | null;
+  /** Direction of each record (DIRS index), from the first pass. */
+  dirs: Uint8Array;
   /** Socket of each local end, in record order then end order: inode (0 = none) and uid, kept in
    *  typed arrays rather than an object per end (they live until the output is written). */
   inodes: Uint32Array;
   uids: Uint32Array;
   ends: number;
 }
-
-/** Output is written in pieces of about this many characters. */
-const WRITE_CHUNK = 1 << 16;
 
 export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
   return {
@@ -68,7 +69,7 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           const chunks: Chunk[] = [];
           try {
             for (const f of toKernelFilters(args))
-              await system.conntrack().dumpRaw(f, (buf, count) => chunks.push({ buf, count, dup: null, inodes: NONE, uids: NONE, ends: 0 }));
+              await system.conntrack().dumpRaw(f, (buf, count) => chunks.push({ buf, count, dup: null, dirs: NONE8, inodes: NONE, uids: NONE, ends: 0 }));
           } catch (e) {
             throw explainSystemError(e, 'reading the conntrack table');
           }
@@ -76,7 +77,8 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           // service (listener) lookup is made once per address and port, not once per flow.
           const deps = realOwnerDeps(system);
           const resolver = new OwnerResolver({ ...deps, lookupSocket: memoServiceLookups(deps.lookupSocket) });
-          const local = localAddressSet(interfaceAddresses());
+          const addrs = interfaceAddresses();
+          const local = localAddressSet(addrs);
           const sockets = args.owners ? socketIndex(system) : null;
           const seen = chunks.length > 1 && toKernelFilters(args).length > 1 ? new Set<FlowId>() : null;
           const inodes = new Set<number>();
@@ -84,31 +86,43 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           const foreign = args.owners ? makeForeignAttributor(system) : null;
           const inner: { family: 4 | 6; proto: number; end: FlowEnd; netns: number[] }[] = [];
           const innerOf = new Map<string, { end: FlowEnd; idx: number }[]>();
+          const isLocal = rawLocalCheck(addrs, local);
+          // One snapshot: the containers' addresses as they are now, asked without making text.
+          const foreignAt = foreign?.snapshot() ?? null;
+          // Pass 1, straight from the record buffers: direction, and the socket of each local end.
           for (const [ci, c] of chunks.entries()) {
             const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
             if (seen) c.dup = new Uint8Array(c.count);
+            c.dirs = new Uint8Array(c.count);
             c.inodes = new Uint32Array(2 * c.count); // at most two local ends per flow
             c.uids = new Uint32Array(2 * c.count);
-            // One record decoded at a time: each dies young (an array of a batch's records would
-            // outlive the nursery and grow the old generation).
             for (let i = 0; i < c.count; i++) {
-              const r = decodeOne(dv, c.buf, i * RECORD_SIZE);
+              const base = i * RECORD_SIZE;
+              const present = dv.getUint32(base + 4, true);
               if (seen) {
-                const k = flowKey(r);
+                const k = rawFlowKey(dv, base, present) ?? flowKey(decodeOne(dv, c.buf, base));
                 if (seen.has(k)) {
                   c.dup![i] = 1;
                   continue;
                 }
                 seen.add(k);
               }
-              const dir = classify(r, local);
-              for (const end of localEnds(r, dir)) {
-                const sock = args.owners ? resolver.socketFor(r.family, r.proto, end, sockets?.get(exactKey(r.family, r.proto, end)) ?? null) : null;
+              const family: 4 | 6 = dv.getUint8(base + 1) === 10 ? 6 : 4;
+              const proto = dv.getUint8(base + 2);
+              const hasReply = (present & HAS.replyTuple) !== 0;
+              const oLocal = isLocal(dv, c.buf, base + ORIG_SRC, family);
+              const rLocal = hasReply && isLocal(dv, c.buf, base + REPLY_SRC, family);
+              const dir = oLocal && rLocal ? 'local' : oLocal ? 'outbound' : rLocal ? 'inbound' : 'forwarded';
+              c.dirs[i] = DIR_CODE[dir];
+              for (const side of SIDES[dir]) {
+                const end = args.owners ? rawEnd(dv, c.buf, base, side, family, present) : null;
+                const sock = end ? resolver.socketFor(family, proto, end, sockets?.find(family, proto, end) ?? null) : null;
                 c.inodes[c.ends] = sock?.inode ?? 0;
                 c.uids[c.ends++] = sock?.uid ?? 0;
                 if (sock && sock.inode) inodes.add(sock.inode);
               }
-              if (foreign && dir === 'forwarded') {
+              if (foreign && dir === 'forwarded' && (foreignAt!(dv, c.buf, base + ORIG_SRC, family) || (hasReply && foreignAt!(dv, c.buf, base + REPLY_SRC, family)))) {
+                const r = decodeOne(dv, c.buf, base);
                 const list = foreign.endsOf(r).map((f) => ({ end: f.end, idx: inner.push({ family: r.family, proto: r.proto, end: f.end, netns: f.netns }) - 1 }));
                 if (list.length) innerOf.set(`${ci}:${i}`, list);
               }
@@ -118,43 +132,56 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           resolver.resolveInodes(inodes);
           const innerRes = foreign && inner.length ? foreign.resolveAll(inner) : [];
           const now = system.now();
-          let out = args.json ? '[' : '';
+          const filtering = Object.keys(filters).length > 0;
+          // Output goes in chunks of bytes as they fill (process.stdout takes them as they are).
+          const decoder = new StringDecoder('utf8');
+          const sink = new ByteSink((chunk) => (system.stdout.writeBytes ? system.stdout.writeBytes(chunk) : system.stdout.write(decoder.write(chunk))));
+          if (args.json) sink.byte(0x5b); // [
           let first = true;
+          // Pass 2: each flow with its owners, as one JSON object written from the record buffer
+          // (or one table row), a chunk of output at a time.
           for (const [ci, c] of chunks.entries()) {
             const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
             let s = 0;
             for (let i = 0; i < c.count; i++) {
               if (c.dup?.[i]) continue;
-              const r = decodeOne(dv, c.buf, i * RECORD_SIZE);
-              const dir = classify(r, local);
-              const attributed: AttributedEnd[] = localEnds(r, dir).map((end) => {
+              const base = i * RECORD_SIZE;
+              const dir = DIRS[c.dirs[i]!]!;
+              const ends: EndOwner[] = [];
+              for (const side of SIDES[dir]) {
                 const inode = c.inodes[s]!;
                 const uid = c.uids[s++]!;
-                return { end, owner: inode ? resolver.ownerOf({ inode, uid, state: 0 }) : null };
-              });
-              for (const f of innerOf.get(`${ci}:${i}`) ?? []) attributed.push({ end: f.end, owner: innerRes[f.idx]?.owner ?? null });
-              if (!flowPasses(filters, r, attributed)) continue;
-              const view = toFlowView(r, dir, attributed, now);
-              if (!args.json) {
-                table.push(view);
-                continue;
+                ends.push({ side, owner: inode ? resolver.ownerOf({ inode, uid, state: 0 }) : null });
               }
-              out += `${first ? '' : ','}${JSON.stringify(view)}`;
+              for (const f of innerOf.get(`${ci}:${i}`) ?? []) ends.push({ side: f.end.side, owner: innerRes[f.idx]?.owner ?? null });
+              if (filtering || !args.json) {
+                const r = decodeOne(dv, c.buf, base);
+                const attributed: AttributedEnd[] = ends.map((e) => ({ end: endOf(e.side === 'orig' ? r.orig : r.reply!, e.side), owner: e.owner }));
+                if (!flowPasses(filters, r, attributed)) continue;
+                if (!args.json) {
+                  table.push(toFlowView(r, dir, attributed, now));
+                  continue;
+                }
+              }
+              if (!first) sink.byte(0x2c); // ,
+              writeFlowJson(sink, dv, c.buf, base, dir, ends, now);
               first = false;
-              if (out.length >= WRITE_CHUNK) {
-                system.stdout.write(out);
-                out = '';
-              }
             }
-            // Done with this batch: its memory can go before the next is decoded.
+            // Done with this batch: its memory can go before the next is written.
             c.buf = EMPTY;
+            c.dirs = NONE8;
             c.inodes = NONE;
             c.uids = NONE;
           }
-          if (args.json) system.stdout.write(`${out}]\n`);
+          if (args.json) {
+            sink.room(2);
+            sink.byte(0x5d); // ]
+            sink.byte(0x0a);
+            sink.end();
+          }
         },
       );
-      if (!args.json) system.stdout.write(renderFlowsTable(table));
+      if (!args.json) system.stdout.write((await import('../views/flows.js')).renderFlowsTable(table)); // loaded only for the table (display widths)
     },
   };
 }
@@ -162,37 +189,53 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
 const EMPTY = Buffer.alloc(0);
 const NONE = new Uint32Array(0);
 
-function exactKey(family: 4 | 6, proto: number, end: { localAddr: string; localPort: number | null; remoteAddr: string; remotePort: number | null }): string {
-  return `${family}|${proto}|${end.localAddr}|${end.localPort}|${end.remoteAddr}|${end.remotePort}`;
+/** Where the ends of a flow are, by direction: which tuple's source is local. */
+const SIDES: Record<Direction, readonly ('orig' | 'reply')[]> = { outbound: ['orig'], inbound: ['reply'], local: ['orig', 'reply'], forwarded: [] };
+const DIRS: readonly Direction[] = ['outbound', 'inbound', 'local', 'forwarded'];
+const DIR_CODE: Record<Direction, number> = { outbound: 0, inbound: 1, local: 2, forwarded: 3 };
+const NONE8 = new Uint8Array(0);
+
+/** The FlowEnd of one side of the record at `base` (endOf on a decoded tuple, without decoding). */
+function rawEnd(dv: DataView, buf: Uint8Array, base: number, side: 'orig' | 'reply', family: 4 | 6, present: number): FlowEnd {
+  const reply = side === 'reply';
+  const ports = (present & (reply ? HAS.replyPorts : HAS.origPorts)) !== 0;
+  const src = base + (reply ? REPLY_SRC : ORIG_SRC);
+  return {
+    side,
+    localAddr: addrAt(buf, src, family),
+    localPort: ports ? dv.getUint16(base + (reply ? 30 : 26), true) : null,
+    remoteAddr: addrAt(buf, src + 16, family),
+    remotePort: ports ? dv.getUint16(base + (reply ? 32 : 28), true) : null,
+  };
+}
+
+const addrAt = (buf: Uint8Array, off: number, family: 4 | 6) => (family === 4 ? formatIPv4(buf, off) : formatIPv6(buf, off));
+
+/**
+ * `local.has` (localAddressSet) on an address in a record, without making its text for IPv4:
+ * loopback (127/8) or one of this namespace's IPv4 addresses.
+ */
+function rawLocalCheck(addrs: Iterable<string>, local: LocalAddresses): (dv: DataView, buf: Uint8Array, off: number, family: 4 | 6) => boolean {
+  const v4 = new Set<number>();
+  for (const a of addrs) {
+    const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(a);
+    if (m) v4.add(((+m[1]! << 24) | (+m[2]! << 16) | (+m[3]! << 8) | +m[4]!) >>> 0);
+  }
+  return (dv, buf, off, family) => (family === 4 ? buf[off] === 127 || v4.has(dv.getUint32(off)) : local.has(formatIPv6(buf, off)));
 }
 
 /**
- * Every TCP and UDP socket of the namespace, from one sock_diag dump, by exact 4-tuple: a flow end
- * whose own socket is in it needs no lookup of its own (at 100k flows, one lookup per flow costs
- * more than the whole dump). An end that is not in it (its socket is gone, or only a listener or
- * an unconnected UDP socket can take it) is still looked up in the kernel, whose answer for those
- * depends on the 4-tuple (SO_REUSEPORT groups). A 4-tuple held by two sockets is left out.
- * IPv4 connections on dual-stack IPv6 sockets are listed under their IPv4 form too.
+ * Every TCP and UDP socket of the namespace, from one sock_diag dump: an end whose own socket is
+ * in it, or whose lookup could only return one listener or none, needs no lookup of its own (at
+ * 100k flows, one lookup per flow costs more than the whole dump). See core/sockindex.ts.
  */
-function socketIndex(system: System): Map<string, SockInfo | null> | null {
+function socketIndex(system: System): SocketIndex | null {
   if (system.procRoot !== '/proc') return null; // a fixture tree: per-flow lookups only
-  let entries;
   try {
-    entries = dumpSocketTable({ tcp: true, udp: true });
+    return new SocketIndex(dumpSocketTable({ tcp: true, udp: true }));
   } catch {
     return null; // no inet sock_diag: per-flow lookups, as before
   }
-  const index = new Map<string, SockInfo | null>();
-  const put = (k: string, v: SockInfo) => index.set(k, index.has(k) ? null : v);
-  for (const e of entries) {
-    if (e.remotePort === 0) continue; // listeners and unconnected sockets: the kernel chooses
-    const proto = e.proto === 'tcp' ? 6 : 17;
-    const v: SockInfo = { inode: e.inode, uid: e.uid, state: e.stateNum };
-    put(exactKey(e.family, proto, e), v);
-    if (e.family === 6 && e.localAddr.startsWith('::ffff:') && e.remoteAddr.startsWith('::ffff:') && e.localAddr.includes('.'))
-      put(exactKey(4, proto, { ...e, localAddr: e.localAddr.slice(7), remoteAddr: e.remoteAddr.slice(7) }), v);
-  }
-  return index;
 }
 
 type Lookup = (family: 4 | 6, proto: number, end: FlowEnd) => SockInfo | null;

@@ -3,13 +3,15 @@
 // The inner address of such a flow (orig source outbound, reply source inbound) names the
 // namespace that holds the socket; the exact tuple is looked up there and the inode mapped to a
 // process living in that namespace. Pure: namespaces and resolvers come in through ForeignDeps.
-import type { FlowRecord } from '../netlink/record.js';
+import { formatIPv4, formatIPv6, type FlowRecord } from '../netlink/record.js';
 import { endOf, type FlowEnd } from './flow.js';
 import { SK_LISTEN, type Owner, type OwnerResolver, type SockInfo } from './owners.js';
 
 export interface ForeignDeps {
   /** Namespaces other than ours where `addr` is configured. */
   namespacesOf(addr: string): number[];
+  /** Every address namespacesOf knows now (refreshed if stale), for snapshots; absent: ask namespacesOf. */
+  addresses?(): string[];
   /** The owner resolver working inside namespace `netns` (null: cannot enter it). */
   resolver(netns: number): OwnerResolver | null;
 }
@@ -33,6 +35,24 @@ export class ForeignAttributor {
   readonly stats: ForeignStats = { ends: 0, lookups: 0, found: 0 };
 
   constructor(private readonly deps: ForeignDeps) {}
+
+  /**
+   * For a one-shot snapshot: whether endsOf could find an end at the address in a record (`off`
+   * into `buf`), with the other namespaces' addresses as they are now (IPv4 ones compared as
+   * numbers, no text made). endsOf itself stays the answer for the flows this lets through.
+   */
+  snapshot(): (view: DataView, buf: Uint8Array, off: number, family: 4 | 6) => boolean {
+    const addrs = this.deps.addresses?.() ?? null;
+    if (!addrs) return (_v, buf, off, family) => this.deps.namespacesOf(family === 4 ? formatIPv4(buf, off) : formatIPv6(buf, off)).length > 0;
+    const v4 = new Set<number>();
+    const v6 = new Set<string>();
+    for (const a of addrs) {
+      const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(a);
+      if (m) v4.add(((+m[1]! << 24) | (+m[2]! << 16) | (+m[3]! << 8) | +m[4]!) >>> 0);
+      else v6.add(a);
+    }
+    return (view, buf, off, family) => (family === 4 ? v4.size > 0 && v4.has(view.getUint32(off)) : v6.size > 0 && v6.has(formatIPv6(buf, off)));
+  }
 
   /** The ends of a flow with no end in our namespace that sit in another local namespace. */
   endsOf(r: FlowRecord): ForeignEnd[] {

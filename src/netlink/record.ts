@@ -2,6 +2,9 @@
 // Kernel vocabulary lives here: orig/reply, ctId, counters.
 
 export const RECORD_SIZE = 200;
+/** Offsets of the tuples' source addresses in a record (destination: 16 bytes further). */
+export const ORIG_SRC = 104;
+export const REPLY_SRC = 136;
 
 export type RecordKind = 'dump' | 'new' | 'update' | 'destroy';
 const KINDS: RecordKind[] = ['dump', 'new', 'update', 'destroy'];
@@ -96,7 +99,7 @@ export function readU64(view: DataView, off: number): number {
   return view.getUint32(off + 4, true) * TWO32 + view.getUint32(off, true);
 }
 
-function nsToMs(view: DataView, off: number): number {
+export function nsToMs(view: DataView, off: number): number {
   // Nanoseconds since the epoch exceed 2^53; milliseconds with a fraction keep µs precision.
   const hi = view.getUint32(off + 4, true);
   const lo = view.getUint32(off, true);

@@ -15,6 +15,10 @@ const PROTO = { tcp: 6, udp: 17 } as const;
  * which /proc/net/tcp and `ss -a` leave out.
  */
 export const TCP_STATES = 0x1ffe;
+/** ct_diag_sock.flags (native/ct_sock.h): what, beyond its addresses, decides whether a kernel
+ *  lookup can pick a socket. V6ONLY is meaningful only with V6ONLY_KNOWN (listening and unbound
+ *  IPv6 sockets). */
+export const DIAG_F = { boundDev: 1, v6only: 2, v6onlyKnown: 4 } as const;
 /** UDP: connected (ESTABLISHED, 1) and unconnected (CLOSE, 7) — every hashed UDP socket. */
 export const UDP_STATES = (1 << 1) | (1 << 7);
 
@@ -45,6 +49,7 @@ export function decodeSockets(buf: Uint8Array, proto: SocketProto, family: 4 | 6
       inode: view.getUint32(base + 12, true),
       txQueue: view.getUint32(base + 20, true),
       rxQueue: view.getUint32(base + 16, true),
+      diagFlags: buf[base + 3]!,
     });
   }
   return out;

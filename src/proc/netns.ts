@@ -180,6 +180,13 @@ export class NetnsRegistry {
     return hit ?? [];
   }
 
+  /** Every address some other namespace holds, from a table built at most `maxAgeMs` ago. */
+  addresses(): string[] {
+    const now = this.deps.now();
+    if (this.builtAt === null || now - this.builtAt >= this.maxAgeMs) this.refresh(now);
+    return [...this.byAddr.keys()];
+  }
+
   entry(inode: number): NetnsEntry | null {
     return this.entries.get(inode) ?? null;
   }

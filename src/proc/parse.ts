@@ -22,6 +22,8 @@ export interface SocketEntry {
   inode: number;
   txQueue: number;
   rxQueue: number;
+  /** From sock_diag only (DIAG_F in netlink/sockets.ts): bound to a device, IPV6_V6ONLY. */
+  diagFlags?: number;
 }
 
 export interface SocketTable {

@@ -1,0 +1,104 @@
+// `flows --json` writes each flow straight from the record buffer (src/views/flowjson.ts): the text
+// must be byte for byte JSON.stringify(toFlowView(decodeOne(…))), the README contract, on flows
+// the kernel sent (fixtures) and on random records with every optional field present or absent.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { endOf, type Direction } from '../../src/core/flow.js';
+import { toFlowView, type AttributedEnd } from '../../src/core/flowview.js';
+import type { Owner } from '../../src/core/owners.js';
+import { getAddon } from '../../src/netlink/addon.js';
+import { decodeOne, RECORD_SIZE } from '../../src/netlink/record.js';
+import { ByteSink, flowJson, writeFlowJson, type EndOwner } from '../../src/views/flowjson.js';
+
+const fixture = (name: string) => readFileSync(new URL(`../fixtures/netlink/${name}`, import.meta.url));
+
+function owner(o: Partial<Owner> = {}): Owner {
+  return { pid: 4242, shared: false, uid: 1000, user: 'alice', comm: 'nginx', cmdline: null, inode: 77, startTime: null, ...o };
+}
+
+const OWNERS: (Owner | null)[] = [
+  null,
+  owner(),
+  owner({ pid: null, comm: null, uid: null }),
+  owner({ comm: 'we"ird\\name\n\u0001\u2028é', shared: true }),
+  owner({ comm: '', uid: 0 }),
+  owner({ netns: 4026532000, container: { runtime: 'docker', id: 'abc123', name: 'web' } as never, unit: 'docker-abc.scope' }),
+  owner({ netns: null }),
+];
+
+/** Every end list toFlowView can be given for a record: none, one, two, on either side. */
+function endLists(hasReply: boolean, i: number): EndOwner[][] {
+  const a = OWNERS[i % OWNERS.length]!;
+  const b = OWNERS[(i * 3 + 1) % OWNERS.length]!;
+  const lists: EndOwner[][] = [[], [{ side: 'orig', owner: a }], [{ side: 'orig', owner: null }]];
+  if (hasReply) lists.push([{ side: 'reply', owner: a }], [{ side: 'orig', owner: a }, { side: 'reply', owner: b }], [{ side: 'reply', owner: b }, { side: 'orig', owner: a }]);
+  return lists;
+}
+
+const DIRS: Direction[] = ['outbound', 'inbound', 'local', 'forwarded'];
+
+function check(buf: Buffer, count: number, now: number): number {
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let n = 0;
+  for (let i = 0; i < count; i++) {
+    const base = i * RECORD_SIZE;
+    const r = decodeOne(view, buf, base);
+    for (const ends of endLists(r.reply !== null, i)) {
+      const dir = DIRS[(i + ends.length) % DIRS.length]!;
+      const attributed: AttributedEnd[] = ends.map((e) => ({ end: endOf(e.side === 'orig' ? r.orig : r.reply!, e.side), owner: e.owner }));
+      const want = JSON.stringify(toFlowView(r, dir, attributed, now));
+      assert.equal(flowJson(view, buf, base, dir, ends, now), want, `record ${i}`);
+      n++;
+    }
+  }
+  return n;
+}
+
+test('flowJson: the text of JSON.stringify(toFlowView(…)) on flows the kernel sent', () => {
+  let n = 0;
+  for (const f of ['dump-all-acct-ts.bin', 'dump-v6-acct-ts.bin', 'dump-noacct.bin']) {
+    const r = getAddon().parse(fixture(f), false);
+    assert.ok(r.count > 0, f);
+    // "now" before, at and long after the flows' start (age_s clamps at 0; fractions).
+    for (const now of [0, 1764000000123.456, 4102444800000]) n += check(r.records, r.count, now);
+  }
+  assert.ok(n > 50);
+});
+
+test('flowJson: the same on random records, every optional field present or absent', () => {
+  let seed = 12345;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const count = 3000;
+  const buf = Buffer.alloc(count * RECORD_SIZE);
+  for (let i = 0; i < buf.length; i++) buf[i] = Math.floor(rnd() * 256);
+  for (let i = 0; i < count; i++) {
+    const base = i * RECORD_SIZE;
+    buf[base + 1] = rnd() < 0.5 ? 2 : 10; // AF_INET / AF_INET6
+    buf[base + 2] = [6, 17, 1, 58, 132, 47, 250][i % 7]!;
+    buf[base + 3] = i % 13; // known TCP states and unknown ones (STATE_n)
+    if (i % 5 === 0) buf.writeBigUInt64LE(2n ** 53n - 1n, base + 56); // counters up to 2^53
+    if (i % 11 === 0) buf.fill(0, base + 104, base + 168); // zero addresses (0.0.0.0, ::)
+    if (i % 17 === 0) buf.writeUInt32BE(0x7f000001, base + 104); // loopback
+  }
+  assert.ok(check(buf, count, 1764000000000) >= count * 3);
+});
+
+test('ByteSink: streams full chunks, a fresh buffer each, the text unchanged across chunk ends', () => {
+  const r = getAddon().parse(fixture('dump-all-acct-ts.bin'), false);
+  const view = new DataView(r.records.buffer, r.records.byteOffset, r.records.byteLength);
+  const ends: EndOwner[] = [{ side: 'orig', owner: owner({ comm: 'é'.repeat(2000) }) }];
+  const chunks: Buffer[] = [];
+  const o = new ByteSink((c) => chunks.push(c), 5000); // smaller than one flow with that name
+  let want = '';
+  for (let k = 0; k < 20; k++)
+    for (let i = 0; i < r.count; i++) {
+      writeFlowJson(o, view, r.records, i * RECORD_SIZE, 'outbound', ends, 0);
+      want += flowJson(view, r.records, i * RECORD_SIZE, 'outbound', ends, 0);
+    }
+  o.end();
+  assert.ok(chunks.length > 10);
+  assert.equal(new Set(chunks.map((c) => c.buffer)).size, chunks.length, 'each chunk its own memory');
+  assert.equal(Buffer.concat(chunks).toString('utf8'), want);
+  assert.ok(want.includes('"comm":"éé'));
+});
