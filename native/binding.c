@@ -23,6 +23,7 @@
 int ct_nft_register(napi_env env, napi_value exports); /* binding_nft.c */
 int ct_bpf_register(napi_env env, napi_value exports); /* binding_bpf.c */
 int ct_owners_register(napi_env env, napi_value exports); /* binding_owners.c */
+int ct_json_register(napi_env env, napi_value exports); /* binding_json.c */
 
 #define CT_BATCH 4096 /* records per Buffer handed to JavaScript */
 #define CT_SLICE_RECORDS 32768 /* records read per loop turn before yielding */
@@ -989,7 +990,8 @@ static napi_value ct_init(napi_env env, napi_value exports)
 		{ "countSockets", NULL, ct_count_sockets, NULL, NULL, NULL, napi_enumerable, NULL },
 	};
 	NAPI_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
-	if (ct_nft_register(env, exports) < 0 || ct_bpf_register(env, exports) < 0 || ct_owners_register(env, exports) < 0)
+	if (ct_nft_register(env, exports) < 0 || ct_bpf_register(env, exports) < 0 || ct_owners_register(env, exports) < 0 ||
+	    ct_json_register(env, exports) < 0)
 		return NULL;
 	napi_value v;
 	NAPI_CALL(env, napi_create_uint32(env, CT_RECORD_SIZE, &v));

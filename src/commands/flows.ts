@@ -7,14 +7,15 @@ import { StringDecoder } from 'node:string_decoder';
 import { endOf, flowKey, localAddressSet, rawFlowKey, type Direction, type FlowEnd, type FlowId, type LocalAddresses } from '../core/flow.js';
 import { flowPasses, toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
-import { OwnerResolver, type SockInfo } from '../core/owners.js';
+import { OwnerResolver, type Owner, type SockInfo } from '../core/owners.js';
 import { SocketIndex } from '../core/sockindex.js';
 import { EXIT, UserError, explainSystemError } from '../errors.js';
 import { decodeOne, formatIPv4, formatIPv6, HAS, ORIG_SRC, RECORD_SIZE, REPLY_SRC } from '../netlink/record.js';
 import { dumpSocketTable } from '../netlink/sockets.js';
 import type { System } from '../system.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
-import { ByteSink, writeFlowJson, type EndOwner } from '../views/flowjson.js';
+import { ByteSink, OwnerTexts, writeFlowJson, type EndOwner } from '../views/flowjson.js';
+import { addonIfLoadable, type Addon } from '../netlink/addon.js';
 import { enterNetns, interfaceAddresses, makeForeignAttributor, realOwnerDeps, uidOfUser } from '../wiring.js';
 import { filterOptions, netnsOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
 
@@ -138,35 +139,59 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           const sink = new ByteSink((chunk) => (system.stdout.writeBytes ? system.stdout.writeBytes(chunk) : system.stdout.write(decoder.write(chunk))));
           if (args.json) sink.byte(0x5b); // [
           let first = true;
-          // Pass 2: each flow with its owners, as one JSON object written from the record buffer
-          // (or one table row), a chunk of output at a time.
+          // Pass 2: each flow's ends with their owners; then the flows of the batch as JSON objects,
+          // written by the addon from the record buffer (by writeFlowJson for the few values only
+          // JavaScript formats as the contract needs), or as table rows.
+          const texts = new OwnerTexts();
+          // One owner per socket within the snapshot (a server's listener takes many flows).
+          const socketOwners = new Map<number, { uid: number; owner: Owner | null }>();
+          const ownerOfSocket = (inode: number, uid: number): Owner | null => {
+            const known = socketOwners.get(inode);
+            if (known && known.uid === uid) return known.owner;
+            const owner = resolver.ownerOf({ inode, uid, state: 0 });
+            socketOwners.set(inode, { uid, owner });
+            return owner;
+          };
+          const native = args.json ? nativeFormat() : null;
           for (const [ci, c] of chunks.entries()) {
             const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
+            const skip = c.dup ?? new Uint8Array(c.count);
+            const endSide = new Int8Array(2 * c.count).fill(-1);
+            const endOwner = new Uint32Array(2 * c.count);
+            const owners: (Owner | null)[] = [];
             let s = 0;
             for (let i = 0; i < c.count; i++) {
-              if (c.dup?.[i]) continue;
-              const base = i * RECORD_SIZE;
+              if (skip[i]) continue;
               const dir = DIRS[c.dirs[i]!]!;
-              const ends: EndOwner[] = [];
+              owners.length = 0;
+              let k = 0;
+              // At most two ends: both local ones, or the foreign ends of a forwarded flow.
+              const put = (side: 'orig' | 'reply', owner: Owner | null) => {
+                endSide[2 * i + k] = side === 'orig' ? 0 : 1;
+                endOwner[2 * i + k] = texts.id(owner);
+                owners[k++] = owner;
+              };
               for (const side of SIDES[dir]) {
                 const inode = c.inodes[s]!;
                 const uid = c.uids[s++]!;
-                ends.push({ side, owner: inode ? resolver.ownerOf({ inode, uid, state: 0 }) : null });
+                put(side, inode ? ownerOfSocket(inode, uid) : null);
               }
-              for (const f of innerOf.get(`${ci}:${i}`) ?? []) ends.push({ side: f.end.side, owner: innerRes[f.idx]?.owner ?? null });
+              for (const f of innerOf.get(`${ci}:${i}`) ?? []) put(f.end.side, innerRes[f.idx]?.owner ?? null);
               if (filtering || !args.json) {
-                const r = decodeOne(dv, c.buf, base);
-                const attributed: AttributedEnd[] = ends.map((e) => ({ end: endOf(e.side === 'orig' ? r.orig : r.reply!, e.side), owner: e.owner }));
-                if (!flowPasses(filters, r, attributed)) continue;
-                if (!args.json) {
-                  table.push(toFlowView(r, dir, attributed, now));
+                const r = decodeOne(dv, c.buf, i * RECORD_SIZE);
+                const attributed: AttributedEnd[] = [];
+                for (let e = 0; e < k; e++) {
+                  const side = endSide[2 * i + e] === 0 ? 'orig' : 'reply';
+                  attributed.push({ end: endOf(side === 'orig' ? r.orig : r.reply!, side), owner: owners[e]! });
+                }
+                if (!flowPasses(filters, r, attributed)) {
+                  skip[i] = 1;
                   continue;
                 }
+                if (!args.json) table.push(toFlowView(r, dir, attributed, now));
               }
-              if (!first) sink.byte(0x2c); // ,
-              writeFlowJson(sink, dv, c.buf, base, dir, ends, now);
-              first = false;
             }
+            if (args.json) first = writeBatch(sink, native, dv, c.buf, c.count, c.dirs, skip, endSide, endOwner, texts, now, first);
             // Done with this batch: its memory can go before the next is written.
             c.buf = EMPTY;
             c.dirs = NONE8;
@@ -184,6 +209,63 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
       if (!args.json) system.stdout.write((await import('../views/flows.js')).renderFlowsTable(table)); // loaded only for the table (display widths)
     },
   };
+}
+
+type Format = Addon['formatFlows'];
+
+/** The addon's JSON writer, or null (a fake addon in tests, an older build): JavaScript writes all. */
+function nativeFormat(): Format | null {
+  const a = addonIfLoadable();
+  return a && typeof a.formatFlows === 'function' ? a.formatFlows.bind(a) : null;
+}
+
+/**
+ * The JSON objects of one batch (records not skipped), comma-separated, into the sink: by the
+ * addon where it can, by writeFlowJson for the flows it leaves (age_s, counters past 2^53).
+ * Returns whether nothing has been written yet (no comma before the next object).
+ */
+function writeBatch(
+  sink: ByteSink,
+  native: Format | null,
+  dv: DataView,
+  buf: Buffer,
+  count: number,
+  dirs: Uint8Array,
+  skip: Uint8Array,
+  endSide: Int8Array,
+  endOwner: Uint32Array,
+  texts: OwnerTexts,
+  now: number,
+  first: boolean,
+): boolean {
+  const { text, off } = texts.table();
+  let i = 0;
+  while (i < count) {
+    if (native) {
+      const [next, end, status] = native(buf, i, count, dirs, skip, endSide, endOwner, text, off, sink.buf, sink.n, first);
+      if (end !== sink.n) first = false;
+      sink.n = end;
+      i = next;
+      if (status === 0) break;
+      // Full: a new buffer, unless this one is empty (a flow larger than a buffer: JavaScript
+      // below makes room for it).
+      if (status === 2 && sink.n > 0) {
+        sink.end();
+        continue;
+      }
+    }
+    // This record in JavaScript (every record when there is no native writer).
+    if (!skip[i]) {
+      const ends: EndOwner[] = [];
+      for (let e = 0; e < 2; e++) if (endSide[2 * i + e]! >= 0) ends.push({ side: endSide[2 * i + e] === 0 ? 'orig' : 'reply', owner: texts.owner(endOwner[2 * i + e]!) });
+      sink.room(1);
+      if (!first) sink.byte(0x2c); // ,
+      writeFlowJson(sink, dv, buf, i * RECORD_SIZE, DIRS[dirs[i]!]!, ends, now);
+      first = false;
+    }
+    i++;
+  }
+  return first;
 }
 
 const EMPTY = Buffer.alloc(0);

@@ -126,6 +126,22 @@ export interface Addon {
   lockFile(path: string): number;
   /** sock_diag dump of one family (AF_INET 2 / AF_INET6 10) and protocol: 56-byte entries (native/ct_sock.h struct ct_diag_sock). */
   dumpSockets(family: number, proto: number, states: number): Buffer;
+  /** `flows --json` objects of records from..to-1 written at out[outOff..] (native/binding_json.c):
+   *  [next, outEnd, status], status 0 done, 1 record `next` needs the JavaScript writer, 2 out full. */
+  formatFlows(
+    records: Uint8Array,
+    from: number,
+    to: number,
+    dirs: Uint8Array,
+    skip: Uint8Array,
+    endSide: Int8Array,
+    endOwner: Uint32Array,
+    text: Uint8Array,
+    textOff: Uint32Array,
+    out: Uint8Array,
+    outOff: number,
+    first: boolean,
+  ): [number, number, number];
   /** The same dump counted by state number (index: TCP/UDP state; 32 entries), no socket kept. */
   countSockets(family: number, proto: number, states: number): Uint32Array;
   /** Loads the close tracker (native/ct_bpf.h) on tracepoint `tracepointId` whose record has

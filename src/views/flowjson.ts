@@ -90,126 +90,113 @@ export class ByteSink {
     this.buf[this.n++] = b;
   }
 
-  lit(s: Uint8Array): void {
-    const b = this.buf;
-    let n = this.n;
-    for (let i = 0; i < s.length; i++) b[n++] = s[i]!;
-    this.n = n;
-  }
-
-  /** A non-negative integer, as String() writes it. */
-  uint(v: number): void {
-    const b = this.buf;
-    if (v > Number.MAX_SAFE_INTEGER) {
-      this.ascii(String(v)); // not exact any more: String()'s shortest form (or exponent)
-      return;
-    }
-    if (v < 10) {
-      b[this.n++] = 48 + v;
-      return;
-    }
-    let digits = 1;
-    if (v < 0x80000000) {
-      // Ports, ids, small counters: 32-bit integer arithmetic.
-      for (let x = v; x >= 10; x = (x / 10) | 0) digits++;
-      let n = this.n + digits;
-      this.n = n;
-      for (let x = v; digits-- > 0; x = (x / 10) | 0) b[--n] = 48 + (x % 10);
-      return;
-    }
-    for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++;
-    let n = this.n + digits;
-    this.n = n;
-    for (let x = v; digits-- > 0; x = Math.floor(x / 10)) b[--n] = 48 + (x % 10);
-  }
-
-  /** Text that needs no JSON escaping and is ASCII (numbers as String() writes them, names we make). */
-  ascii(s: string): void {
-    const b = this.buf;
-    let n = this.n;
-    for (let i = 0; i < s.length; i++) b[n++] = s.charCodeAt(i);
-    this.n = n;
-  }
-
   /** Any value as JSON.stringify writes it (strings escaped, UTF-8). */
   json(v: unknown): void {
     const s = JSON.stringify(v);
     this.room(3 * s.length + 2048); // and the rest of the flow (see writeFlowJson)
     this.n += this.buf.write(s, this.n, 'utf8');
   }
+}
 
-  /** An IPv4 address from 4 record bytes, as formatIPv4 writes it. */
-  ipv4(rec: Uint8Array, off: number): void {
-    this.lit(DEC[rec[off]!]!);
-    this.buf[this.n++] = 0x2e;
-    this.lit(DEC[rec[off + 1]!]!);
-    this.buf[this.n++] = 0x2e;
-    this.lit(DEC[rec[off + 2]!]!);
-    this.buf[this.n++] = 0x2e;
-    this.lit(DEC[rec[off + 3]!]!);
+// The writers below take the output array and position and return the new position: plain
+// functions over locals, which the compiler inlines (a method per piece costs more than the copy).
+
+function put(b: Uint8Array, n: number, s: Uint8Array): number {
+  for (let i = 0; i < s.length; i++) b[n + i] = s[i]!;
+  return n + s.length;
+}
+
+/** A non-negative integer, as String() writes it. */
+function putUint(b: Uint8Array, n: number, v: number): number {
+  if (v < 10) {
+    b[n] = 48 + v;
+    return n + 1;
   }
+  if (v > Number.MAX_SAFE_INTEGER) return putAscii(b, n, String(v)); // String()'s shortest form, or exponent
+  let digits = 1;
+  let end: number;
+  if (v < 0x80000000) {
+    // Ports, ids, small counters: 32-bit integer arithmetic.
+    for (let x = v; x >= 10; x = (x / 10) | 0) digits++;
+    end = n + digits;
+    for (let x = v, i = end; i > n; x = (x / 10) | 0) b[--i] = 48 + (x % 10);
+    return end;
+  }
+  for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++;
+  end = n + digits;
+  for (let x = v, i = end; i > n; x = Math.floor(x / 10)) b[--i] = 48 + (x % 10);
+  return end;
+}
+
+/** Text that needs no JSON escaping and is ASCII (numbers as String() writes them, names we make). */
+function putAscii(b: Uint8Array, n: number, s: string): number {
+  for (let i = 0; i < s.length; i++) b[n + i] = s.charCodeAt(i);
+  return n + s.length;
+}
+
+const putNullable = (b: Uint8Array, n: number, v: number | null | undefined): number => (v == null ? put(b, n, K.null) : putUint(b, n, v));
+
+/** An address from the record, as formatIPv4 / formatIPv6 write it. */
+function putAddr(b: Uint8Array, n: number, rec: Uint8Array, off: number, family: 4 | 6): number {
+  if (family === 6) return putAscii(b, n, formatIPv6(rec, off));
+  n = put(b, n, DEC[rec[off]!]!);
+  b[n++] = 0x2e;
+  n = put(b, n, DEC[rec[off + 1]!]!);
+  b[n++] = 0x2e;
+  n = put(b, n, DEC[rec[off + 2]!]!);
+  b[n++] = 0x2e;
+  return put(b, n, DEC[rec[off + 3]!]!);
 }
 
 /** "ADDR:PORT" or "[ADDR6]:PORT" (formatHostPort), from the record. */
-function hostPort(o: ByteSink, view: DataView, rec: Uint8Array, addrOff: number, family: 4 | 6, port: number | null): void {
-  o.byte(QUOTE);
-  if (family === 4) o.ipv4(rec, addrOff);
-  else {
-    const a = formatIPv6(rec, addrOff);
+function putHostPort(b: Uint8Array, n: number, rec: Uint8Array, off: number, family: 4 | 6, port: number | null): number {
+  b[n++] = QUOTE;
+  if (family === 6) {
+    const a = formatIPv6(rec, off);
     if (a.includes(':')) {
-      o.byte(0x5b);
-      o.ascii(a);
-      o.byte(0x5d);
-    } else o.ascii(a);
-  }
+      b[n++] = 0x5b;
+      n = putAscii(b, n, a);
+      b[n++] = 0x5d;
+    } else n = putAscii(b, n, a);
+  } else n = putAddr(b, n, rec, off, 4);
   if (port !== null) {
-    o.byte(0x3a);
-    o.uint(port);
+    b[n++] = 0x3a;
+    n = putUint(b, n, port);
   }
-  o.byte(QUOTE);
+  b[n++] = QUOTE;
+  return n;
 }
 
-function addr(o: ByteSink, rec: Uint8Array, off: number, family: 4 | 6): void {
-  if (family === 4) o.ipv4(rec, off);
-  else o.ascii(formatIPv6(rec, off));
-}
-
-function side(o: ByteSink, view: DataView, rec: Uint8Array, base: number, family: 4 | 6, reply: boolean, present: number): void {
+function putSide(b: Uint8Array, n: number, view: DataView, rec: Uint8Array, base: number, family: 4 | 6, reply: boolean, present: number): number {
   const src = base + (reply ? REPLY_SRC : ORIG_SRC);
-  o.lit(K.src);
-  addr(o, rec, src, family);
-  o.lit(K.dst);
-  addr(o, rec, src + 16, family);
+  n = put(b, n, K.src);
+  n = putAddr(b, n, rec, src, family);
+  n = put(b, n, K.dst);
+  n = putAddr(b, n, rec, src + 16, family);
   const hasPorts = present & (reply ? HAS.replyPorts : HAS.origPorts);
-  o.lit(K.sport);
-  if (hasPorts) o.uint(view.getUint16(base + (reply ? 30 : 26), true));
-  else o.lit(K.null);
-  o.lit(K.dport);
-  if (hasPorts) o.uint(view.getUint16(base + (reply ? 32 : 28), true));
-  else o.lit(K.null);
+  n = put(b, n, K.sport);
+  n = hasPorts ? putUint(b, n, view.getUint16(base + (reply ? 30 : 26), true)) : put(b, n, K.null);
+  n = put(b, n, K.dport);
+  n = hasPorts ? putUint(b, n, view.getUint16(base + (reply ? 32 : 28), true)) : put(b, n, K.null);
   const c = base + (reply ? 64 : 48);
   const hasCounters = present & (reply ? HAS.countersReply : HAS.countersOrig);
-  o.lit(K.packets);
-  if (hasCounters) o.uint(readU64(view, c));
-  else o.lit(K.null);
-  o.lit(K.bytes);
-  if (hasCounters) o.uint(readU64(view, c + 8));
-  else o.lit(K.null);
+  n = put(b, n, K.packets);
+  n = hasCounters ? putUint(b, n, readU64(view, c)) : put(b, n, K.null);
+  n = put(b, n, K.bytes);
+  n = hasCounters ? putUint(b, n, readU64(view, c + 8)) : put(b, n, K.null);
   if (present & (reply ? HAS.replyIcmp : HAS.origIcmp)) {
     const i = base + (reply ? 38 : 34);
-    o.lit(K.icmpType);
-    o.uint(view.getUint8(i));
-    o.lit(K.code);
-    o.uint(view.getUint8(i + 1));
-    o.lit(K.icmpId);
-    o.uint(view.getUint16(i + 2, true));
-    o.byte(CLOSE);
+    n = put(b, n, K.icmpType);
+    n = putUint(b, n, view.getUint8(i));
+    n = put(b, n, K.code);
+    n = putUint(b, n, view.getUint8(i + 1));
+    n = put(b, n, K.icmpId);
+    n = putUint(b, n, view.getUint16(i + 2, true));
+    b[n++] = CLOSE;
   }
-  o.byte(CLOSE);
+  b[n++] = CLOSE;
+  return n;
 }
-
-const nullable = (o: ByteSink, v: number | null | undefined) => (v == null ? o.lit(K.null) : o.uint(v));
-const text = (o: ByteSink, v: string | null | undefined) => (v == null ? o.lit(K.null) : o.json(v));
 
 /**
  * Writes the JSON object of the record at `base` to `o`. `ends[0]` is the flow's main end,
@@ -217,33 +204,42 @@ const text = (o: ByteSink, v: string | null | undefined) => (v == null ? o.lit(K
  */
 export function writeFlowJson(o: ByteSink, view: DataView, rec: Uint8Array, base: number, direction: Direction, ends: readonly EndOwner[], nowMs: number): void {
   o.room(4096); // the fixed part of a flow is under 1.5 KiB; names make room for themselves
+  let b = o.buf;
+  let n = o.n;
+  /** A value JSON.stringify must write (names: escaping, UTF-8); the sink may move to a new buffer. */
+  const json = (v: unknown) => {
+    o.n = n;
+    o.json(v);
+    b = o.buf;
+    n = o.n;
+  };
+  const text = (v: string | null | undefined) => (v == null ? (n = put(b, n, K.null)) : json(v));
   const present = view.getUint32(base + 4, true);
   const family: 4 | 6 = view.getUint8(base + 1) === 10 ? 6 : 4;
   const proto = view.getUint8(base + 2);
   const hasReply = (present & HAS.replyTuple) !== 0;
-  o.lit(K.id);
-  nullable(o, present & HAS.id ? view.getUint32(base + 8, true) : null);
-  o.lit(family === 4 ? K.fam4 : K.fam6);
+  n = put(b, n, K.id);
+  n = putNullable(b, n, present & HAS.id ? view.getUint32(base + 8, true) : null);
+  n = put(b, n, family === 4 ? K.fam4 : K.fam6);
   const pn = PROTO_NAMES[proto];
   if (pn !== undefined) {
-    o.byte(QUOTE);
-    o.ascii(pn);
-    o.byte(QUOTE);
-  } else o.json(String(proto));
-  o.lit(K.state);
+    b[n++] = QUOTE;
+    n = putAscii(b, n, pn);
+    b[n++] = QUOTE;
+  } else json(String(proto));
+  n = put(b, n, K.state);
   if (proto === 6 && present & HAS.tcpState) {
     const st = view.getUint8(base + 3);
-    o.byte(QUOTE);
-    o.ascii(CT_TCP_STATES[st] ?? `STATE_${st}`);
-    o.byte(QUOTE);
-  } else o.lit(K.null);
-  o.lit(K.dir);
-  o.lit(DIRECTION[direction]);
-  o.lit(K.orig);
-  side(o, view, rec, base, family, false, present);
-  o.lit(K.reply);
-  if (hasReply) side(o, view, rec, base, family, true, present);
-  else o.lit(K.null);
+    b[n++] = QUOTE;
+    n = putAscii(b, n, CT_TCP_STATES[st] ?? `STATE_${st}`);
+    b[n++] = QUOTE;
+  } else n = put(b, n, K.null);
+  n = put(b, n, K.dir);
+  n = put(b, n, DIRECTION[direction]);
+  n = put(b, n, K.orig);
+  n = putSide(b, n, view, rec, base, family, false, present);
+  n = put(b, n, K.reply);
+  n = hasReply ? putSide(b, n, view, rec, base, family, true, present) : put(b, n, K.null);
   const oBytes = present & HAS.countersOrig ? readU64(view, base + 56) : null;
   const rBytes = present & HAS.countersReply ? readU64(view, base + 72) : null;
   const both = oBytes !== null && rBytes !== null;
@@ -251,68 +247,68 @@ export function writeFlowJson(o: ByteSink, view: DataView, rec: Uint8Array, base
     const reply = e.side === 'reply';
     const ports = present & (reply ? HAS.replyPorts : HAS.origPorts);
     const off = base + (reply ? REPLY_SRC : ORIG_SRC) + (remote ? 16 : 0);
-    hostPort(o, view, rec, off, family, ports ? view.getUint16(base + (reply ? 30 : 26) + (remote ? 2 : 0), true) : null);
+    n = putHostPort(b, n, rec, off, family, ports ? view.getUint16(base + (reply ? 30 : 26) + (remote ? 2 : 0), true) : null);
   };
   const bytesOf = (e: EndOwner, sent: boolean) => {
-    if (!both) o.lit(K.null);
-    else o.uint((e.side === 'orig') === sent ? oBytes! : rBytes!);
+    n = both ? putUint(b, n, (e.side === 'orig') === sent ? oBytes! : rBytes!) : put(b, n, K.null);
   };
   const main = ends[0];
-  o.lit(K.local);
+  n = put(b, n, K.local);
   if (main) endAddr(main, false);
-  else o.lit(K.null);
-  o.lit(K.remote);
+  else n = put(b, n, K.null);
+  n = put(b, n, K.remote);
   if (main) endAddr(main, true);
-  else o.lit(K.null);
-  o.lit(K.sent);
+  else n = put(b, n, K.null);
+  n = put(b, n, K.sent);
   if (main) bytesOf(main, true);
-  else o.lit(K.null);
-  o.lit(K.recv);
+  else n = put(b, n, K.null);
+  n = put(b, n, K.recv);
   if (main) bytesOf(main, false);
-  else o.lit(K.null);
+  else n = put(b, n, K.null);
   const ow = main?.owner ?? null;
-  o.lit(K.pid);
-  nullable(o, ow?.pid);
-  o.lit(K.comm);
-  text(o, ow?.comm);
-  o.lit(K.uid);
-  nullable(o, ow?.uid);
-  o.lit(K.mark);
-  nullable(o, present & HAS.mark ? view.getUint32(base + 16, true) : null);
-  o.lit(K.zone);
-  nullable(o, present & HAS.zone ? view.getUint16(base + 24, true) : null);
-  o.lit(K.age);
-  if (present & HAS.tsStart) o.json(Math.max(0, (nowMs - nsToMs(view, base + 80)) / 1000));
-  else o.lit(K.null);
-  o.lit(K.timeout);
-  nullable(o, present & HAS.timeout ? view.getUint32(base + 20, true) : null);
-  if (ow?.shared) o.lit(K.shared);
+  n = put(b, n, K.pid);
+  n = putNullable(b, n, ow?.pid);
+  n = put(b, n, K.comm);
+  text(ow?.comm);
+  n = put(b, n, K.uid);
+  n = putNullable(b, n, ow?.uid);
+  n = put(b, n, K.mark);
+  n = putNullable(b, n, present & HAS.mark ? view.getUint32(base + 16, true) : null);
+  n = put(b, n, K.zone);
+  n = putNullable(b, n, present & HAS.zone ? view.getUint16(base + 24, true) : null);
+  n = put(b, n, K.age);
+  if (present & HAS.tsStart) json(Math.max(0, (nowMs - nsToMs(view, base + 80)) / 1000));
+  else n = put(b, n, K.null);
+  n = put(b, n, K.timeout);
+  n = putNullable(b, n, present & HAS.timeout ? view.getUint32(base + 20, true) : null);
+  if (ow?.shared) n = put(b, n, K.shared);
   if (ow && ow.netns !== undefined) {
-    o.lit(K.netns);
-    nullable(o, ow.netns);
-    o.lit(K.container);
-    o.json(ow.container ?? null);
-    o.lit(K.unit);
-    text(o, ow.unit);
+    n = put(b, n, K.netns);
+    n = putNullable(b, n, ow.netns);
+    n = put(b, n, K.container);
+    json(ow.container ?? null);
+    n = put(b, n, K.unit);
+    text(ow.unit);
   }
   const peer = ends[1];
   if (peer) {
     const p = peer.owner;
-    o.lit(K.peer);
-    nullable(o, p?.pid);
-    o.lit(K.comm);
-    text(o, p?.comm);
-    o.lit(K.uid);
-    nullable(o, p?.uid);
-    o.lit(K.local);
+    n = put(b, n, K.peer);
+    n = putNullable(b, n, p?.pid);
+    n = put(b, n, K.comm);
+    text(p?.comm);
+    n = put(b, n, K.uid);
+    n = putNullable(b, n, p?.uid);
+    n = put(b, n, K.local);
     endAddr(peer, false);
-    o.lit(K.sent);
+    n = put(b, n, K.sent);
     bytesOf(peer, true);
-    o.lit(K.recv);
+    n = put(b, n, K.recv);
     bytesOf(peer, false);
-    o.byte(CLOSE);
+    b[n++] = CLOSE;
   }
-  o.byte(CLOSE);
+  b[n++] = CLOSE;
+  o.n = n;
 }
 
 /** The same as one string (tests, and callers that want text). */
@@ -324,3 +320,66 @@ export function flowJson(view: DataView, rec: Uint8Array, base: number, directio
   return Buffer.concat(parts).toString('utf8');
 }
 
+
+const numText = (v: number | null | undefined): string => (v == null ? 'null' : String(v));
+
+/**
+ * Owners' texts for the addon's formatFlows: per owner, `"pid":…,"comm":…,"uid":…` (as in
+ * writeFlowJson) and what follows a main end's timeout_s. Owner 0 is "no owner" (an end whose
+ * process is unknown). Owners are few; their texts are made once.
+ */
+export class OwnerTexts {
+  private readonly ids = new Map<Owner, number>();
+  private readonly list: (Owner | null)[] = [];
+  private readonly byText = new Map<string, number>();
+  private readonly parts: Buffer[] = [];
+  private readonly offs: number[] = [];
+  private len = 0;
+  private built: { text: Buffer; off: Uint32Array } | null = null;
+
+  constructor() {
+    this.add('"pid":null,"comm":null,"uid":null', '');
+  }
+
+  id(o: Owner | null): number {
+    if (!o) return 0;
+    let k = this.ids.get(o);
+    if (k === undefined) {
+      const who = `"pid":${numText(o.pid)},"comm":${o.comm == null ? 'null' : JSON.stringify(o.comm)},"uid":${numText(o.uid)}`;
+      let more = o.shared ? ',"shared":true' : '';
+      if (o.netns !== undefined) more += `,"netns":${numText(o.netns)},"container":${JSON.stringify(o.container ?? null)},"unit":${o.unit == null ? 'null' : JSON.stringify(o.unit)}`;
+      // Equal texts share an id: owners are objects made per call, the texts are what counts.
+      const key = `${who}\u0000${more}`;
+      k = this.byText.get(key);
+      if (k === undefined) {
+        k = this.add(who, more);
+        this.byText.set(key, k);
+        this.list[k] = o;
+      }
+      this.ids.set(o, k);
+    }
+    return k;
+  }
+
+  private add(who: string, more: string): number {
+    const k = this.offs.length / 4;
+    for (const s of [who, more]) {
+      const b = Buffer.from(s, 'utf8');
+      this.parts.push(b);
+      this.offs.push(this.len, this.len + b.length);
+      this.len += b.length;
+    }
+    this.built = null;
+    return k;
+  }
+
+  /** The owner of id k (null for 0). */
+  owner(k: number): Owner | null {
+    return this.list[k] ?? null;
+  }
+
+  /** All texts in one buffer, and 4 offsets per owner (who start/end, more start/end). */
+  table(): { text: Buffer; off: Uint32Array } {
+    return (this.built ??= { text: Buffer.concat(this.parts), off: Uint32Array.from(this.offs) });
+  }
+}

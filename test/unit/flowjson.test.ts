@@ -9,7 +9,7 @@ import { toFlowView, type AttributedEnd } from '../../src/core/flowview.js';
 import type { Owner } from '../../src/core/owners.js';
 import { getAddon } from '../../src/netlink/addon.js';
 import { decodeOne, RECORD_SIZE } from '../../src/netlink/record.js';
-import { ByteSink, flowJson, writeFlowJson, type EndOwner } from '../../src/views/flowjson.js';
+import { ByteSink, flowJson, OwnerTexts, writeFlowJson, type EndOwner } from '../../src/views/flowjson.js';
 
 const fixture = (name: string) => readFileSync(new URL(`../fixtures/netlink/${name}`, import.meta.url));
 
@@ -101,4 +101,81 @@ test('ByteSink: streams full chunks, a fresh buffer each, the text unchanged acr
   assert.equal(new Set(chunks.map((c) => c.buffer)).size, chunks.length, 'each chunk its own memory');
   assert.equal(Buffer.concat(chunks).toString('utf8'), want);
   assert.ok(want.includes('"comm":"éé'));
+});
+
+test('the addon writes the same objects (formatFlows), and leaves age_s and counters past 2^53 to JavaScript', () => {
+  const addon = getAddon();
+  let seed = 777;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const fixtures = ['dump-all-acct-ts.bin', 'dump-v6-acct-ts.bin', 'dump-noacct.bin'].map((f) => getAddon().parse(fixture(f), false));
+  const count = 4000;
+  const buf = Buffer.alloc(count * RECORD_SIZE);
+  for (let i = 0; i < buf.length; i++) buf[i] = Math.floor(rnd() * 256);
+  for (let i = 0; i < count; i++) {
+    const base = i * RECORD_SIZE;
+    const f = fixtures[i % 3]!;
+    if (i % 4 === 0) f.records.copy(buf, base, (i % f.count) * RECORD_SIZE, (i % f.count) * RECORD_SIZE + RECORD_SIZE); // real records
+    else {
+      buf[base + 1] = rnd() < 0.5 ? 2 : 10;
+      buf[base + 2] = [6, 17, 1, 58, 132, 47, 250][i % 7]!;
+      buf[base + 3] = i % 13;
+      let present = buf.readUInt32LE(base + 4);
+      if (i % 3) present &= ~(1 << 6); // most without a start timestamp (no age_s): the addon writes them
+      if (i % 5) for (const o of [48, 56, 64, 72]) buf.writeBigUInt64LE(BigInt(Math.floor(rnd() * 2 ** 53)), base + o);
+      buf.writeUInt32LE(present >>> 0, base + 4);
+      if (i % 11 === 0) buf.fill(0, base + 104, base + 168);
+      if (i % 13 === 0) buf.fill(0, base + 110, base + 118); // zero runs inside IPv6 addresses
+      if (i % 17 === 0) Buffer.from('00000000000000000000ffff0a000001', 'hex').copy(buf, base + 104); // IPv4-mapped
+    }
+  }
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const dirs = new Uint8Array(count).map((_, i) => i % 4);
+  const skip = new Uint8Array(count).map((_, i) => (i % 29 === 0 ? 1 : 0));
+  const endSide = new Int8Array(2 * count).fill(-1);
+  const endOwner = new Uint32Array(2 * count);
+  const texts = new OwnerTexts();
+  const wantParts: string[] = [];
+  let jsOnly = 0;
+  for (let i = 0; i < count; i++) {
+    const r = decodeOne(view, buf, i * RECORD_SIZE);
+    const lists = endLists(r.reply !== null, i);
+    const ends = lists[i % lists.length]!;
+    ends.forEach((e, k) => {
+      endSide[2 * i + k] = e.side === 'orig' ? 0 : 1;
+      endOwner[2 * i + k] = texts.id(e.owner);
+    });
+    if (skip[i]) continue;
+    wantParts.push(flowJson(view, buf, i * RECORD_SIZE, (['outbound', 'inbound', 'local', 'forwarded'] as const)[dirs[i]!], ends, 1764000000000));
+  }
+  const { text, off } = texts.table();
+  const out = Buffer.alloc(1 << 16); // small: the addon reports it full many times
+  const got: string[] = [];
+  let i = 0;
+  let first = true;
+  while (i < count) {
+    const [next, end, status] = addon.formatFlows(buf, i, count, dirs, skip, endSide, endOwner, text, off, out, 0, first);
+    if (end > 0) got.push(out.toString('utf8', 0, end));
+    if (end > 0) first = false;
+    i = next;
+    if (status === 0) break;
+    if (status === 1) {
+      jsOnly++;
+      const ends: EndOwner[] = [];
+      for (let e = 0; e < 2; e++) if (endSide[2 * i + e]! >= 0) ends.push({ side: endSide[2 * i + e] === 0 ? 'orig' : 'reply', owner: texts.owner(endOwner[2 * i + e]!) });
+      got.push(`${first ? '' : ','}${flowJson(view, buf, i * RECORD_SIZE, (['outbound', 'inbound', 'local', 'forwarded'] as const)[dirs[i]!], ends, 1764000000000)}`);
+      first = false;
+      i++;
+    }
+  }
+  assert.ok(jsOnly > 100 && jsOnly < count / 2, `records left to JavaScript: ${jsOnly}`);
+  const gotText = got.join('');
+  const wantText = wantParts.join(',');
+  if (gotText !== wantText) {
+    const a = gotText.split('},{"id"');
+    const b = wantText.split('},{"id"');
+    const k = a.findIndex((x, j) => x !== b[j]);
+    assert.equal(a[k], b[k], `first differing object: ${k}`);
+  }
+  assert.equal(gotText, wantText);
+  assert.throws(() => addon.formatFlows(buf, 0, count + 1, dirs, skip, endSide, endOwner, text, off, out, 0, true), RangeError);
 });
