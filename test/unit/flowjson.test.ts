@@ -145,7 +145,7 @@ test('the addon writes the same objects (formatFlows), and leaves age_s and coun
       endOwner[2 * i + k] = texts.id(e.owner);
     });
     if (skip[i]) continue;
-    wantParts.push(flowJson(view, buf, i * RECORD_SIZE, (['outbound', 'inbound', 'local', 'forwarded'] as const)[dirs[i]!], ends, 1764000000000));
+    wantParts.push(flowJson(view, buf, i * RECORD_SIZE, DIRS[dirs[i]!]!, ends, 1764000000000));
   }
   const { text, off } = texts.table();
   const out = Buffer.alloc(1 << 16); // small: the addon reports it full many times
@@ -162,7 +162,7 @@ test('the addon writes the same objects (formatFlows), and leaves age_s and coun
       jsOnly++;
       const ends: EndOwner[] = [];
       for (let e = 0; e < 2; e++) if (endSide[2 * i + e]! >= 0) ends.push({ side: endSide[2 * i + e] === 0 ? 'orig' : 'reply', owner: texts.owner(endOwner[2 * i + e]!) });
-      got.push(`${first ? '' : ','}${flowJson(view, buf, i * RECORD_SIZE, (['outbound', 'inbound', 'local', 'forwarded'] as const)[dirs[i]!], ends, 1764000000000)}`);
+      got.push(`${first ? '' : ','}${flowJson(view, buf, i * RECORD_SIZE, DIRS[dirs[i]!]!, ends, 1764000000000)}`);
       first = false;
       i++;
     }
