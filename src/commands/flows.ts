@@ -8,7 +8,7 @@ import { endOf, flowKey, localAddressSet, rawFlowKey, type Direction, type FlowE
 import { flowPasses, toFilters, toKernelFilters, type FilterArgs } from '../core/filters.js';
 import { toFlowView, type AttributedEnd, type FlowView } from '../core/flowview.js';
 import { OwnerResolver, type Owner, type SockInfo } from '../core/owners.js';
-import { SocketIndex } from '../core/sockindex.js';
+import { NO_SOCKET, SocketIndex } from '../core/sockindex.js';
 import { EXIT, UserError, explainSystemError } from '../errors.js';
 import { decodeOne, formatIPv4, formatIPv6, HAS, ORIG_SRC, RECORD_SIZE, REPLY_SRC } from '../netlink/record.js';
 import { dumpSocketTable } from '../netlink/sockets.js';
@@ -83,6 +83,19 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           const sockets = args.owners ? socketIndex(system) : null;
           const seen = chunks.length > 1 && toKernelFilters(args).length > 1 ? new Set<FlowId>() : null;
           const inodes = new Set<number>();
+          /**
+           * The socket of one local end. NO_SOCKET from the index (nothing can take the end) means
+           * the listener lookup socketFor would make next finds nothing either: no lookup, no end
+           * object when no socket at all uses the end's local port.
+           */
+          const socketOf = (dv: DataView, buf: Uint8Array, base: number, side: 'orig' | 'reply', family: 4 | 6, proto: number, present: number): SockInfo | null => {
+            const reply = side === 'reply';
+            if (sockets && (proto === 6 || proto === 17) && present & (reply ? HAS.replyPorts : HAS.origPorts) && !sockets.usesPort(proto, dv.getUint16(base + (reply ? 30 : 26), true)))
+              return null;
+            const end = rawEnd(dv, buf, base, side, family, present);
+            const hit = sockets?.find(family, proto, end) ?? null;
+            return hit === NO_SOCKET ? null : resolver.socketFor(family, proto, end, hit);
+          };
           // Ends in containers' namespaces on this host (flows with no end here): looked up there.
           const foreign = args.owners ? makeForeignAttributor(system) : null;
           const inner: { family: 4 | 6; proto: number; end: FlowEnd; netns: number[] }[] = [];
@@ -116,8 +129,7 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
               const dir = oLocal && rLocal ? 'local' : oLocal ? 'outbound' : rLocal ? 'inbound' : 'forwarded';
               c.dirs[i] = DIR_CODE[dir];
               for (const side of SIDES[dir]) {
-                const end = args.owners ? rawEnd(dv, c.buf, base, side, family, present) : null;
-                const sock = end ? resolver.socketFor(family, proto, end, sockets?.find(family, proto, end) ?? null) : null;
+                const sock = args.owners ? socketOf(dv, c.buf, base, side, family, proto, present) : null;
                 c.inodes[c.ends] = sock?.inode ?? 0;
                 c.uids[c.ends++] = sock?.uid ?? 0;
                 if (sock && sock.inode) inodes.add(sock.inode);
@@ -176,7 +188,7 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
                 const uid = c.uids[s++]!;
                 put(side, inode ? ownerOfSocket(inode, uid) : null);
               }
-              for (const f of innerOf.get(`${ci}:${i}`) ?? []) put(f.end.side, innerRes[f.idx]?.owner ?? null);
+              if (innerOf.size) for (const f of innerOf.get(`${ci}:${i}`) ?? []) put(f.end.side, innerRes[f.idx]?.owner ?? null);
               if (filtering || !args.json) {
                 const r = decodeOne(dv, c.buf, i * RECORD_SIZE);
                 const attributed: AttributedEnd[] = [];

@@ -43,16 +43,19 @@ function canTake(s: SocketEntry, family: 4 | 6, addr: string): Match {
 export class SocketIndex {
   /** Exact 4-tuples; null when two sockets share one. */
   private readonly exact = new Map<string, SockInfo | null>();
-  /** Listeners (TCP) and unconnected sockets (UDP) by protocol and port. */
-  private readonly bound = new Map<string, SocketEntry[]>();
+  /** Listeners (TCP) and unconnected sockets (UDP) by protocol × 65536 + port. */
+  private readonly bound = new Map<number, SocketEntry[]>();
+  /** Protocol × 65536 + local port of every socket indexed (exact or bound). */
+  private readonly ports = new Set<number>();
 
   constructor(entries: Iterable<SocketEntry>) {
     const put = (k: string, v: SockInfo) => this.exact.set(k, this.exact.has(k) ? null : v);
     for (const e of entries) {
       const proto = e.proto === 'tcp' ? 6 : 17;
+      this.ports.add(proto * 65536 + e.localPort);
       if (e.remotePort === 0) {
         if (proto === 17 || e.stateNum === TCP_LISTEN) {
-          const k = `${proto}|${e.localPort}`;
+          const k = proto * 65536 + e.localPort;
           const list = this.bound.get(k);
           if (list) list.push(e);
           else this.bound.set(k, [e]);
@@ -67,16 +70,22 @@ export class SocketIndex {
     }
   }
 
+  /** Whether any socket of this protocol (TCP 6, UDP 17) has this local port: if not, find says NO_SOCKET. */
+  usesPort(proto: number, port: number): boolean {
+    return this.ports.has(proto * 65536 + port);
+  }
+
   /**
    * The socket a lookup of this end would return; NO_SOCKET when it would return none; null when
    * only a lookup can tell (see the module comment).
    */
   find(family: 4 | 6, proto: number, end: FlowEnd): SockInfo | null {
+    if ((proto === 6 || proto === 17) && end.localPort !== null && !this.usesPort(proto, end.localPort)) return NO_SOCKET;
     const own = this.exact.get(key(family, proto, end.localAddr, end.localPort, end.remoteAddr, end.remotePort));
     if (own !== undefined) return own;
     if ((proto !== 6 && proto !== 17) || end.localPort === null) return null;
     let found: SocketEntry | null = null;
-    for (const s of this.bound.get(`${proto}|${end.localPort}`) ?? []) {
+    for (const s of this.bound.get(proto * 65536 + end.localPort) ?? []) {
       const m = canTake(s, family, end.localAddr);
       if (m === 'maybe' || (m === 'yes' && found)) return null;
       if (m === 'yes') found = s;

@@ -77,3 +77,11 @@ test('UDP: unconnected sockets take the end; connected ones only their own 4-tup
   // TCP sockets that are bound but not listening are never returned by a lookup.
   assert.equal(new SocketIndex([sock({ localAddr: '0.0.0.0', localPort: 80, state: 'CLOSE', stateNum: 7 })]).find(4, 6, reply('10.0.0.1', 80)), NO_SOCKET);
 });
+
+test('usesPort: a port no TCP/UDP socket uses needs no end object (find says NO_SOCKET)', () => {
+  const idx = new SocketIndex([sock({ localAddr: '0.0.0.0', localPort: 80 }), sock({ proto: 'udp', localAddr: '0.0.0.0', localPort: 53, stateNum: 7 })]);
+  assert.equal(idx.usesPort(6, 80), true);
+  assert.equal(idx.usesPort(17, 80), false);
+  assert.equal(idx.usesPort(17, 53), true);
+  assert.equal(idx.find(4, 6, reply('10.0.0.1', 81)), NO_SOCKET);
+});
