@@ -22,6 +22,8 @@ const ENDPOINT_MEMORY_MS = 10_000;
 export class Attributor {
   /** Ends whose owner is not final (see EndState.unsettled), looked at again by recheck(). */
   private readonly unsettled = new Set<FlowState>();
+  /** Flows with an end that has no owner yet (see retryUnattributed). */
+  private readonly unowned = new Set<FlowState>();
   /** remote "addr port proto" → the one process that opened connections to it lately (null: several). */
   private readonly endpoints = new Map<string, { owner: Owner | null; at: number }>();
   private readonly opt: { retryMs: number };
@@ -40,6 +42,16 @@ export class Attributor {
 
   /** Resolves owners for the given flows in one batch (one /proc scan at most for all misses). */
   attribute(states: FlowState[]): void {
+    this.resolve(states);
+    // Flows left with an end without owner are retried (retryUnattributed) from this set, so a
+    // refresh does not walk the whole table to find the few that need it.
+    for (const st of states) {
+      if (st.ends.some((e) => e.owner?.pid == null)) this.unowned.add(st);
+      else this.unowned.delete(st);
+    }
+  }
+
+  private resolve(states: FlowState[]): void {
     const todo: EndState[] = [];
     const todoSt: FlowState[] = [];
     const fam: (4 | 6)[] = [];
@@ -64,6 +76,7 @@ export class Attributor {
         // outright, so no fd table (a server's is the big one) is searched for the accepted socket.
         if (e.sock && !e.sock.pid && e.end.side === 'reply' && st.shape.proto === 6 && e.sock.state !== SK_LISTEN) {
           const l = this.owners.serviceSocket(st.family, st.shape.proto, e.end);
+          if (l) this.owners.noteListener(l.inode, st.family, e.end.localPort ?? 0);
           if (l && this.owners.soleHolder(l.inode, st.family, e.end.localPort ?? 0)) e.sock = l;
         }
         // No socket (a client's, gone to TIME_WAIT before it was seen): who closed it, if tracked.
@@ -141,6 +154,7 @@ export class Attributor {
     // aside), so nothing is looked at again; the per-connection cost stays that of one lookup.
     // An SO_REUSEPORT group member is one of several listeners: the one the kernel's lookup named
     // need not be the one that accepts, so it is provisional too.
+    if (server && e.sock.state === SK_LISTEN) this.owners.noteListener(e.sock.inode, st.family, e.end.localPort ?? 0);
     const provisional =
       server && e.sock.state === SK_LISTEN && (this.owners.multiProcess(e.sock.inode) || this.owners.listenerGroup(st.family, e.end.localPort ?? 0));
     if (!(provisional || e.owner.shared)) return;
@@ -334,7 +348,12 @@ export class Attributor {
   retryUnattributed(): void {
     const now = this.now();
     const due: FlowState[] = [];
-    for (const st of this.flows.values()) {
+    for (const st of this.unowned) {
+      // Gone from the table (retired, or replaced by a new life under its key): nothing to retry.
+      if (this.flows.get(st.key) !== st) {
+        this.unowned.delete(st);
+        continue;
+      }
       if (st.ends.some((e) => e.owner?.pid == null && now - e.lastTry >= this.opt.retryMs)) due.push(st);
     }
     if (due.length) this.attribute(due);
