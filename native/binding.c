@@ -565,6 +565,37 @@ static napi_value ct_events_candidates_js(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/* setSoleListeners(handle, [inode, pid, inode, pid, ...]): listeners whose accepted sockets
+ * belong to that one process (see ct_evthread_set_sole). */
+static napi_value ct_events_sole_js(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
+	if (!e || e->closed)
+		return NULL;
+	uint32_t inodes[64], pids[64];
+	uint32_t n = 0, len = 0;
+	bool is_array = false;
+	if (argc < 2 || napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+	    napi_get_array_length(env, argv[1], &len) != napi_ok || len % 2) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setSoleListeners(handle, [inode, pid, ...])");
+		return NULL;
+	}
+	for (uint32_t i = 0; i + 1 < len && n < 64; i += 2) {
+		napi_value v, w;
+		uint32_t inode, pid;
+		if (napi_get_element(env, argv[1], i, &v) == napi_ok && napi_get_value_uint32(env, v, &inode) == napi_ok &&
+		    napi_get_element(env, argv[1], i + 1, &w) == napi_ok && napi_get_value_uint32(env, w, &pid) == napi_ok &&
+		    inode && pid) {
+			inodes[n] = inode;
+			pids[n++] = pid;
+		}
+	}
+	ct_evthread_set_sole(e->thread, inodes, pids, n);
+	return NULL;
+}
+
 static napi_value ct_events_stats_js(napi_env env, napi_callback_info info)
 {
 	size_t argc = 1;
@@ -977,6 +1008,7 @@ static napi_value ct_init(napi_env env, napi_value exports)
 		{ "eventsClose", NULL, ct_events_close_js, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "eventsStats", NULL, ct_events_stats_js, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "setCandidates", NULL, ct_events_candidates_js, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "setSoleListeners", NULL, ct_events_sole_js, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "dump", NULL, ct_dump, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "close", NULL, ct_close, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "stats", NULL, ct_stats, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -23,6 +23,7 @@
 #define EV_BATCH 1024
 #define OWNER_CACHE 65536 /* direct-mapped inode → pid cache, a power of two */
 #define MAX_CANDIDATES 64
+#define MAX_SOLE 64 /* listeners with a sole holder (see ev_sole_holder) */
 #define NEWEST 16 /* when candidates miss: the newest processes, where a just-started client is */
 #define NEWEST_EVERY_NS 50000000ull /* at most every 50 ms */
 #define QUEUE_MAX_DEFAULT (4u << 20) /* ~20k records waiting for JavaScript */
@@ -54,6 +55,8 @@ struct ct_evthread {
 	void *ctx;
 	uint32_t cand[MAX_CANDIDATES];
 	size_t ncand;
+	uint32_t sole_inode[MAX_SOLE], sole_pid[MAX_SOLE]; /* under mu */
+	size_t nsole;
 	uint32_t cache_inode[OWNER_CACHE];
 	uint32_t cache_pid[OWNER_CACHE];
 	struct ct_ev_stats st; /* under mu */
@@ -365,6 +368,21 @@ static void ev_owners_family(struct ct_evthread *t, size_t from, size_t to, cons
 	pthread_mutex_unlock(&t->mu);
 }
 
+/* The holder of a listener that TypeScript found held by one process without children, alone on
+ * its port (OwnerResolver.soleHolder), or 0. That process accepts every connection the listener
+ * queues (fd passing aside; the close tracker settles those), so an accepted socket behind it
+ * needs no fd table search: the per-connection search was half of this thread's time under churn. */
+static uint32_t ev_sole_holder(struct ct_evthread *t, uint32_t listener)
+{
+	uint32_t pid = 0;
+	pthread_mutex_lock(&t->mu);
+	for (size_t i = 0; i < t->nsole && !pid; i++)
+		if (t->sole_inode[i] == listener)
+			pid = t->sole_pid[i];
+	pthread_mutex_unlock(&t->mu);
+	return pid;
+}
+
 /* Records [from, to) whose NEW already found an accepted socket (the event was read after
  * accept()): its holder is searched in the listener holder's family first, as for pending ones. */
 static void ev_owners_accepted(struct ct_evthread *t, size_t from, size_t to)
@@ -382,6 +400,11 @@ static void ev_owners_accepted(struct ct_evthread *t, size_t from, size_t to)
 		memset(&l, 0, sizeof(l));
 		if (ct_diag_lookup(t->diag_fd, r->family, r->proto, r->reply_src, r->reply_sport, zero, 0, &l) > 0 &&
 		    l.inode && l.state == 10) {
+			uint32_t sole = ev_sole_holder(t, l.inode);
+			if (sole) {
+				r->sk_reply.pid = sole;
+				continue;
+			}
 			listener[i - from] = l.inode;
 			any = 1;
 		}
@@ -681,6 +704,17 @@ void ct_evthread_set_candidates(struct ct_evthread *t, const uint32_t *pids, siz
 	pthread_mutex_lock(&t->mu);
 	memcpy(t->cand, pids, n * sizeof(pids[0]));
 	t->ncand = n;
+	pthread_mutex_unlock(&t->mu);
+}
+
+void ct_evthread_set_sole(struct ct_evthread *t, const uint32_t *inodes, const uint32_t *pids, size_t n)
+{
+	if (n > MAX_SOLE)
+		n = MAX_SOLE;
+	pthread_mutex_lock(&t->mu);
+	memcpy(t->sole_inode, inodes, n * sizeof(inodes[0]));
+	memcpy(t->sole_pid, pids, n * sizeof(pids[0]));
+	t->nsole = n;
 	pthread_mutex_unlock(&t->mu);
 }
 

@@ -49,6 +49,9 @@ int ct_evthread_start(const struct ct_evthread_opts *o, ct_ev_deliver deliver, v
 void ct_evthread_stop(struct ct_evthread *t);
 /* Processes to search first for the owner of a new socket (most likely first). */
 void ct_evthread_set_candidates(struct ct_evthread *t, const uint32_t *pids, size_t n);
+/* Listeners whose accepted sockets belong to one known process (inodes[i] -> pids[i]), so the
+ * reader thread gives them that owner without reading fd tables; replaces the previous list. */
+void ct_evthread_set_sole(struct ct_evthread *t, const uint32_t *inodes, const uint32_t *pids, size_t n);
 void ct_evthread_stats(struct ct_evthread *t, struct ct_ev_stats *out);
 /* The consumer is done with a batch delivered earlier (any thread). */
 void ct_evthread_consumed(struct ct_evthread *t, const struct ct_ev_batch *b);

@@ -127,7 +127,7 @@ class Sightings {
       const s = this.seen.get(st);
       if (!s) this.seen.set(st, { first: t, last: t });
       else if (st.goneSince === null) s.last = t;
-      if (initial && st.rec.tcpState !== null && TCP_FINISHED.has(st.rec.tcpState)) this.before.add(st);
+      if (initial && st.tcpState !== null && TCP_FINISHED.has(st.tcpState)) this.before.add(st);
     }
   }
 
@@ -165,7 +165,7 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
         if (!writing || seen.skip(st)) return;
         const t = seen.times(st);
         // A DESTROY is a sighting too: the kernel's event time, else when it was read.
-        const last = reason === 'destroy' ? (st.rec.eventMs ?? system.now()) : (t.last ?? system.now());
+        const last = reason === 'destroy' ? (st.rec?.eventMs ?? system.now()) : (t.last ?? system.now());
         const lines = flowLines(
           st,
           {
@@ -187,6 +187,7 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
           kernelFilters: toKernelFilters(args),
           rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
           onRetire: (st, why) => write(st, why),
+          keepRecords: true,
         foreign: makeForeignAttributor(system, LOW_OVERHEAD_LOOKUP),
       });
       seen.attach(engine.acc);
@@ -212,7 +213,7 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
       /** At exit: flows not settled yet that are finished (and open ones with --include-open). */
       const writeRemaining = () => {
         for (const st of [...engine.acc.flows.values()]) {
-          const finished = st.closed || (st.rec.tcpState !== null && TCP_FINISHED.has(st.rec.tcpState));
+          const finished = st.closed || (st.tcpState !== null && TCP_FINISHED.has(st.tcpState));
           if (finished || args['include-open']) write(st, finished ? 'closed' : 'open');
         }
         writing = false;

@@ -25,6 +25,8 @@ export interface AccountingOptions {
   onRetire?: (st: FlowState, reason: 'destroy' | 'vanished') => void;
   /** Keep a flow that vanished from dumps this long waiting for its DESTROY (ms). */
   goneTimeoutMs?: number;
+  /** Keep each flow's full latest record (FlowState.rec) for onRetire: a flow log writes it. */
+  keepRecords?: boolean;
   /** Retry an unattributed end at most this often (ms). */
   retryMs?: number;
   /** Retired per-connection rows kept for --by conn (oldest dropped first). */
@@ -58,6 +60,7 @@ export class Accounting {
     this.table = new FlowTable(local, now, this.health, this.attributor, this.rollup, flows, {
       goneTimeoutMs: opts.goneTimeoutMs ?? 180_000,
       ...(opts.onRetire ? { onRetire: opts.onRetire } : {}),
+      ...(opts.keepRecords ? { keepRecords: true } : {}),
       ...(opts.foreign ? { foreign: opts.foreign } : {}),
     });
     this.flows = flows;

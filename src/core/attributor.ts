@@ -22,6 +22,8 @@ const ENDPOINT_MEMORY_MS = 10_000;
 export class Attributor {
   /** Ends whose owner is not final (see EndState.unsettled), looked at again by recheck(). */
   private readonly unsettled = new Set<FlowState>();
+  /** Flows with an end that has no owner yet (see retryUnattributed). */
+  private readonly unowned = new Set<FlowState>();
   /** remote "addr port proto" → the one process that opened connections to it lately (null: several). */
   private readonly endpoints = new Map<string, { owner: Owner | null; at: number }>();
   private readonly opt: { retryMs: number };
@@ -40,6 +42,16 @@ export class Attributor {
 
   /** Resolves owners for the given flows in one batch (one /proc scan at most for all misses). */
   attribute(states: FlowState[]): void {
+    this.resolve(states);
+    // Flows left with an end without owner are retried (retryUnattributed) from this set, so a
+    // refresh does not walk the whole table to find the few that need it.
+    for (const st of states) {
+      if (st.ends.some((e) => e.owner?.pid == null)) this.unowned.add(st);
+      else this.unowned.delete(st);
+    }
+  }
+
+  private resolve(states: FlowState[]): void {
     const todo: EndState[] = [];
     const todoSt: FlowState[] = [];
     const fam: (4 | 6)[] = [];
@@ -49,32 +61,35 @@ export class Attributor {
     for (const st of states) {
       for (const e of st.ends) {
         if (e.owner?.pid != null) continue;
-        const hit = e.tries === 0 ? this.newTimeHit(st.rec, e.end.side) : null;
+        const hit = e.tries === 0 ? this.newTimeHit(st, e.end.side) : null;
         e.tries++;
         e.lastTry = now;
         // A closed client connection's socket is gone for good: only inference can help it now.
         if (st.closed && e.end.side === 'orig' && e.tries > 1) continue;
         if (e.netns) {
-          foreign.push({ e, family: st.rec.family, proto: st.rec.proto, end: e.end, netns: e.netns });
+          foreign.push({ e, family: st.family, proto: st.shape.proto, end: e.end, netns: e.netns });
           continue;
         }
-        e.sock = this.owners.socketFor(st.rec.family, st.rec.proto, e.end, hit) ?? e.sock;
+        e.sock = this.owners.socketFor(st.family, st.shape.proto, e.end, hit) ?? e.sock;
         // An accepted socket whose holder is not known yet, behind a listener that a single process
         // holds (no children, no other listener on the port): that process owns its connections
         // outright, so no fd table (a server's is the big one) is searched for the accepted socket.
-        if (e.sock && !e.sock.pid && e.end.side === 'reply' && st.rec.proto === 6 && e.sock.state !== SK_LISTEN) {
-          const l = this.owners.serviceSocket(st.rec.family, st.rec.proto, e.end);
-          if (l && this.owners.soleHolder(l.inode, st.rec.family, e.end.localPort ?? 0)) e.sock = l;
+        if (e.sock && !e.sock.pid && e.end.side === 'reply' && st.shape.proto === 6 && e.sock.state !== SK_LISTEN) {
+          const l = this.owners.serviceSocket(st.family, st.shape.proto, e.end);
+          if (l) this.owners.noteListener(l.inode, st.family, e.end.localPort ?? 0);
+          if (l && this.owners.soleHolder(l.inode, st.family, e.end.localPort ?? 0)) e.sock = l;
         }
         // No socket (a client's, gone to TIME_WAIT before it was seen): who closed it, if tracked.
         if (!e.sock && this.closer(st, e)) continue;
         if (e.sock) {
           todo.push(e);
           todoSt.push(st);
-          fam.push(st.rec.family);
-          protos.push(st.rec.proto);
+          fam.push(st.family);
+          protos.push(st.shape.proto);
         }
       }
+      // Each end with no owner took its hit at its first try: nothing reads them again.
+      st.skOrig = st.skReply = null;
     }
     if (foreign.length && this.foreign) {
       // Ends in containers' namespaces: looked up there, in one batch.
@@ -134,13 +149,14 @@ export class Attributor {
    */
   private markUnsettled(st: FlowState, e: EndState, now: number): void {
     if (e.owner?.pid == null || !e.sock) return;
-    const server = st.rec.proto === 6 && e.end.side === 'reply';
+    const server = st.shape.proto === 6 && e.end.side === 'reply';
     // A listener with one holder and no children: its process is the one that accepts (fd passing
     // aside), so nothing is looked at again; the per-connection cost stays that of one lookup.
     // An SO_REUSEPORT group member is one of several listeners: the one the kernel's lookup named
     // need not be the one that accepts, so it is provisional too.
+    if (server && e.sock.state === SK_LISTEN) this.owners.noteListener(e.sock.inode, st.family, e.end.localPort ?? 0);
     const provisional =
-      server && e.sock.state === SK_LISTEN && (this.owners.multiProcess(e.sock.inode) || this.owners.listenerGroup(st.rec.family, e.end.localPort ?? 0));
+      server && e.sock.state === SK_LISTEN && (this.owners.multiProcess(e.sock.inode) || this.owners.listenerGroup(st.family, e.end.localPort ?? 0));
     if (!(provisional || e.owner.shared)) return;
     e.unsettled = true;
     e.firstSeen ??= now;
@@ -190,7 +206,7 @@ export class Attributor {
    */
   private closer(st: FlowState, e: EndState): boolean {
     const now = this.now();
-    const c = this.owners.closedBy(st.rec.family, st.rec.proto, e.end, now - st.born + 2000);
+    const c = this.owners.closedBy(st.family, st.shape.proto, e.end, now - st.born + 2000);
     if (!c) return false;
     e.unsettled = false;
     // The same process as the owner it had: confirmed, and its owner (shared flag, socket) kept.
@@ -211,7 +227,7 @@ export class Attributor {
    * way to it. A socket seen shared keeps the documented rule (lowest pid, shared).
    */
   settleByCloser(st: FlowState): void {
-    if (st.rec.proto !== 6) return;
+    if (st.shape.proto !== 6) return;
     for (const e of st.ends) {
       if (e.netns) continue;
       // A shared connection socket keeps the lowest pid, unless it was a hand-over: a server
@@ -264,13 +280,13 @@ export class Attributor {
   private recheckEnd(st: FlowState, e: EndState, now: number): void {
     e.every = Math.min(RECHECK_MAX_MS, (e.every ?? 1) * 2);
     e.nextCheck = now + e.every;
-    const s = this.owners.exactSocket(st.rec.family, st.rec.proto, e.end);
+    const s = this.owners.exactSocket(st.family, st.shape.proto, e.end);
     const wasListener = e.sock!.state === SK_LISTEN;
     if (!s || s.inode === 0 || s.state === SK_LISTEN) {
       // Not accepted yet: in the accept queue or a request (inode 0). The kernel answers with the
       // listener when the tuple has no socket at all: before the handshake completes, or gone.
       if (wasListener && s && NOT_ACCEPTED_YET.has(s.state)) return;
-      if (wasListener && s?.state === SK_LISTEN && (st.rec.tcpState ?? 0) < 3 && now - e.firstSeen! < 1000) return;
+      if (wasListener && s?.state === SK_LISTEN && (st.tcpState ?? 0) < 3 && now - e.firstSeen! < 1000) return;
       // Gone: accepted and closed between two looks. The close tracker names who closed it;
       // without it (or never accepted) it stays with the listening service; count those.
       e.unsettled = false;
@@ -304,7 +320,7 @@ export class Attributor {
     for (const st of states) {
       for (const e of st.ends) {
         if (e.end.side !== 'orig') continue;
-        const key = `${e.end.remoteAddr} ${e.end.remotePort} ${st.rec.proto}`;
+        const key = `${e.end.remoteAddr} ${e.end.remotePort} ${st.shape.proto}`;
         const seen = this.endpoints.get(key);
         const fresh = seen !== undefined && now - seen.at <= ENDPOINT_MEMORY_MS;
         if (e.owner?.pid != null && !e.inferred) {
@@ -323,8 +339,8 @@ export class Attributor {
     if (this.endpoints.size > 50_000) this.endpoints.clear();
   }
 
-  private newTimeHit(r: FlowRecord, side: 'orig' | 'reply'): SockInfo | null {
-    const h = side === 'orig' ? r.skOrig : r.skReply;
+  private newTimeHit(st: FlowState, side: 'orig' | 'reply'): SockInfo | null {
+    const h = side === 'orig' ? st.skOrig : st.skReply;
     return h && h.found ? { inode: h.inode, uid: h.uid, state: h.state, pid: h.pid } : null;
   }
 
@@ -332,7 +348,12 @@ export class Attributor {
   retryUnattributed(): void {
     const now = this.now();
     const due: FlowState[] = [];
-    for (const st of this.flows.values()) {
+    for (const st of this.unowned) {
+      // Gone from the table (retired, or replaced by a new life under its key): nothing to retry.
+      if (this.flows.get(st.key) !== st) {
+        this.unowned.delete(st);
+        continue;
+      }
       if (st.ends.some((e) => e.owner?.pid == null && now - e.lastTry >= this.opt.retryMs)) due.push(st);
     }
     if (due.length) this.attribute(due);

@@ -129,13 +129,21 @@ export class TopEngine {
   }
 
   private lastCandidates = '';
-  /** Tells the addon's reader thread which processes to search first for new sockets. */
+  private lastSole = '';
+  /** Tells the addon's reader thread which processes to search first for new sockets, and which
+   *  listeners' accepted sockets need no search at all (one process holds the listener). */
   private pushCandidates(): void {
     const pids = this.deps.owners.recentPids();
     const key = pids.join(',');
     if (key !== this.lastCandidates) {
       this.lastCandidates = key;
       this.sub?.setCandidates(pids);
+    }
+    const sole = this.deps.owners.soleListeners();
+    const skey = sole.join(',');
+    if (skey !== this.lastSole) {
+      this.lastSole = skey;
+      this.sub?.setSoleListeners?.(sole);
     }
   }
 

@@ -77,8 +77,10 @@ function iso(ms: number): string {
 }
 
 export function flowLines(st: FlowState, ctx: LineContext, filters: Filters = {}): FlowLine[] {
-  // The accounting keeps the latest reading in st.rec: a DESTROY's counters, stop and event times.
+  // The accounting keeps the latest reading in st.rec (with keepRecords): a DESTROY's counters,
+  // stop and event times.
   const r = st.rec;
+  if (!r) throw new Error('flow log: the accounting keeps no flow records (keepRecords is off)');
   const kStart = r.startMs;
   const kStop = ctx.reason === 'destroy' ? r.stopMs : null;
   const kernel = kStart !== null && kStop !== null;

@@ -3,7 +3,7 @@
 // the last reading start a new life, each life is settled by its own DESTROY, and a DESTROY below the
 // current reading belongs to an earlier life. Finished flows shrink to tombstones; a failed dump
 // closes nothing. Owners come from the attributor, totals of ended flows go to the roll-up.
-import { decodeOne, HAS, readU64, RECORD_SIZE, type FlowRecord } from '../netlink/record.js';
+import { decodeOne, HAS, readU64, RECORD_SIZE, type FlowRecord, type SockHit } from '../netlink/record.js';
 import { classify, endBytes, flowKey, localEnds, rawFlowKey, sameFlow, sameFlowRaw, shapeOf, type Direction, type FlowEnd, type FlowId, type FlowShape, type LocalAddresses } from './flow.js';
 import type { GroupBy } from './model.js';
 import type { Owner, SockInfo } from './owners.js';
@@ -61,9 +61,18 @@ export interface Tombstone extends FlowShape {
 
 export interface FlowState {
   key: FlowId;
-  /** What the key must keep naming (see sameFlow). */
+  /** What the key must keep naming (see sameFlow); also the flow's protocol and original ports. */
   shape: FlowShape;
-  rec: FlowRecord;
+  family: 4 | 6;
+  /** TCP_CONNTRACK_* state of the latest reading (null: not TCP, or not sent). */
+  tcpState: number | null;
+  /** The sockets the addon found as the NEW event was read: the first attribution takes them. */
+  skOrig: SockHit | null;
+  skReply: SockHit | null;
+  /** The latest full record, kept only where something reads it later: a flow log (onRetire,
+   *  which writes every detail at the flow's end) and flows with no local end (their addresses).
+   *  Null otherwise: it is about 400 bytes a flow, a third of a live flow's memory. */
+  rec: FlowRecord | null;
   dir: Direction;
   ends: EndState[];
   /** Counter readings already accounted (the baseline for the next delta). */
@@ -73,8 +82,6 @@ export interface FlowState {
   /** Totals for flows with no local end (forwarded). */
   origTotal: number;
   replyTotal: number;
-  origInterval: number;
-  replyInterval: number;
   /** Dump generation that last saw it. */
   seenGen: number;
   /** Monotonic ms when a complete dump first missed it (its DESTROY is due). */
@@ -145,6 +152,8 @@ export interface FlowTableOptions {
   onRetire?: (st: FlowState, reason: 'destroy' | 'vanished') => void;
   /** Keep a flow that vanished from dumps this long waiting for its DESTROY (ms). */
   goneTimeoutMs: number;
+  /** Keep each flow's full latest record (see FlowState.rec): the flow log needs it. */
+  keepRecords?: boolean;
   /** Ends in other local network namespaces, for flows with no end here. */
   foreign?: ForeignAttributor;
 }
@@ -163,6 +172,8 @@ export class FlowTable {
   private readonly earlier = new Map<FlowId, EarlierLife>();
   private readonly opt: { goneTimeoutMs: number };
   private readonly onRetire: FlowTableOptions['onRetire'];
+  /** Flows keep their full record (a flow log reads it at their end). */
+  private readonly keepRecords: boolean;
   private readonly foreign: ForeignAttributor | undefined;
 
   constructor(
@@ -176,6 +187,7 @@ export class FlowTable {
     opts: FlowTableOptions,
   ) {
     this.onRetire = opts.onRetire;
+    this.keepRecords = opts.keepRecords === true;
     this.foreign = opts.foreign;
     this.opt = { goneTimeoutMs: opts.goneTimeoutMs };
   }
@@ -216,7 +228,7 @@ export class FlowTable {
       if (st !== undefined && sameFlowRaw(st.shape, view, base, present) && !(hasC && below(st, o, rp))) {
         this.seen(st);
         this.applyCounters(st, hasC ? o : null, hasC ? readU64(view, base + 48) : 0, hasC ? rp : null, hasC ? readU64(view, base + 64) : 0, present & HAS.tcpState ? view.getUint8(base + 3) : null);
-        if (present & HAS.timeout) st.rec.timeout = view.getUint32(base + 20, true);
+        if (st.rec && present & HAS.timeout) st.rec.timeout = view.getUint32(base + 20, true);
         continue;
       }
       if (st === undefined && id !== null) {
@@ -319,7 +331,7 @@ export class FlowTable {
     if (el.st) {
       el.st.lastOrig = Math.max(el.st.lastOrig, o);
       el.st.lastReply = Math.max(el.st.lastReply, rp);
-      el.st.rec = { ...el.st.rec, origCounters: r.origCounters, replyCounters: r.replyCounters, stopMs: r.stopMs, eventMs: r.eventMs };
+      if (el.st.rec) el.st.rec = { ...el.st.rec, origCounters: r.origCounters, replyCounters: r.replyCounters, stopMs: r.stopMs, eventMs: r.eventMs };
       this.onRetire?.(el.st, 'destroy');
     }
   }
@@ -342,7 +354,7 @@ export class FlowTable {
     // with a flow log attached: it wants every detail at the flow's DESTROY.
     if (!this.onRetire) {
       for (const st of this.flows.values()) {
-        if (!st.closed || st.seenGen !== this.gen || st.rec.proto !== 6) continue;
+        if (!st.closed || st.seenGen !== this.gen || st.shape.proto !== 6) continue;
         if (!st.ends.every((e) => e.owner?.pid != null || e.tries >= 3)) continue;
         // An explicit literal, not a spread of st.shape: spread copies took a map of their own per
         // tombstone here (V8's clone of the shape's map), +300 bytes for each finished flow.
@@ -392,8 +404,8 @@ export class FlowTable {
           // A dump met the flow first (no socket in a dump record); the NEW event carries the
           // sockets the addon found when it was read — possibly the only look that met them (a
           // server that exits right after its last connection takes its listener along).
-          if (!st.rec.skOrig && r.skOrig) st.rec.skOrig = r.skOrig;
-          if (!st.rec.skReply && r.skReply) st.rec.skReply = r.skReply;
+          st.skOrig ??= r.skOrig;
+          st.skReply ??= r.skReply;
           for (const e of st.ends) if (e.owner?.pid == null) e.tries = 0;
           created.push(st);
         }
@@ -461,7 +473,11 @@ export class FlowTable {
     const st: FlowState = {
       key,
       shape,
-      rec: r,
+      family: r.family,
+      tcpState: r.tcpState,
+      skOrig: r.skOrig,
+      skReply: r.skReply,
+      rec: null,
       dir,
       // A flow with no end here may have one in a container's namespace on this host.
       ends: (dir === 'forwarded' ? (this.foreign?.endsOf(r) ?? []) : localEnds(r, dir).map((end) => ({ end, netns: undefined }))).map(({ end, netns }) => ({
@@ -481,8 +497,6 @@ export class FlowTable {
       hasCounters: false,
       origTotal: 0,
       replyTotal: 0,
-      origInterval: 0,
-      replyInterval: 0,
       seenGen: this.gen,
       goneSince: null,
       isNew: true,
@@ -492,16 +506,19 @@ export class FlowTable {
       interval: this.interval,
       born: this.now(),
     };
+    if (this.keepRecords || st.ends.length === 0) st.rec = r;
     this.flows.set(key, st);
     return st;
   }
 
   private apply(st: FlowState, r: FlowRecord): void {
     // Events carry no counters, timeouts or (DESTROY) a full record: keep what the richer one had.
-    if (r.kind !== 'destroy') {
-      if (r.reply) st.rec = { ...r, startMs: r.startMs ?? st.rec.startMs, skOrig: st.rec.skOrig, skReply: st.rec.skReply };
-    } else {
-      st.rec = { ...st.rec, tcpState: r.tcpState ?? st.rec.tcpState, startMs: r.startMs ?? st.rec.startMs, stopMs: r.stopMs, eventMs: r.eventMs };
+    if (st.rec) {
+      if (r.kind !== 'destroy') {
+        if (r.reply) st.rec = { ...r, startMs: r.startMs ?? st.rec.startMs, skOrig: st.rec.skOrig, skReply: st.rec.skReply };
+      } else {
+        st.rec = { ...st.rec, tcpState: r.tcpState ?? st.rec.tcpState, startMs: r.startMs ?? st.rec.startMs, stopMs: r.stopMs, eventMs: r.eventMs };
+      }
     }
     const c = r.origCounters && r.replyCounters;
     this.applyCounters(
@@ -518,19 +535,21 @@ export class FlowTable {
   private applyCounters(st: FlowState, origBytes: number | null, origPackets: number, replyBytes: number | null, replyPackets: number, tcpState: number | null): void {
     this.fresh(st);
     if (tcpState !== null) {
-      st.rec.tcpState = tcpState;
+      st.tcpState = tcpState;
+      if (st.rec) st.rec.tcpState = tcpState;
       if (TCP_CLOSED_STATES.has(tcpState)) this.markClosed(st);
     }
     if (origBytes === null || replyBytes === null) return;
-    // The record keeps the latest counters (flow logs read them at retirement).
-    if (st.rec.origCounters && st.rec.replyCounters) {
-      st.rec.origCounters.bytes = origBytes;
-      st.rec.origCounters.packets = origPackets;
-      st.rec.replyCounters.bytes = replyBytes;
-      st.rec.replyCounters.packets = replyPackets;
-    } else {
-      st.rec.origCounters = { bytes: origBytes, packets: origPackets };
-      st.rec.replyCounters = { bytes: replyBytes, packets: replyPackets };
+    // A kept record holds the latest counters (flow logs read them at retirement).
+    const rec = st.rec;
+    if (rec?.origCounters && rec.replyCounters) {
+      rec.origCounters.bytes = origBytes;
+      rec.origCounters.packets = origPackets;
+      rec.replyCounters.bytes = replyBytes;
+      rec.replyCounters.packets = replyPackets;
+    } else if (rec) {
+      rec.origCounters = { bytes: origBytes, packets: origPackets };
+      rec.replyCounters = { bytes: replyBytes, packets: replyPackets };
     }
     st.hasCounters = true;
     const dOrig = origBytes - st.lastOrig;
@@ -544,8 +563,6 @@ export class FlowTable {
     if (st.ends.length === 0) {
       st.origTotal += dOrig;
       st.replyTotal += dReply;
-      st.origInterval += dOrig;
-      st.replyInterval += dReply;
       return;
     }
     for (const e of st.ends) {
@@ -575,7 +592,6 @@ export class FlowTable {
   private fresh(st: FlowState): void {
     if (st.interval === this.interval) return;
     st.interval = this.interval;
-    st.origInterval = st.replyInterval = 0;
     for (const e of st.ends) e.sentInterval = e.recvInterval = 0;
     st.isNew = false;
     if (st.closed) st.closedCounted = true;

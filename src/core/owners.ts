@@ -8,6 +8,8 @@ import type { ContainerRef } from './model.js';
 
 /** Kernel TCP socket states used here. */
 export const SK_LISTEN = 10;
+/** How often a listener with a sole holder has its family read again (it may fork workers later). */
+const SOLE_RECHECK_MS = 5000;
 
 export interface SockInfo {
   inode: number;
@@ -117,6 +119,8 @@ export class OwnerResolver {
   /** Listener inodes whose holders were searched across the family (searchFamily), and whether
    *  several processes may accept on it (several holders, or a holder with children). */
   private readonly familyDone = new Map<number, boolean>();
+  /** When each listener's family was read (monotonic ms). */
+  private readonly familyRead = new Map<number, number>();
 
   /** Whether a listener's connections may be accepted by another process than its one holder:
    *  several holders (pre-fork), or a holder with children (fork-after-accept). Unknown: true. */
@@ -127,6 +131,29 @@ export class OwnerResolver {
    *  alone on its port: that process accepts every connection (fd passing aside). */
   soleHolder(listenerInode: number, family: 4 | 6, port: number): boolean {
     return this.familyDone.get(listenerInode) === false && (this.inodeOwners.get(listenerInode)?.length ?? 0) === 1 && !this.listenerGroup(family, port);
+  }
+  /** TCP listeners met as the provisional owner of a connection, with their family and port. */
+  private readonly listeners = new Map<number, { family: 4 | 6; port: number }>();
+  noteListener(inode: number, family: 4 | 6, port: number): void {
+    if (this.listeners.has(inode)) return;
+    if (this.listeners.size >= 256) this.listeners.delete(this.listeners.keys().next().value!);
+    this.listeners.set(inode, { family, port });
+  }
+  /** The listeners met that have a sole holder (soleHolder), as [inode, pid, inode, pid, …]: the
+   *  addon gives their accepted sockets that process without searching fd tables. Recomputed as
+   *  the facts behind soleHolder change (a fork, a second listener on the port). */
+  soleListeners(): number[] {
+    const out: number[] = [];
+    const now = this.deps.now();
+    for (const [inode, l] of this.listeners) {
+      // A sole holder may fork workers later: its family is read again every few seconds.
+      const pids = this.inodeOwners.get(inode);
+      if (pids && this.familyDone.get(inode) === false && now - (this.familyRead.get(inode) ?? -Infinity) >= SOLE_RECHECK_MS) this.readFamily(inode, pids);
+      if (!this.soleHolder(inode, l.family, l.port)) continue;
+      out.push(inode, this.inodeOwners.get(inode)![0]!);
+      if (out.length >= 128) break;
+    }
+    return out;
   }
   /** Whether the port has several listening sockets (an SO_REUSEPORT group): the kernel's
    *  listener lookup then names one member, not the one that will accept. */
@@ -403,18 +430,26 @@ export class OwnerResolver {
     };
   }
 
+  /** A listener is shared by a server's processes: finds them all, for the lowest pid, and
+   *  whether more than one process (or a child) is there (see multiProcess, soleHolder). */
+  private readFamily(inode: number, pids: number[]): number[] {
+    const all = this.searchFamily(inode, pids);
+    if (all.length) pids = all;
+    const kids = pids.some((p) => (this.deps.family?.(p).children.length ?? 0) > 0);
+    this.familyDone.set(inode, pids.length > 1 || kids);
+    this.familyRead.set(inode, this.deps.now());
+    if (this.familyDone.size > 10_000) {
+      this.familyDone.clear();
+      this.familyRead.clear();
+    }
+    return pids;
+  }
+
   /** The owner of a socket inode, from the cache (call resolveInodes first for a batch). */
   ownerOf(sock: SockInfo | null): Owner | null {
     if (!sock) return null;
     let pids = this.inodeOwners.get(sock.inode);
-    if (pids && sock.state === SK_LISTEN && !this.familyDone.has(sock.inode)) {
-      // A listener is shared by a server's processes: find them all once, for the lowest pid.
-      const all = this.searchFamily(sock.inode, pids);
-      if (all.length) pids = all;
-      const kids = pids.some((p) => (this.deps.family?.(p).children.length ?? 0) > 0);
-      this.familyDone.set(sock.inode, pids.length > 1 || kids);
-      if (this.familyDone.size > 10_000) this.familyDone.clear();
-    }
+    if (pids && sock.state === SK_LISTEN && !this.familyDone.has(sock.inode)) pids = this.readFamily(sock.inode, pids);
     const pid = pids && pids.length > 0 ? pids[0]! : null;
     if (pid !== null) {
       this.recent.delete(pid);

@@ -275,11 +275,11 @@ export function groupKey(g: GroupBy, st: FlowState, e: EndState): string | null 
     case 'remote':
       return e.end.remoteAddr;
     case 'port': {
-      const port = st.rec.orig.dport;
-      return port === null ? protoName(st.rec.proto) : `${protoName(st.rec.proto)}/${port}`;
+      const port = st.shape.dport;
+      return port === null ? protoName(st.shape.proto) : `${protoName(st.shape.proto)}/${port}`;
     }
     case 'conn':
-      return `${protoName(st.rec.proto)} ${formatHostPort(e.end.localAddr, e.end.localPort)} ${formatHostPort(e.end.remoteAddr, e.end.remotePort)}`;
+      return `${protoName(st.shape.proto)} ${formatHostPort(e.end.localAddr, e.end.localPort)} ${formatHostPort(e.end.remoteAddr, e.end.remotePort)}`;
     case 'container':
       if (e.owner?.pid == null) return null;
       return e.owner.container ? `${e.owner.container.runtime}/${e.owner.container.id}` : 'host';
@@ -314,20 +314,23 @@ export function describe(g: GroupBy, key: string, st: FlowState, e: EndState): T
   if (g === 'container') row.netns = o?.container ? (o?.netns ?? e.netns?.[0] ?? null) : null;
   if (g === 'remote') row.remote = e.end.remoteAddr;
   if (g === 'port') {
-    row.port = st.rec.orig.dport;
-    row.proto = protoName(st.rec.proto);
+    row.port = st.shape.dport;
+    row.proto = protoName(st.shape.proto);
   }
   if (g === 'conn') {
-    row.proto = protoName(st.rec.proto);
+    row.proto = protoName(st.shape.proto);
     row.local = formatHostPort(e.end.localAddr, e.end.localPort);
     row.remote = formatHostPort(e.end.remoteAddr, e.end.remotePort);
-    row.state = st.rec.proto === 6 ? ctTcpStateName(st.rec.tcpState) : null;
+    row.state = st.shape.proto === 6 ? ctTcpStateName(st.tcpState) : null;
   }
   return row;
 }
 
 export function passes(f: Filters, st: FlowState, e: EndState | null): boolean {
-  return flowPasses(f, st.rec, e ? [e] : []);
+  if (st.rec) return flowPasses(f, st.rec, e ? [e] : []);
+  // No record kept: the flow has local ends, so its addresses are theirs (flowPasses reads ends).
+  const { proto, sport, dport } = st.shape;
+  return flowPasses(f, { family: st.family, proto, orig: { src: '', dst: '', sport, dport, icmp: null } }, e ? [e] : []);
 }
 
 export function endReason(e: EndState): UnattributedReason {

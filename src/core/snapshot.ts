@@ -99,7 +99,7 @@ export function buildSnapshot(src: SnapshotSource, opts: SnapshotOptions): { sna
           row = describe(g, k, st, e);
           rows.set(k, row);
         } else if (g === 'conn') {
-          row.state = st.rec.proto === 6 ? ctTcpStateName(st.rec.tcpState) : null;
+          row.state = st.shape.proto === 6 ? ctTcpStateName(st.tcpState) : null;
         }
         if (e.owner?.shared && (g === 'process' || g === 'conn')) row.shared = true;
         row.sent_total += e.sentTotal;

@@ -87,10 +87,11 @@ export class UsageTap {
       m = (st.ends.length === 0 ? [0, 0] : st.ends.flatMap(() => [0, 0])).flatMap((v, i) => (i % 2 === 1 ? [v, this.primed ? 1 : 0] : [v]));
       this.credited.set(st, m);
     }
-    const proto = protoName(st.rec.proto);
-    const port = st.rec.orig.dport;
+    const proto = protoName(st.shape.proto);
+    const port = st.shape.dport;
     if (st.ends.length === 0) {
-      const inc = { ident: EMPTY_IDENT, remote: st.rec.orig.dst, proto, port, dir: 'fwd' as const, sent: st.origTotal - m[0]!, recv: st.replyTotal - m[1]!, flows: m[2]! };
+      // Flows with no local end keep their record (FlowState.rec): the remote is the destination.
+      const inc = { ident: EMPTY_IDENT, remote: st.rec?.orig.dst ?? '', proto, port, dir: 'fwd' as const, sent: st.origTotal - m[0]!, recv: st.replyTotal - m[1]!, flows: m[2]! };
       m[0] = st.origTotal;
       m[1] = st.replyTotal;
       m[2] = 0;

@@ -88,6 +88,8 @@ export interface Addon {
   eventsClose(handle: Handle): void;
   eventsStats(handle: Handle): EventStats;
   setCandidates(handle: Handle, pids: number[]): void;
+  /** Listeners whose accepted sockets belong to one process: [inode, pid, inode, pid, …]. */
+  setSoleListeners(handle: Handle, pairs: number[]): void;
   /** Starts a dump polled on the event loop; cb(err, records, count, done). */
   dump(filter: DumpFilterNative, cb: BatchCallback): Handle;
   close(handle: Handle): void;

@@ -39,6 +39,9 @@ export interface Subscription {
   stats(): EventStats;
   /** Processes the addon searches first for the owner of a new socket. */
   setCandidates(pids: number[]): void;
+  /** Listeners whose accepted sockets belong to one process ([inode, pid, …], see
+   *  OwnerResolver.soleListeners): the addon gives those sockets that owner without a search. */
+  setSoleListeners?(pairs: number[]): void;
 }
 
 export interface ConntrackSource {
@@ -138,6 +141,10 @@ export class KernelConntrackSource implements ConntrackSource {
       stats: () => addon.eventsStats(handle),
       setCandidates: (pids) => {
         if (!closed) addon.setCandidates(handle, pids);
+      },
+      setSoleListeners: (pairs) => {
+        // An addon built before this call existed simply keeps searching.
+        if (!closed && typeof addon.setSoleListeners === 'function') addon.setSoleListeners(handle, pairs);
       },
     };
   }

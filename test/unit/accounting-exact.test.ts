@@ -8,7 +8,8 @@ import { localAddressSet } from '../../src/core/flow.js';
 import { TopEngine } from '../../src/core/engine.js';
 import type { ConntrackSource } from '../../src/netlink/source.js';
 import { hit, rec } from '../fakes/records.js';
-import { resolver, world, type FakeWorld } from '../fakes/owners.js';
+import { fakeDeps, resolver, world, type FakeWorld } from '../fakes/owners.js';
+import { OwnerResolver } from '../../src/core/owners.js';
 
 const HOST = '10.0.0.1';
 const local = localAddressSet([HOST]);
@@ -288,5 +289,44 @@ describe('a single-process server owns its connections outright', () => {
     w.clock.t += 1000;
     const row = acc.snapshot({ groupBy: 'process', sort: 'total', time: 't' }).rows.find((r) => r.pid === 100)!;
     assert.equal(row.recv_total, 4000);
+  });
+  test('the addon is told which listeners have a sole holder; a group or a child takes a listener off the list', async () => {
+    const w = world();
+    w.sockets.set(`${HOST}:80 *`, { inode: 5000, uid: 33, state: 10 });
+    w.sockets.set(`${HOST}:81 *`, { inode: 5100, uid: 33, state: 10 });
+    w.sockets.set(`${HOST}:82 *`, { inode: 5200, uid: 33, state: 10 });
+    w.fds.set(100, [5000]);
+    w.fds.set(200, [5100]);
+    w.fds.set(300, [5200]);
+    w.parents = new Map([[201, 200]]); // 200 has a child: a fork-after-accept server
+    for (const pid of [100, 200, 201, 300]) w.procs.set(pid, { pid, comm: 'server', cmdline: 'server', uid: 33, startTime: 7 });
+    const groups = new Map([[82, 2]]); // port 82: an SO_REUSEPORT group of two listeners
+    const res = new OwnerResolver({ ...fakeDeps(w), listenersOn: (_f, port) => groups.get(port) ?? 1 }, { fullScanMaxShare: 1 });
+    const pushed: number[][] = [];
+    const source = {
+      dump: async () => ({ records: 0, malformed: 0, messages: 0, bytesRead: 0 }),
+      dumpRaw: async () => ({ records: 0, malformed: 0, messages: 0, bytesRead: 0 }),
+      subscribe: (_o: unknown, h: { records: (b: ReturnType<typeof rec>[]) => void }) => {
+        handlers = h;
+        return { close() {}, stats: () => null, setCandidates() {}, setSoleListeners: (p: number[]) => pushed.push(p) };
+      },
+    } as unknown as ConntrackSource;
+    let handlers: { records: (b: ReturnType<typeof rec>[]) => void } | null = null;
+    const engine = new TopEngine({ source, owners: res, localAddresses: () => [HOST], monotonic: () => w.clock.t, now: () => w.clock.t });
+    await engine.start();
+    // One connection to each listener, read before accept(): each listener is met.
+    handlers!.records([80, 81, 82].map((port, i) => rec({ kind: 'new', id: 10 + i, src: '198.51.100.7', sport: 52000 + i, dst: HOST, dport: port, orig: null, reply: null, skReply: hit(5000 + 100 * i, 33, 10) })));
+    assert.deepEqual(pushed.at(-1), [5000, 100], 'only the listener of the one-process server without children or group');
+    // The server on port 80 forks a worker that shares its listener: it is no longer the sole holder.
+    w.fds.set(101, [5000]);
+    w.parents.set(101, 100);
+    res.resolveInodes([5000], () => true);
+    assert.deepEqual(res.soleListeners(), [5000, 100], 'read again only after a few seconds');
+    w.clock.t += 6000;
+    assert.deepEqual(res.soleListeners(), [], 'its family read again: two holders now');
+    // The next batch pushes the shorter list: the addon searches fd tables again for port 80.
+    handlers!.records([rec({ kind: 'new', id: 20, src: '198.51.100.7', sport: 53100, dst: HOST, dport: 81, orig: null, reply: null, skReply: hit(5100, 33, 10) })]);
+    assert.deepEqual(pushed.at(-1), []);
+    engine.close();
   });
 });

@@ -380,7 +380,7 @@ describe('finished flows become tombstones', () => {
 
   test('with a flow log attached, finished flows stay whole until their DESTROY', () => {
     const retired: string[] = [];
-    acc = new Accounting(() => local, resolver(w), () => w.clock.t, { onRetire: (st, why) => retired.push(`${st.rec.ctId} ${why}`) });
+    acc = new Accounting(() => local, resolver(w), () => w.clock.t, { keepRecords: true, onRetire: (st, why) => retired.push(`${st.rec!.ctId} ${why}`) });
     dump();
     acc.startInterval();
     dump(outbound([6, 5052], [5, 452], { tcpState: 7 }));

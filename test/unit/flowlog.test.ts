@@ -31,7 +31,7 @@ beforeEach(() => {
   w.procs.set(300, { pid: 300, comm: 'client', cmdline: 'client', uid: 1000 });
   w.procs.set(400, { pid: 400, comm: 'server', cmdline: 'server --port 8080', uid: 1001 });
   retired = [];
-  acc = new Accounting(() => localAddressSet([HOST]), resolver(w), () => w.clock.t, { onRetire: (st, why) => retired.push([st, why]) });
+  acc = new Accounting(() => localAddressSet([HOST]), resolver(w), () => w.clock.t, { keepRecords: true, onRetire: (st, why) => retired.push([st, why]) });
   acc.beginDump();
   acc.endDump();
   acc.startInterval();
