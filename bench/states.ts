@@ -53,10 +53,10 @@ function inProcess(): Record<string, number> {
   const script = `
     import { readSocketTable, scanSocketOwners, scanSocketOwnersAsync } from '${REPO}src/proc/reader.ts';
     import { countStates, socketItems } from '${REPO}src/core/states.ts';
-    import { dumpSocketTable } from '${REPO}src/netlink/sockets.ts';
+    import { countSocketStates, dumpSocketTable } from '${REPO}src/netlink/sockets.ts';
     import { readFileSync } from 'node:fs';
     const med = (a) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
-    const parse = [], count = [], scan = [], scanA = [], readOnly = [], diag = [], parseCpu = [], diagCpu = [];
+    const parse = [], count = [], scan = [], scanA = [], readOnly = [], diag = [], parseCpu = [], diagCpu = [], tally = [], tallyCpu = [];
     const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
     let sockets = 0, fds = 0;
     for (let i = 0; i <= ${RUNS}; i++) {
@@ -64,7 +64,8 @@ function inProcess(): Record<string, number> {
       let c0 = cpu(); t = performance.now(); const tab = readSocketTable('/proc'); const p = performance.now() - t; const pc = cpu() - c0;
       c0 = cpu(); t = performance.now(); const dt = dumpSocketTable({ tcp: true }); const d = performance.now() - t; const dc = cpu() - c0;
       if (dt.length < tab.entries.length * 0.99 || dt.length > tab.entries.length * 1.01) throw new Error('sock_diag ' + dt.length + ' vs /proc ' + tab.entries.length);
-      if (i > 0) { diag.push(d); parseCpu.push(pc); diagCpu.push(dc); }
+      c0 = cpu(); t = performance.now(); countSocketStates({ tcp: true }); const tl = performance.now() - t; const tc = cpu() - c0;
+      if (i > 0) { diag.push(d); parseCpu.push(pc); diagCpu.push(dc); tally.push(tl); tallyCpu.push(tc); }
       t = performance.now(); countStates(socketItems(tab.entries), 'sockets', { by: 'state', listening: true, udp: false }); const c = performance.now() - t;
       if (i > 0) count.push(c);
       t = performance.now(); const s = scanSocketOwners('/proc'); const sc = performance.now() - t;
@@ -72,7 +73,7 @@ function inProcess(): Record<string, number> {
       if (i > 0) { parse.push(p); scan.push(sc); scanA.push(sa); }
       sockets = tab.entries.length; fds = s.stats.fds;
     }
-    console.log(JSON.stringify({ readOnly: med(readOnly), parse: med(parse), diag: med(diag), parseCpu: med(parseCpu), diagCpu: med(diagCpu), count: med(count), scan: med(scan), scanAsync: med(scanA), sockets, fds }));
+    console.log(JSON.stringify({ readOnly: med(readOnly), parse: med(parse), diag: med(diag), parseCpu: med(parseCpu), diagCpu: med(diagCpu), tally: med(tally), tallyCpu: med(tallyCpu), count: med(count), scan: med(scan), scanAsync: med(scanA), sockets, fds }));
   `;
   writeFileSync(`${OUT}/inproc.mts`, script);
   return JSON.parse(inNs(`cd ${REPO} && node --import tsx ${OUT}/inproc.mts`)) as Record<string, number>;
@@ -130,6 +131,8 @@ interface Row {
   diag: number;
   parseCpu: number;
   diagCpu: number;
+  tally: number;
+  tallyCpu: number;
   count: number;
   scan: number;
   scanAsync: number;
@@ -174,6 +177,8 @@ async function main() {
           diag: ip.diag!,
           parseCpu: ip.parseCpu!,
           diagCpu: ip.diagCpu!,
+          tally: ip.tally!,
+          tallyCpu: ip.tallyCpu!,
           count: ip.count!,
           scan: ip.scan!,
           scanAsync: ip.scanAsync!,
@@ -216,9 +221,9 @@ async function main() {
     '',
     'Inside ctacct (in-process, median of the same runs):',
     '',
-    '| TCP sockets | read /proc/net/tcp{,6} only (kernel) | read + parse (`readSocketTable`) | sock_diag dump + decode (`dumpSocketTable`, what `states` uses) | CPU: /proc read + parse | CPU: sock_diag | count (pure) | fd scan, sync | fd scan, async (64 at a time) | fds scanned |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.sockets} | ${f(r.readOnly)} ms | ${f(r.parse)} ms | ${f(r.diag)} ms | ${f(r.parseCpu)} ms | ${f(r.diagCpu)} ms | ${f(r.count)} ms | ${f(r.scan)} ms | ${f(r.scanAsync)} ms | ${r.fds} |`),
+    '| TCP sockets | read /proc/net/tcp{,6} only (kernel) | read + parse (`readSocketTable`) | sock_diag dump + decode (`dumpSocketTable`, `--by port/remote/process`) | sock_diag dump counted in the addon (`countSocketStates`, what `states` uses) | CPU: /proc read + parse | CPU: sock_diag + decode | CPU: sock_diag counted | count of entries (pure) | fd scan, sync | fd scan, async (64 at a time) | fds scanned |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.sockets} | ${f(r.readOnly)} ms | ${f(r.parse)} ms | ${f(r.diag)} ms | ${f(r.tally)} ms | ${f(r.parseCpu)} ms | ${f(r.diagCpu)} ms | ${f(r.tallyCpu)} ms | ${f(r.count)} ms | ${f(r.scan)} ms | ${f(r.scanAsync)} ms | ${r.fds} |`),
     '',
   ];
   const md = lines.join('\n');

@@ -190,6 +190,13 @@ async function snapshot(system: System, a: StatesArgs, q: StatesQuery): Promise<
   return countStates(socketItems(table.entries, scan.owners, procs, eph), 'sockets', q);
 }
 
+/** The text renderer, with the full display widths loaded only when `r` has text beyond ASCII. */
+async function textRenderer(r: StatesResult): Promise<(typeof import('../views/states.js'))['renderStates']> {
+  const [views, text] = await Promise.all([import('../views/states.js'), import('../views/text.js')]);
+  if (views.rendersWide(r)) await text.loadWideWidths();
+  return views.renderStates;
+}
+
 function colorOn(system: System): boolean {
   return system.stdout.isTTY && system.env.NO_COLOR === undefined;
 }
@@ -223,7 +230,7 @@ async function watch(system: System, a: StatesArgs, q: StatesQuery): Promise<voi
       }
       if (stop.signal.aborted) break;
       const r = await snapshot(system, a, q);
-      const renderStates = a.json ? null : (await import('../views/states.js')).renderStates;
+      const renderStates = a.json ? null : await textRenderer(r);
       const time = new Date(system.now()).toISOString();
       if (a.json) {
         const line: Record<string, unknown> = { time, ...statesJson(r) };
@@ -291,7 +298,7 @@ export function statesCommand(system: System): CommandModule<object, RawStatesAr
       const r = await snapshot(system, a, q);
       if (a.json) system.stdout.write(`${JSON.stringify(statesJson(r))}\n`);
       else {
-        const { renderStates } = await import('../views/states.js');
+        const renderStates = await textRenderer(r);
         system.stdout.write(renderStates(r, { width: system.stdout.columns(), color: colorOn(system), privileged: system.isRoot }));
       }
     },

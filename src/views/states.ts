@@ -1,5 +1,5 @@
 // Renderers for `ctacct states`: pure (result, width) → string. No colour unless asked.
-import { alignColumns, displayWidth, sanitize, truncate } from './format.js';
+import { alignColumns, displayWidth, needsWideWidths, sanitize, truncate } from './text.js';
 import { orderStates, stateOrder, UDP_STATE_ORDER, type StatesGroup, type StatesResult } from '../core/states.js';
 
 export interface RenderOptions {
@@ -153,6 +153,11 @@ export function renderStatesBy(r: StatesResult, opts: RenderOptions): string {
   }
   const body = layout(cols, color, true);
   return `${body}\n${notes.map((n) => `${cut(n, opts.width)}\n`).join('')}`;
+}
+
+/** Whether rendering `r` needs loadWideWidths() first: a process name that is not printable ASCII. */
+export function rendersWide(r: StatesResult): boolean {
+  return (r.groups ?? []).some((g) => needsWideWidths(groupLabel(g, r.by)));
 }
 
 /** Either table, by the result's shape. */
