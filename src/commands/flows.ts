@@ -1,7 +1,9 @@
 // `ctacct flows`: one snapshot of the conntrack table with counters and owners.
 // `--json` streams: the dump is kept as the addon's raw record buffers (200 bytes a flow, not a
-// JavaScript object per flow), owners are resolved in one batch, then each record is decoded,
-// attributed and written as one element of the JSON array, a chunk at a time.
+// JavaScript object per flow); directions and sockets are read from those buffers, owners are
+// resolved in one batch, then each flow's JSON object is written as bytes from its record (by the
+// addon, native/ct_json.c; by views/flowjson.ts for values only JavaScript formats as the
+// contract says), a chunk of output at a time. The table view decodes records into objects.
 import type { CommandModule } from 'yargs';
 import { StringDecoder } from 'node:string_decoder';
 import { endOf, flowKey, localAddressSet, rawFlowKey, type Direction, type FlowEnd, type FlowId, type LocalAddresses } from '../core/flow.js';
