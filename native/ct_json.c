@@ -178,12 +178,14 @@ static void w_end_bytes(struct ct_w *w, const struct ct_record *r, int reply, in
 	w_u64(w, (!reply) == sent ? r->orig_bytes : r->reply_bytes);
 }
 
-long ct_json_flow(const struct ct_record *r, int dir, const struct ct_json_end ends[2], char *out, size_t cap)
+long ct_json_flow(const struct ct_record *r, int dir, const struct ct_json_end ends[2], const char *age, size_t age_len, char *out,
+		  size_t cap)
 {
 	const struct ct_json_end *main_end = ends[0].side >= 0 ? &ends[0] : NULL;
 	const struct ct_json_end *peer = main_end && ends[1].side >= 0 ? &ends[1] : NULL;
-	if (r->present & CT_HAS_TS_START)
-		return CT_JSON_NEEDS_JS; /* age_s: a float */
+	int has_age = (r->present & CT_HAS_TS_START) != 0;
+	if (has_age && (!age || !age_len || age_len > 64))
+		return CT_JSON_NEEDS_JS; /* age_s: a float, its text made by JavaScript */
 	if (((r->present & CT_HAS_COUNTERS_ORIG) && (r->orig_packets > CT_JSON_SAFE_MAX || r->orig_bytes > CT_JSON_SAFE_MAX)) ||
 	    ((r->present & CT_HAS_COUNTERS_REPLY) && (r->reply_packets > CT_JSON_SAFE_MAX || r->reply_bytes > CT_JSON_SAFE_MAX)))
 		return CT_JSON_NEEDS_JS;
@@ -263,7 +265,12 @@ long ct_json_flow(const struct ct_record *r, int dir, const struct ct_json_end e
 		w_u64(&w, r->zone);
 	else
 		w_null(&w);
-	w_str(&w, ",\"age_s\":null,\"timeout_s\":");
+	w_str(&w, ",\"age_s\":");
+	if (has_age)
+		w_mem(&w, age, age_len);
+	else
+		w_null(&w);
+	w_str(&w, ",\"timeout_s\":");
 	if (r->present & CT_HAS_TIMEOUT)
 		w_u64(&w, r->timeout);
 	else

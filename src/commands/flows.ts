@@ -16,7 +16,7 @@ import { decodeOne, formatIPv4, formatIPv6, HAS, ORIG_SRC, RECORD_SIZE, REPLY_SR
 import { dumpSocketTable } from '../netlink/sockets.js';
 import type { System } from '../system.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
-import { ByteSink, OwnerTexts, writeFlowJson, type EndOwner } from '../views/flowjson.js';
+import { ageTexts, ByteSink, OwnerTexts, writeFlowJson, type EndOwner } from '../views/flowjson.js';
 import { addonIfLoadable, type Addon } from '../netlink/addon.js';
 import { enterNetns, interfaceAddresses, makeForeignAttributor, realOwnerDeps, uidOfUser } from '../wiring.js';
 import { filterOptions, netnsOptions, outputOptions, ownerFilterOptions, setupOptions } from './options.js';
@@ -235,7 +235,8 @@ function nativeFormat(): Format | null {
 
 /**
  * The JSON objects of one batch (records not skipped), comma-separated, into the sink: by the
- * addon where it can, by writeFlowJson for the flows it leaves (age_s, counters past 2^53).
+ * addon where it can (age_s texts made here), by writeFlowJson for the flows it leaves (counters
+ * past 2^53).
  * Returns whether nothing has been written yet (no comma before the next object).
  */
 function writeBatch(
@@ -253,10 +254,11 @@ function writeBatch(
   first: boolean,
 ): boolean {
   const { text, off } = texts.table();
+  const ages = native ? ageTexts(dv, count, skip, now) : null;
   let i = 0;
   while (i < count) {
     if (native) {
-      const [next, end, status] = native(buf, i, count, dirs, skip, endSide, endOwner, text, off, sink.buf, sink.n, first);
+      const [next, end, status] = native(buf, i, count, dirs, skip, endSide, endOwner, text, off, sink.buf, sink.n, first, ages!.text, ages!.off);
       if (end !== sink.n) first = false;
       sink.n = end;
       i = next;

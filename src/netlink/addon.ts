@@ -129,7 +129,8 @@ export interface Addon {
   /** sock_diag dump of one family (AF_INET 2 / AF_INET6 10) and protocol: 56-byte entries (native/ct_sock.h struct ct_diag_sock). */
   dumpSockets(family: number, proto: number, states: number): Buffer;
   /** `flows --json` objects of records from..to-1 written at out[outOff..] (native/binding_json.c):
-   *  [next, outEnd, status], status 0 done, 1 record `next` needs the JavaScript writer, 2 out full. */
+   *  [next, outEnd, status], status 0 done, 1 record `next` needs the JavaScript writer, 2 out full.
+   *  ageText/ageOff: each record's age_s text (ageOff empty: records with one need JavaScript). */
   formatFlows(
     records: Uint8Array,
     from: number,
@@ -143,6 +144,8 @@ export interface Addon {
     out: Uint8Array,
     outOff: number,
     first: boolean,
+    ageText: Uint8Array,
+    ageOff: Uint32Array,
   ): [number, number, number];
   /** The same dump counted by state number (index: TCP/UDP state; 32 entries), no socket kept. */
   countSockets(family: number, proto: number, states: number): Uint32Array;

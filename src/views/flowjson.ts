@@ -6,7 +6,7 @@
 // synthetic flows.
 import type { Direction } from '../core/flow.js';
 import type { Owner } from '../core/owners.js';
-import { CT_TCP_STATES, formatIPv6, HAS, nsToMs, ORIG_SRC, PROTO_NAMES, readU64, REPLY_SRC } from '../netlink/record.js';
+import { CT_TCP_STATES, formatIPv6, HAS, nsToMs, ORIG_SRC, PROTO_NAMES, readU64, RECORD_SIZE, REPLY_SRC } from '../netlink/record.js';
 
 /** A local (or foreign) end of the flow: which tuple it is the source of, and its owner. */
 export interface EndOwner {
@@ -382,4 +382,26 @@ export class OwnerTexts {
   table(): { text: Buffer; off: Uint32Array } {
     return (this.built ??= { text: Buffer.concat(this.parts), off: Uint32Array.from(this.offs) });
   }
+}
+
+const NO_AGES = { text: Buffer.alloc(0), off: new Uint32Array(0) };
+
+/**
+ * age_s of each record of a batch, as writeFlowJson writes it (JSON.stringify of a float: the
+ * addon takes this text rather than format the number itself), for the addon's formatFlows; none
+ * when no record has a start time (then the addon leaves such records to JavaScript).
+ */
+export function ageTexts(view: DataView, count: number, skip: Uint8Array, nowMs: number): { text: Buffer; off: Uint32Array } {
+  let any = false;
+  for (let i = 0; i < count && !any; i++) any = !skip[i] && (view.getUint32(i * RECORD_SIZE + 4, true) & HAS.tsStart) !== 0;
+  if (!any) return NO_AGES;
+  const off = new Uint32Array(count + 1);
+  let text = '';
+  for (let i = 0; i < count; i++) {
+    off[i] = text.length;
+    const base = i * RECORD_SIZE;
+    if (!skip[i] && view.getUint32(base + 4, true) & HAS.tsStart) text += JSON.stringify(Math.max(0, (nowMs - nsToMs(view, base + 80)) / 1000));
+  }
+  off[count] = text.length;
+  return { text: Buffer.from(text, 'latin1'), off };
 }

@@ -9,7 +9,7 @@ import { toFlowView, type AttributedEnd } from '../../src/core/flowview.js';
 import type { Owner } from '../../src/core/owners.js';
 import { getAddon } from '../../src/netlink/addon.js';
 import { decodeOne, RECORD_SIZE } from '../../src/netlink/record.js';
-import { ByteSink, flowJson, OwnerTexts, writeFlowJson, type EndOwner } from '../../src/views/flowjson.js';
+import { ageTexts, ByteSink, flowJson, OwnerTexts, writeFlowJson, type EndOwner } from '../../src/views/flowjson.js';
 
 const fixture = (name: string) => readFileSync(new URL(`../fixtures/netlink/${name}`, import.meta.url));
 
@@ -103,7 +103,8 @@ test('ByteSink: streams full chunks, a fresh buffer each, the text unchanged acr
   assert.ok(want.includes('"comm":"éé'));
 });
 
-test('the addon writes the same objects (formatFlows), and leaves age_s and counters past 2^53 to JavaScript', () => {
+for (const withAges of [true, false])
+test(`the addon writes the same objects (formatFlows), age_s from JavaScript ${withAges ? 'given' : 'not given'}; counters past 2^53 left to JavaScript`, () => {
   const addon = getAddon();
   let seed = 777;
   const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
@@ -148,12 +149,15 @@ test('the addon writes the same objects (formatFlows), and leaves age_s and coun
     wantParts.push(flowJson(view, buf, i * RECORD_SIZE, DIRS[dirs[i]!]!, ends, 1764000000000));
   }
   const { text, off } = texts.table();
+  // age_s texts from JavaScript for half the runs; without them, records with a start time are
+  // left to JavaScript too.
+  const ages = withAges ? ageTexts(view, count, skip, 1764000000000) : { text: Buffer.alloc(0), off: new Uint32Array(0) };
   const out = Buffer.alloc(1 << 16); // small: the addon reports it full many times
   const got: string[] = [];
   let i = 0;
   let first = true;
   while (i < count) {
-    const [next, end, status] = addon.formatFlows(buf, i, count, dirs, skip, endSide, endOwner, text, off, out, 0, first);
+    const [next, end, status] = addon.formatFlows(buf, i, count, dirs, skip, endSide, endOwner, text, off, out, 0, first, ages.text, ages.off);
     if (end > 0) got.push(out.toString('utf8', 0, end));
     if (end > 0) first = false;
     i = next;
@@ -167,7 +171,7 @@ test('the addon writes the same objects (formatFlows), and leaves age_s and coun
       i++;
     }
   }
-  assert.ok(jsOnly > 100 && jsOnly < count / 2, `records left to JavaScript: ${jsOnly}`);
+  assert.ok(withAges ? jsOnly > 10 && jsOnly < 600 : jsOnly > 600 && jsOnly < count / 2, `records left to JavaScript: ${jsOnly}`);
   const gotText = got.join('');
   const wantText = wantParts.join(',');
   if (gotText !== wantText) {
@@ -177,5 +181,5 @@ test('the addon writes the same objects (formatFlows), and leaves age_s and coun
     assert.equal(a[k], b[k], `first differing object: ${k}`);
   }
   assert.equal(gotText, wantText);
-  assert.throws(() => addon.formatFlows(buf, 0, count + 1, dirs, skip, endSide, endOwner, text, off, out, 0, true), RangeError);
+  assert.throws(() => addon.formatFlows(buf, 0, count + 1, dirs, skip, endSide, endOwner, text, off, out, 0, true, ages.text, ages.off), RangeError);
 });
