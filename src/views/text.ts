@@ -62,8 +62,12 @@ export function charWidth(cp: number): number {
   return cachedWidth(String.fromCodePoint(cp));
 }
 
-/** Printable ASCII: one column per character, no need to segment (the common case, and fast). */
-const ASCII = /^[\x20-\x7e]*$/;
+/**
+ * Printable ASCII and a few one-column symbols ctacct prints itself (→ … · — – ▸ ✓ ✗ × ° µ): one
+ * column per UTF-16 unit, each its own grapheme, so no need to segment or measure (the common
+ * case, and fast: string-width takes ~100 µs per string, and a flows table has a → in every row).
+ */
+const ASCII = /^[\x20-\x7e\u00b0\u00b5\u00b7\u00d7\u2013\u2014\u2026\u2192\u25b8\u2713\u2717]*$/;
 
 // string-width segments and tests emoji per call (tens of µs for a line): the frame measures the
 // same few strings again and again, so remember them (bounded: cleared when it grows large).

@@ -160,3 +160,14 @@ test('flows and states tables show a hostile process name as visible escapes', a
   assert.doesNotMatch(states, /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]/);
   assert.ok(states.includes('\\x1b[2J\\x1b]0;PWN\\x07\\u202e/42'), states);
 });
+
+test('the symbols ctacct prints itself are measured without string-width, and the same as it measures them', async () => {
+  const stringWidth = (await import('string-width')).default;
+  const { displayWidth: width, truncate: cut } = await import('../../src/views/text.js');
+  for (const s of ['10.0.0.1:80 → 10.0.0.2:443', 'a…', 'x · y — z – w ▸ ✓ ✗ × 20°C 5µs', '→'.repeat(30)]) {
+    assert.equal(width(s), stringWidth(s), s);
+    assert.equal(stringWidth(cut(s, 10)), Math.min(10, stringWidth(s)), s);
+  }
+  // Anything else still goes through string-width: wide, combining, emoji.
+  for (const s of ['字→', 'e\u0301→', '→\ufe0f', '👍→']) assert.equal(width(s), stringWidth(s), s);
+});
