@@ -253,7 +253,11 @@ static void ev_owners(struct ct_evthread *t, size_t from, size_t to)
 	size_t missing = 0;
 	for (size_t i = from; i < to; i++) {
 		const struct ct_record *r = &t->batch->recs[i];
-		missing += (r->sk_orig.found && r->sk_orig.inode) + (r->sk_reply.found && r->sk_reply.inode);
+		/* Sockets whose holder is not known yet (ev_owners_accepted may have named it). Counting
+		 * those with a pid too kept this search going over every candidate's fd table for
+		 * sockets found already: a full search per batch, for nothing. */
+		missing += (r->sk_orig.found && r->sk_orig.inode && !r->sk_orig.pid) +
+			   (r->sk_reply.found && r->sk_reply.inode && !r->sk_reply.pid);
 	}
 	missing -= ev_fill_pids(t, from, to); /* the cache knows these already */
 	if (!missing)
@@ -351,9 +355,11 @@ static void ev_owners_family(struct ct_evthread *t, size_t from, size_t to, cons
 			look[n++] = l;
 	}
 	for (size_t i = 0; i < n; i++) {
+		/* Only the accepted sockets this search is for (those with a listener) can be missing:
+		 * other records (DESTROYs, outbound NEWs) have no such socket to find. */
 		size_t missing = 0;
 		for (size_t j = from; j < to; j++)
-			missing += !t->batch->recs[j].sk_reply.pid;
+			missing += listener[j - from] && !t->batch->recs[j].sk_reply.pid;
 		if (!missing)
 			break;
 		fds += ev_scan_pid(t, look[i]);
@@ -402,6 +408,9 @@ static void ev_owners_accepted(struct ct_evthread *t, size_t from, size_t to)
 		    l.inode && l.state == 10) {
 			uint32_t sole = ev_sole_holder(t, l.inode);
 			if (sole) {
+				/* Handed over as the listener with its holder, the way TypeScript itself treats a
+				 * sole holder's connections: nothing per accepted socket to learn or search. */
+				r->sk_reply = l;
 				r->sk_reply.pid = sole;
 				continue;
 			}
