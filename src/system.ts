@@ -5,8 +5,12 @@ import { nodeTerminal, realClock } from './views/terminal.js';
 
 export interface Terminal {
   write(s: string): void;
-  /** Bytes as they are (UTF-8 text), for output built as bytes; absent: write the text. */
-  writeBytes?(b: Uint8Array): void;
+  /** Bytes as they are (UTF-8 text), for output built as bytes; absent: write the text. Returns
+   *  true when they are written out already and `b` may be reused. */
+  writeBytes?(b: Uint8Array): boolean;
+  /** Resolves once what was written has gone out, at once when nothing waits (a slow reader of a
+   *  pipe: wait instead of queueing the whole output in memory). */
+  drain?(): Promise<void>;
   readonly isTTY: boolean;
   /** Terminal width/height; 80x24 when unknown (not a TTY). */
   columns(): number;
@@ -36,7 +40,22 @@ export interface System {
 function terminalOf(stream: NodeJS.WriteStream): Terminal {
   return {
     write: (s) => void stream.write(s),
-    writeBytes: (b) => void stream.write(b),
+    // Nothing left queued after the write: the bytes went out (stdout is synchronous on Linux
+    // for files, pipes and terminals) and the stream keeps no reference to them.
+    writeBytes: (b) => {
+      stream.write(b);
+      return stream.writableLength === 0;
+    },
+    drain: () =>
+      stream.writableNeedDrain
+        ? new Promise<void>((res) => {
+            const done = () => {
+              stream.off('drain', done).off('close', done).off('error', done);
+              res();
+            };
+            stream.on('drain', done).on('close', done).on('error', done);
+          })
+        : Promise.resolve(),
     isTTY: Boolean(stream.isTTY),
     columns: () => (stream.isTTY && stream.columns ? stream.columns : 80),
     rows: () => (stream.isTTY && stream.rows ? stream.rows : 24),

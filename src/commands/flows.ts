@@ -76,136 +76,41 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           } catch (e) {
             throw explainSystemError(e, 'reading the conntrack table');
           }
-          // A one-shot snapshot: the listener on a local port does not change within it, so each
-          // service (listener) lookup is made once per address and port, not once per flow.
-          const deps = realOwnerDeps(system);
-          const resolver = new OwnerResolver({ ...deps, lookupSocket: memoServiceLookups(deps.lookupSocket) });
-          const addrs = interfaceAddresses();
-          const local = localAddressSet(addrs);
-          const sockets = args.owners ? socketIndex(system) : null;
-          const seen = chunks.length > 1 && toKernelFilters(args).length > 1 ? new Set<FlowId>() : null;
-          const inodes = new Set<number>();
-          /**
-           * The socket of one local end. NO_SOCKET from the index (nothing can take the end) means
-           * the listener lookup socketFor would make next finds nothing either: no lookup, no end
-           * object when no socket at all uses the end's local port.
-           */
-          const socketOf = (dv: DataView, buf: Uint8Array, base: number, side: 'orig' | 'reply', family: 4 | 6, proto: number, present: number): SockInfo | null => {
-            const reply = side === 'reply';
-            if (sockets && (proto === 6 || proto === 17) && present & (reply ? HAS.replyPorts : HAS.origPorts) && !sockets.usesPort(proto, dv.getUint16(base + (reply ? 30 : 26), true)))
-              return null;
-            const end = rawEnd(dv, buf, base, side, family, present);
-            const hit = sockets?.find(family, proto, end) ?? null;
-            return hit === NO_SOCKET ? null : resolver.socketFor(family, proto, end, hit);
-          };
-          // Ends in containers' namespaces on this host (flows with no end here): looked up there.
-          const foreign = args.owners ? makeForeignAttributor(system) : null;
-          const inner: { family: 4 | 6; proto: number; end: FlowEnd; netns: number[] }[] = [];
-          const innerOf = new Map<string, { end: FlowEnd; idx: number }[]>();
-          const isLocal = rawLocalCheck(addrs, local);
-          // One snapshot: the containers' addresses as they are now, asked without making text.
-          const foreignAt = foreign?.snapshot() ?? null;
-          // Pass 1, straight from the record buffers: direction, and the socket of each local end.
-          for (const [ci, c] of chunks.entries()) {
-            const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
-            if (seen) c.dup = new Uint8Array(c.count);
-            c.dirs = new Uint8Array(c.count);
-            c.inodes = new Uint32Array(2 * c.count); // at most two local ends per flow
-            c.uids = new Uint32Array(2 * c.count);
-            for (let i = 0; i < c.count; i++) {
-              const base = i * RECORD_SIZE;
-              const present = dv.getUint32(base + 4, true);
-              if (seen) {
-                const k = rawFlowKey(dv, base, present) ?? flowKey(decodeOne(dv, c.buf, base));
-                if (seen.has(k)) {
-                  c.dup![i] = 1;
-                  continue;
-                }
-                seen.add(k);
-              }
-              const family: 4 | 6 = dv.getUint8(base + 1) === 10 ? 6 : 4;
-              const proto = dv.getUint8(base + 2);
-              const hasReply = (present & HAS.replyTuple) !== 0;
-              const oLocal = isLocal(dv, c.buf, base + ORIG_SRC, family);
-              const rLocal = hasReply && isLocal(dv, c.buf, base + REPLY_SRC, family);
-              const dir = oLocal && rLocal ? 'local' : oLocal ? 'outbound' : rLocal ? 'inbound' : 'forwarded';
-              c.dirs[i] = DIR_CODE[dir];
-              for (const side of SIDES[dir]) {
-                const sock = args.owners ? socketOf(dv, c.buf, base, side, family, proto, present) : null;
-                c.inodes[c.ends] = sock?.inode ?? 0;
-                c.uids[c.ends++] = sock?.uid ?? 0;
-                if (sock && sock.inode) inodes.add(sock.inode);
-              }
-              if (foreign && dir === 'forwarded' && (foreignAt!(dv, c.buf, base + ORIG_SRC, family) || (hasReply && foreignAt!(dv, c.buf, base + REPLY_SRC, family)))) {
-                const r = decodeOne(dv, c.buf, base);
-                const list = foreign.endsOf(r).map((f) => ({ end: f.end, idx: inner.push({ family: r.family, proto: r.proto, end: f.end, netns: f.netns }) - 1 }));
-                if (list.length) innerOf.set(`${ci}:${i}`, list);
-              }
-            }
-          }
-          seen?.clear();
-          resolver.resolveInodes(inodes);
-          const innerRes = foreign && inner.length ? foreign.resolveAll(inner) : [];
+          const att = attribute(system, args, chunks);
           const now = system.now();
           const filtering = Object.keys(filters).length > 0;
           // Output goes in chunks of bytes as they fill (process.stdout takes them as they are).
           const decoder = new StringDecoder('utf8');
-          const sink = new ByteSink((chunk) => (system.stdout.writeBytes ? system.stdout.writeBytes(chunk) : system.stdout.write(decoder.write(chunk))));
+          const sink = new ByteSink((chunk) => {
+            if (system.stdout.writeBytes) return system.stdout.writeBytes(chunk);
+            system.stdout.write(decoder.write(chunk)); // a copy: the chunk may be reused
+            return true;
+          });
           if (args.json) sink.byte(0x5b); // [
           let first = true;
           // Pass 2: each flow's ends with their owners; then the flows of the batch as JSON objects,
           // written by the addon from the record buffer (by writeFlowJson for the few values only
           // JavaScript formats as the contract needs), or as table rows.
           const texts = new OwnerTexts();
-          // One owner per socket within the snapshot (a server's listener takes many flows).
-          const socketOwners = new Map<number, { uid: number; owner: Owner | null }>();
-          const ownerOfSocket = (inode: number, uid: number): Owner | null => {
-            const known = socketOwners.get(inode);
-            if (known && known.uid === uid) return known.owner;
-            const owner = resolver.ownerOf({ inode, uid, state: 0 });
-            socketOwners.set(inode, { uid, owner });
-            return owner;
-          };
           const native = args.json ? nativeFormat() : null;
           for (const [ci, c] of chunks.entries()) {
             const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
-            const skip = c.dup ?? new Uint8Array(c.count);
-            const endSide = new Int8Array(2 * c.count).fill(-1);
-            const endOwner = new Uint32Array(2 * c.count);
-            const owners: (Owner | null)[] = [];
-            let s = 0;
-            for (let i = 0; i < c.count; i++) {
-              if (skip[i]) continue;
-              const dir = DIRS[c.dirs[i]!]!;
-              owners.length = 0;
-              let k = 0;
-              // At most two ends: both local ones, or the foreign ends of a forwarded flow.
-              const put = (side: 'orig' | 'reply', owner: Owner | null) => {
-                endSide[2 * i + k] = side === 'orig' ? 0 : 1;
-                endOwner[2 * i + k] = texts.id(owner);
-                owners[k++] = owner;
-              };
-              for (const side of SIDES[dir]) {
-                const inode = c.inodes[s]!;
-                const uid = c.uids[s++]!;
-                put(side, inode ? ownerOfSocket(inode, uid) : null);
-              }
-              if (innerOf.size) for (const f of innerOf.get(`${ci}:${i}`) ?? []) put(f.end.side, innerRes[f.idx]?.owner ?? null);
-              if (filtering || !args.json) {
+            const { skip, endSide, endOwner } = endsOfChunk(att, c, ci, texts);
+            if (filtering || !args.json)
+              for (let i = 0; i < c.count; i++) {
+                if (skip[i]) continue;
                 const r = decodeOne(dv, c.buf, i * RECORD_SIZE);
                 const attributed: AttributedEnd[] = [];
-                for (let e = 0; e < k; e++) {
+                for (let e = 0; e < 2 && endSide[2 * i + e]! >= 0; e++) {
                   const side = endSide[2 * i + e] === 0 ? 'orig' : 'reply';
-                  attributed.push({ end: endOf(side === 'orig' ? r.orig : r.reply!, side), owner: owners[e]! });
+                  attributed.push({ end: endOf(side === 'orig' ? r.orig : r.reply!, side), owner: texts.owner(endOwner[2 * i + e]!) });
                 }
-                if (!flowPasses(filters, r, attributed)) {
-                  skip[i] = 1;
-                  continue;
-                }
-                if (!args.json) table.push(toFlowView(r, dir, attributed, now));
+                if (!flowPasses(filters, r, attributed)) skip[i] = 1;
+                else if (!args.json) table.push(toFlowView(r, DIRS[c.dirs[i]!]!, attributed, now));
               }
-            }
             if (args.json) first = writeBatch(sink, native, dv, c.buf, c.count, c.dirs, skip, endSide, endOwner, texts, now, first);
+            // A reader slower than us (a pipe to jq): wait for it rather than queue the output.
+            if (args.json) await system.stdout.drain?.();
             // Done with this batch: its memory can go before the next is written.
             c.buf = EMPTY;
             c.dirs = NONE8;
@@ -223,6 +128,128 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
       if (!args.json) system.stdout.write((await import('../views/flows.js')).renderFlowsTable(table)); // loaded only for the table (display widths)
     },
   };
+}
+
+/** What pass 1 found: the owners' resolver (inodes resolved), and container ends by chunk:record. */
+interface Attribution {
+  resolver: OwnerResolver;
+  innerOf: Map<string, { end: FlowEnd; idx: number }[]>;
+  innerRes: { owner: Owner | null }[];
+  /** Owner of each socket asked so far (see ownerOfSocket). */
+  socketOwners: Map<number, { uid: number; owner: Owner | null }>;
+}
+
+/**
+ * Pass 1, straight from the record buffers: each record's direction (chunk.dirs) and the socket of
+ * each local end (chunk.inodes/uids), duplicates of several kernel-filtered dumps marked; then the
+ * owners of every socket found, in one batch, and the ends in containers' namespaces.
+ */
+function attribute(system: System, args: FlowsArgs, chunks: Chunk[]): Attribution {
+  // A one-shot snapshot: the listener on a local port does not change within it, so each
+  // service (listener) lookup is made once per address and port, not once per flow.
+  const deps = realOwnerDeps(system);
+  const resolver = new OwnerResolver({ ...deps, lookupSocket: memoServiceLookups(deps.lookupSocket) });
+  const addrs = interfaceAddresses();
+  const isLocal = rawLocalCheck(addrs, localAddressSet(addrs));
+  const sockets = args.owners ? socketIndex(system) : null;
+  const seen = chunks.length > 1 && toKernelFilters(args).length > 1 ? new Set<FlowId>() : null;
+  const inodes = new Set<number>();
+  /**
+   * The socket of one local end. NO_SOCKET from the index (nothing can take the end) means the
+   * listener lookup socketFor would make next finds nothing either: no lookup, and no end object
+   * when no socket at all uses the end's local port.
+   */
+  const socketOf = (dv: DataView, buf: Uint8Array, base: number, side: 'orig' | 'reply', family: 4 | 6, proto: number, present: number): SockInfo | null => {
+    const reply = side === 'reply';
+    if (sockets && (proto === 6 || proto === 17) && present & (reply ? HAS.replyPorts : HAS.origPorts) && !sockets.usesPort(proto, dv.getUint16(base + (reply ? 30 : 26), true)))
+      return null;
+    const end = rawEnd(dv, buf, base, side, family, present);
+    const hit = sockets?.find(family, proto, end) ?? null;
+    return hit === NO_SOCKET ? null : resolver.socketFor(family, proto, end, hit);
+  };
+  // Ends in containers' namespaces on this host (flows with no end here): looked up there. One
+  // snapshot: the containers' addresses as they are now, asked without making text.
+  const foreign = args.owners ? makeForeignAttributor(system) : null;
+  const foreignAt = foreign?.snapshot() ?? null;
+  const inner: { family: 4 | 6; proto: number; end: FlowEnd; netns: number[] }[] = [];
+  const innerOf = new Map<string, { end: FlowEnd; idx: number }[]>();
+  for (const [ci, c] of chunks.entries()) {
+    const dv = new DataView(c.buf.buffer, c.buf.byteOffset, c.buf.byteLength);
+    if (seen) c.dup = new Uint8Array(c.count);
+    c.dirs = new Uint8Array(c.count);
+    c.inodes = new Uint32Array(2 * c.count); // at most two local ends per flow
+    c.uids = new Uint32Array(2 * c.count);
+    for (let i = 0; i < c.count; i++) {
+      const base = i * RECORD_SIZE;
+      const present = dv.getUint32(base + 4, true);
+      if (seen) {
+        const k = rawFlowKey(dv, base, present) ?? flowKey(decodeOne(dv, c.buf, base));
+        if (seen.has(k)) {
+          c.dup![i] = 1;
+          continue;
+        }
+        seen.add(k);
+      }
+      const family: 4 | 6 = dv.getUint8(base + 1) === 10 ? 6 : 4;
+      const proto = dv.getUint8(base + 2);
+      const hasReply = (present & HAS.replyTuple) !== 0;
+      const oLocal = isLocal(dv, c.buf, base + ORIG_SRC, family);
+      const rLocal = hasReply && isLocal(dv, c.buf, base + REPLY_SRC, family);
+      const dir = oLocal && rLocal ? 'local' : oLocal ? 'outbound' : rLocal ? 'inbound' : 'forwarded';
+      c.dirs[i] = DIR_CODE[dir];
+      for (const side of SIDES[dir]) {
+        const sock = args.owners ? socketOf(dv, c.buf, base, side, family, proto, present) : null;
+        c.inodes[c.ends] = sock?.inode ?? 0;
+        c.uids[c.ends++] = sock?.uid ?? 0;
+        if (sock && sock.inode) inodes.add(sock.inode);
+      }
+      if (foreign && dir === 'forwarded' && (foreignAt!(dv, c.buf, base + ORIG_SRC, family) || (hasReply && foreignAt!(dv, c.buf, base + REPLY_SRC, family)))) {
+        const r = decodeOne(dv, c.buf, base);
+        const list = foreign.endsOf(r).map((f) => ({ end: f.end, idx: inner.push({ family: r.family, proto: r.proto, end: f.end, netns: f.netns }) - 1 }));
+        if (list.length) innerOf.set(`${ci}:${i}`, list);
+      }
+    }
+  }
+  seen?.clear();
+  resolver.resolveInodes(inodes);
+  return { resolver, innerOf, innerRes: foreign && inner.length ? foreign.resolveAll(inner) : [], socketOwners: new Map() };
+}
+
+/**
+ * Each record's ends (at most two: both local ones, or a forwarded flow's ends in containers),
+ * as the side (-1 none, 0 orig, 1 reply) and owner text id per end, two slots per record; skip
+ * marks duplicates. One owner per socket within the snapshot (a listener takes many flows).
+ */
+function endsOfChunk(att: Attribution, c: Chunk, ci: number, texts: OwnerTexts): { skip: Uint8Array; endSide: Int8Array; endOwner: Uint32Array } {
+  const skip = c.dup ?? new Uint8Array(c.count);
+  const endSide = new Int8Array(2 * c.count).fill(-1);
+  const endOwner = new Uint32Array(2 * c.count);
+  let s = 0;
+  for (let i = 0; i < c.count; i++) {
+    if (skip[i]) continue;
+    let k = 0;
+    const put = (side: 'orig' | 'reply', owner: Owner | null) => {
+      if (k >= 2) return;
+      endSide[2 * i + k] = side === 'orig' ? 0 : 1;
+      endOwner[2 * i + k++] = texts.id(owner);
+    };
+    for (const side of SIDES[DIRS[c.dirs[i]!]!]) {
+      const inode = c.inodes[s]!;
+      const uid = c.uids[s++]!;
+      put(side, inode ? ownerOfSocket(att, inode, uid) : null);
+    }
+    if (att.innerOf.size) for (const f of att.innerOf.get(`${ci}:${i}`) ?? []) put(f.end.side, att.innerRes[f.idx]?.owner ?? null);
+  }
+  return { skip, endSide, endOwner };
+}
+
+/** The owner of a socket, asked of the resolver once per socket and snapshot. */
+function ownerOfSocket(att: Attribution, inode: number, uid: number): Owner | null {
+  const known = att.socketOwners.get(inode);
+  if (known && known.uid === uid) return known.owner;
+  const owner = att.resolver.ownerOf({ inode, uid, state: 0 });
+  att.socketOwners.set(inode, { uid, owner });
+  return owner;
 }
 
 type Format = Addon['formatFlows'];

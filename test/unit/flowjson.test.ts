@@ -89,7 +89,9 @@ test('ByteSink: streams full chunks, a fresh buffer each, the text unchanged acr
   const view = new DataView(r.records.buffer, r.records.byteOffset, r.records.byteLength);
   const ends: EndOwner[] = [{ side: 'orig', owner: owner({ comm: 'é'.repeat(2000) }) }];
   const chunks: Buffer[] = [];
-  const o = new ByteSink((c) => chunks.push(c), 5000); // smaller than one flow with that name
+  const o = new ByteSink((c) => {
+    chunks.push(c);
+  }, 5000); // smaller than one flow with that name
   let want = '';
   for (let k = 0; k < 20; k++)
     for (let i = 0; i < r.count; i++) {
@@ -100,6 +102,29 @@ test('ByteSink: streams full chunks, a fresh buffer each, the text unchanged acr
   assert.ok(chunks.length > 10);
   assert.equal(new Set(chunks.map((c) => c.buffer)).size, chunks.length, 'each chunk its own memory');
   assert.equal(Buffer.concat(chunks).toString('utf8'), want);
+  // A consumer that is done with each chunk when it returns (true): one buffer written again,
+  // unless a flow needs more than a buffer (then a larger one for it, and back).
+  let text = '';
+  let want2 = '';
+  const seen = new Set<ArrayBufferLike>();
+  const reuse = new ByteSink((c) => {
+    text += c.toString('utf8');
+    seen.add(c.buffer);
+    return true;
+  }, 5000);
+  const small: EndOwner[] = [{ side: 'orig', owner: owner({ comm: 'nginx' }) }];
+  for (let k = 0; k < 20; k++)
+    for (let i = 0; i < r.count; i++) {
+      writeFlowJson(reuse, view, r.records, i * RECORD_SIZE, 'outbound', small, 0);
+      want2 += flowJson(view, r.records, i * RECORD_SIZE, 'outbound', small, 0);
+    }
+  reuse.end();
+  assert.equal(seen.size, 1);
+  assert.equal(text, want2);
+  writeFlowJson(reuse, view, r.records, 0, 'outbound', ends, 0); // larger than a buffer
+  writeFlowJson(reuse, view, r.records, 0, 'outbound', small, 0);
+  reuse.end();
+  assert.equal(text, want2 + flowJson(view, r.records, 0, 'outbound', ends, 0) + flowJson(view, r.records, 0, 'outbound', small, 0));
   assert.ok(want.includes('"comm":"éé'));
 });
 
