@@ -416,7 +416,22 @@ export class OwnerResolver {
     return this.owner(c.pid, false, facts.uid, 0, facts, facts.cmdline || null, facts.startTime ?? c.startTime);
   }
 
+  /** Owners made, by identity: the many ends of one process's connections share one object
+   *  (memory per flow, and the views' per-end key cache stays valid). Owners are never mutated. */
+  private readonly owners = new Map<string, { owner: Owner; info: ProcessFacts | null; cmdline: string | null }>();
+
   private owner(pid: number | null, shared: boolean, uid: number, inode: number, info: ProcessFacts | null, cmdline: string | null, startTime: number | null): Owner {
+    const key = `${pid} ${shared ? 1 : 0} ${uid} ${inode} ${startTime}`;
+    const hit = this.owners.get(key);
+    // The same facts object (ProcessFacts are cached per pid and replaced when re-read).
+    if (hit && hit.info === info && hit.cmdline === cmdline) return hit.owner;
+    const owner = this.makeOwner(pid, shared, uid, inode, info, cmdline, startTime);
+    if (this.owners.size >= 50_000) this.owners.clear();
+    this.owners.set(key, { owner, info, cmdline });
+    return owner;
+  }
+
+  private makeOwner(pid: number | null, shared: boolean, uid: number, inode: number, info: ProcessFacts | null, cmdline: string | null, startTime: number | null): Owner {
     return {
       pid,
       shared,

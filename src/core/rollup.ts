@@ -8,6 +8,7 @@ import { blankRow, emptyBucket, type Bucket, type GroupBy, type TopRow } from '.
 import { flowPasses, type Filters } from './filters.js';
 import type { UnattributedReason } from './foreign.js';
 import type { AccountingHealth, EndState, FlowState } from './flowtable.js';
+import type { Owner } from './owners.js';
 
 /** Per local end of a retired flow: the retired rows (one per group-by) its bytes went to, and
  *  whether it had no owner. */
@@ -264,12 +265,20 @@ export class Rollup {
  * end; groupings by a flow attribute (port, remote, conn) count a flow once, so a flow with two
  * local ends (loopback) counts there only from its answering end.
  */
+const processKeys = new WeakMap<Owner, string>();
+
 export function groupKey(g: GroupBy, st: FlowState, e: EndState): string | null {
   if (e.end.side === 'orig' && st.ends.length === 2 && (g === 'port' || g === 'remote' || g === 'conn')) return null;
   switch (g) {
-    case 'process':
-      // (pid, start time): a reused pid is another process, with its own row.
-      return e.owner?.pid != null ? (e.owner.startTime != null ? `${e.owner.pid}@${e.owner.startTime}` : String(e.owner.pid)) : null;
+    case 'process': {
+      // (pid, start time): a reused pid is another process, with its own row. One string per
+      // owner (owners are shared by their ends), not one per end.
+      const o = e.owner;
+      if (o?.pid == null) return null;
+      let k = processKeys.get(o);
+      if (k === undefined) processKeys.set(o, (k = o.startTime != null ? `${o.pid}@${o.startTime}` : String(o.pid)));
+      return k;
+    }
     case 'user':
       return e.owner?.uid != null ? String(e.owner.uid) : null;
     case 'remote':

@@ -139,6 +139,19 @@ describe('accounting', () => {
     assert.equal(s.unattributed.unknown.sent_total, 0);
   });
 
+  test('the connections of one process share one owner object; the live flow keeps no full record', () => {
+    dump();
+    acc.startInterval();
+    // Three connections to nginx's listener, read before accept(): one owner for all three ends.
+    acc.eventBatch([51001, 51002, 51003].map((sport, i) => rec({ kind: 'new', id: 10 + i, src: '198.51.100.7', sport, dst: HOST, dport: 80, orig: null, reply: null, skReply: hit(5000, 33, 10) })));
+    const ends = [...acc.flows.values()].map((st) => st.ends[0]!);
+    assert.equal(ends.length, 3);
+    assert.equal(ends[0]!.owner?.pid, 100);
+    assert.ok(ends.every((e) => e.owner === ends[0]!.owner), 'one Owner object for the three ends');
+    assert.ok([...acc.flows.values()].every((st) => st.rec === null && st.skReply === null), 'no record or socket hit kept');
+    assert.deepEqual([...acc.flows.values()].map((st) => [st.family, st.shape.proto, st.shape.dport, st.tcpState]), [[4, 6, 80, 3], [4, 6, 80, 3], [4, 6, 80, 3]]);
+  });
+
   test('loopback flow: both processes, each with its own direction', () => {
     w.sockets.set('127.0.0.1:5432 *', { inode: 7000, uid: 0, state: 10 });
     w.sockets.set('127.0.0.1:45000 127.0.0.1:5432', { inode: 7001, uid: 0, state: 1 });
