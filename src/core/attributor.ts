@@ -354,7 +354,9 @@ export class Attributor {
         this.unowned.delete(st);
         continue;
       }
-      if (st.ends.some((e) => e.owner?.pid == null && now - e.lastTry >= this.opt.retryMs)) due.push(st);
+      // Owned since by another path (an accept seen, the close tracker, inference): done.
+      if (st.ends.every((e) => e.owner?.pid != null)) this.unowned.delete(st);
+      else if (st.ends.some((e) => e.owner?.pid == null && now - e.lastTry >= this.opt.retryMs)) due.push(st);
     }
     if (due.length) this.attribute(due);
   }
