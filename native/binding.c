@@ -835,19 +835,28 @@ static napi_value ct_lookup_socket(napi_env env, napi_callback_info info)
 	return o;
 }
 
-/* dumpSockets(family, proto, states) -> Buffer of 56-byte struct ct_diag_sock entries */
-static napi_value ct_dump_sockets(napi_env env, napi_callback_info info)
+/* The (family, proto, states) arguments of dumpSockets and countSockets; 0 (a TypeError thrown,
+ * naming `usage`) when they are not three numbers. */
+static int ct_socket_query_args(napi_env env, napi_callback_info info, const char *usage, uint32_t *family,
+				uint32_t *proto, uint32_t *states)
 {
 	size_t argc = 3;
 	napi_value argv[3];
-	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-	uint32_t family = 0, proto = 0, states = 0;
-	if (argc < 3 || napi_get_value_uint32(env, argv[0], &family) != napi_ok ||
-	    napi_get_value_uint32(env, argv[1], &proto) != napi_ok ||
-	    napi_get_value_uint32(env, argv[2], &states) != napi_ok) {
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "dumpSockets(family, proto, states)");
-		return NULL;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+	    napi_get_value_uint32(env, argv[0], family) != napi_ok || napi_get_value_uint32(env, argv[1], proto) != napi_ok ||
+	    napi_get_value_uint32(env, argv[2], states) != napi_ok) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
+		return 0;
 	}
+	return 1;
+}
+
+/* dumpSockets(family, proto, states) -> Buffer of 56-byte struct ct_diag_sock entries */
+static napi_value ct_dump_sockets(napi_env env, napi_callback_info info)
+{
+	uint32_t family = 0, proto = 0, states = 0;
+	if (!ct_socket_query_args(env, info, "dumpSockets(family, proto, states)", &family, &proto, &states))
+		return NULL;
 	struct ct_diag_socks socks = { NULL, 0, 0 };
 	int rc = ct_diag_dump((uint8_t)family, (uint8_t)proto, states, &socks);
 	if (rc < 0) {
@@ -870,16 +879,9 @@ static napi_value ct_dump_sockets(napi_env env, napi_callback_info info)
  * number: the dump of dumpSockets without keeping any socket (`ctacct states`, serve's gauge). */
 static napi_value ct_count_sockets(napi_env env, napi_callback_info info)
 {
-	size_t argc = 3;
-	napi_value argv[3];
-	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
 	uint32_t family = 0, proto = 0, states = 0;
-	if (argc < 3 || napi_get_value_uint32(env, argv[0], &family) != napi_ok ||
-	    napi_get_value_uint32(env, argv[1], &proto) != napi_ok ||
-	    napi_get_value_uint32(env, argv[2], &states) != napi_ok) {
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "countSockets(family, proto, states)");
+	if (!ct_socket_query_args(env, info, "countSockets(family, proto, states)", &family, &proto, &states))
 		return NULL;
-	}
 	uint32_t counts[CT_DIAG_STATES] = { 0 };
 	int rc = ct_diag_count((uint8_t)family, (uint8_t)proto, states, counts);
 	if (rc < 0) {
