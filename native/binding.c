@@ -539,6 +539,26 @@ static napi_value ct_events_close_js(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/* Reads a JS array of numbers into out[] (at most cap; non-numbers and zeros become 0). Returns
+ * the count, or -1 (a TypeError thrown, naming `usage`) when v is not an array. */
+static long ct_u32_array(napi_env env, napi_value v, uint32_t *out, uint32_t cap, const char *usage)
+{
+	uint32_t len = 0;
+	bool is_array = false;
+	if (!v || napi_is_array(env, v, &is_array) != napi_ok || !is_array || napi_get_array_length(env, v, &len) != napi_ok) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
+		return -1;
+	}
+	uint32_t n = len < cap ? len : cap;
+	for (uint32_t i = 0; i < n; i++) {
+		napi_value x;
+		out[i] = 0;
+		if (napi_get_element(env, v, i, &x) == napi_ok)
+			napi_get_value_uint32(env, x, &out[i]);
+	}
+	return (long)n;
+}
+
 /* setCandidates(handle, pids[]): processes the reader thread searches first for new sockets. */
 static napi_value ct_events_candidates_js(napi_env env, napi_callback_info info)
 {
@@ -547,20 +567,14 @@ static napi_value ct_events_candidates_js(napi_env env, napi_callback_info info)
 	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
 	if (!e || e->closed)
 		return NULL;
-	uint32_t pids[64];
-	uint32_t n = 0, len = 0;
-	bool is_array = false;
-	if (argc < 2 || napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
-	    napi_get_array_length(env, argv[1], &len) != napi_ok) {
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setCandidates(handle, pids)");
+	uint32_t raw[64], pids[64];
+	long len = ct_u32_array(env, argc >= 2 ? argv[1] : NULL, raw, 64, "setCandidates(handle, pids)");
+	if (len < 0)
 		return NULL;
-	}
-	for (uint32_t i = 0; i < len && n < 64; i++) {
-		napi_value v;
-		uint32_t pid;
-		if (napi_get_element(env, argv[1], i, &v) == napi_ok && napi_get_value_uint32(env, v, &pid) == napi_ok && pid)
-			pids[n++] = pid;
-	}
+	size_t n = 0;
+	for (long i = 0; i < len; i++)
+		if (raw[i])
+			pids[n++] = raw[i];
 	ct_evthread_set_candidates(e->thread, pids, n);
 	return NULL;
 }
@@ -574,24 +588,16 @@ static napi_value ct_events_sole_js(napi_env env, napi_callback_info info)
 	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
 	if (!e || e->closed)
 		return NULL;
-	uint32_t inodes[64], pids[64];
-	uint32_t n = 0, len = 0;
-	bool is_array = false;
-	if (argc < 2 || napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
-	    napi_get_array_length(env, argv[1], &len) != napi_ok || len % 2) {
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setSoleListeners(handle, [inode, pid, ...])");
+	uint32_t raw[128], inodes[64], pids[64];
+	long len = ct_u32_array(env, argc >= 2 ? argv[1] : NULL, raw, 128, "setSoleListeners(handle, [inode, pid, ...])");
+	if (len < 0)
 		return NULL;
-	}
-	for (uint32_t i = 0; i + 1 < len && n < 64; i += 2) {
-		napi_value v, w;
-		uint32_t inode, pid;
-		if (napi_get_element(env, argv[1], i, &v) == napi_ok && napi_get_value_uint32(env, v, &inode) == napi_ok &&
-		    napi_get_element(env, argv[1], i + 1, &w) == napi_ok && napi_get_value_uint32(env, w, &pid) == napi_ok &&
-		    inode && pid) {
-			inodes[n] = inode;
-			pids[n++] = pid;
+	size_t n = 0;
+	for (long i = 0; i + 1 < len; i += 2)
+		if (raw[i] && raw[i + 1]) {
+			inodes[n] = raw[i];
+			pids[n++] = raw[i + 1];
 		}
-	}
 	ct_evthread_set_sole(e->thread, inodes, pids, n);
 	return NULL;
 }
