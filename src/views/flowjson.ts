@@ -267,13 +267,17 @@ export function writeFlowJson(o: ByteSink, view: DataView, rec: Uint8Array, base
   n = put(b, n, K.recv);
   if (main) bytesOf(main, false);
   else n = put(b, n, K.null);
+  /** An owner's pid, "comm" and "uid" values (the key before pid is the caller's). */
+  const identity = (o: EndOwner['owner'] | null | undefined) => {
+    n = putNullable(b, n, o?.pid);
+    n = put(b, n, K.comm);
+    text(o?.comm);
+    n = put(b, n, K.uid);
+    n = putNullable(b, n, o?.uid);
+  };
   const ow = main?.owner ?? null;
   n = put(b, n, K.pid);
-  n = putNullable(b, n, ow?.pid);
-  n = put(b, n, K.comm);
-  text(ow?.comm);
-  n = put(b, n, K.uid);
-  n = putNullable(b, n, ow?.uid);
+  identity(ow);
   n = put(b, n, K.mark);
   n = putNullable(b, n, present & HAS.mark ? view.getUint32(base + 16, true) : null);
   n = put(b, n, K.zone);
@@ -294,13 +298,8 @@ export function writeFlowJson(o: ByteSink, view: DataView, rec: Uint8Array, base
   }
   const peer = ends[1];
   if (peer) {
-    const p = peer.owner;
     n = put(b, n, K.peer);
-    n = putNullable(b, n, p?.pid);
-    n = put(b, n, K.comm);
-    text(p?.comm);
-    n = put(b, n, K.uid);
-    n = putNullable(b, n, p?.uid);
+    identity(peer.owner);
     n = put(b, n, K.local);
     endAddr(peer, false);
     n = put(b, n, K.sent);
