@@ -75,13 +75,21 @@ export function parseTime(v: string, nowS: number, opt: string): number {
 export interface Window {
   from: number;
   to: number;
+  /**
+   * The bound bucket starts are kept below (unix seconds, exclusive). A window that ends now
+   * holds the bucket begun this very second (its start equals the floored now): `to` + 1 then.
+   */
+  end: number;
 }
 
+/** The report's window; nowS may carry a fraction (the present instant). */
 export function parseWindow(since: string, until: string | undefined, nowS: number): Window {
-  const from = parseTime(since, nowS, '--since');
-  const to = until === undefined ? nowS : parseTime(until, nowS, '--until');
+  const now = Math.floor(nowS);
+  const from = parseTime(since, now, '--since');
+  const toNow = until === undefined || until.trim() === 'now';
+  const to = toNow ? now : parseTime(until, now, '--until');
   if (!(to > from)) throw new UserError(`--since must be before --until`, EXIT.usage, 'ERR_USAGE');
-  return { from, to };
+  return { from, to, end: toNow ? now + 1 : to };
 }
 
 /** The grouped query: one row per group and sparkline slot. Parameters: from, slots, span, then from, to per level. */
@@ -159,7 +167,7 @@ function label(k: ReportKey, f: Record<string, string | number | boolean | null>
 }
 
 /** Ranks grouped sums into the report (pure): rows by total bytes, then the first label. */
-export function buildReport(rows: GroupedRow[], by: ReportKey[], win: Window, slots: number, top: number): Report {
+export function buildReport(rows: GroupedRow[], by: ReportKey[], win: Pick<Window, 'from' | 'to'>, slots: number, top: number): Report {
   const groups = new Map<string, ReportRow>();
   const total: Report['total'] = { sent_bytes: 0, recv_bytes: 0, total_bytes: 0, flows: 0, series: new Array<number>(slots).fill(0) };
   for (const r of rows) {

@@ -26,14 +26,14 @@ export async function runReport(system: System, args: ReportArgs): Promise<void>
   const by = parseBy(args.by);
   if (!(Number.isInteger(args.top) && args.top >= 0)) throw new UserError('--top must be a whole number ≥ 0 (0: every row)', EXIT.usage, 'ERR_USAGE');
   if (args.json && args.csv) throw new UserError('--json and --csv: choose one', EXIT.usage, 'ERR_USAGE');
-  const win = parseWindow(args.since, args.until, Math.floor(system.now() / 1000));
+  const win = parseWindow(args.since, args.until, system.now() / 1000);
   const Sqlite = await loadSqlite();
   const store = UsageStore.open(Sqlite, args.db, { readonly: true });
   let rows: GroupedRow[];
   try {
     const { sql } = groupedSql(by);
     const span = win.to - win.from;
-    rows = store.db.prepare(sql).all(win.from, SLOTS, span, win.from, win.to, win.from, win.to, win.from, win.to) as GroupedRow[];
+    rows = store.db.prepare(sql).all(win.from, SLOTS, span, win.from, win.end, win.from, win.end, win.from, win.end) as GroupedRow[];
   } catch (e) {
     throw e instanceof UserError ? e : sqliteError(args.db, e);
   } finally {

@@ -232,6 +232,26 @@ describe('store', async () => {
     assert.equal(code(() => UsageStore.open(Sqlite, join(dir, 'none.db'), { readonly: true })), 'ENOENT');
   });
 
+  test('a window ending now holds the bucket begun this very second; an explicit --until is half-open', () => {
+    const s = fresh();
+    s.writeMinute(7140, [row(curl, '192.0.2.1', 10, 1)]);
+    s.writeMinute(7200, [row(curl, '192.0.2.1', 1000, 100)]); // begun at the floored now
+    const sent = (w: ReturnType<typeof parseWindow>) => {
+      const { sql } = groupedSql(['process']);
+      const rows = s.db.prepare(sql).all(w.from, 24, w.to - w.from, w.from, w.end, w.from, w.end, w.from, w.end) as GroupedRow[];
+      return buildReport(rows, ['process'], w, 24, 0).total.sent_bytes;
+    };
+    for (const until of [undefined, 'now']) {
+      const w = parseWindow('1h', until, 7200.4);
+      assert.deepEqual([w.from, w.to, w.end], [3600, 7200, 7201]);
+      assert.equal(sent(w), 1010, `--until ${until}`);
+    }
+    const explicit = parseWindow('1970-01-01T01:00Z', '1970-01-01T02:00Z', 7200.4);
+    assert.deepEqual([explicit.from, explicit.to, explicit.end], [3600, 7200, 7200]);
+    assert.equal(sent(explicit), 10, 'the bucket starting at --until is after the window');
+    s.close();
+  });
+
   test('one writer per database: a live claim refuses a second collector, a dead one is taken over', () => {
     const s = fresh();
     s.claimWriter({ pid: 111, start: '500' }, () => true);
