@@ -602,6 +602,27 @@ static napi_value ct_events_sole_js(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/* setLocalAddresses(handle, buf): this namespace's addresses in localAddresses()'s format (17
+ * bytes each); the reader thread looks up only ends at those addresses (see ct_evthread_set_local). */
+static napi_value ct_events_local_js(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
+	if (!e || e->closed)
+		return NULL;
+	bool is_buf = false;
+	void *data = NULL;
+	size_t len = 0;
+	if (argc < 2 || napi_is_buffer(env, argv[1], &is_buf) != napi_ok || !is_buf ||
+	    napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || len % 17) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setLocalAddresses(handle, buffer of 17-byte entries)");
+		return NULL;
+	}
+	ct_evthread_set_local(e->thread, data, len / 17);
+	return NULL;
+}
+
 static napi_value ct_events_stats_js(napi_env env, napi_callback_info info)
 {
 	size_t argc = 1;
@@ -618,6 +639,7 @@ static napi_value ct_events_stats_js(napi_env env, napi_callback_info info)
 	    !ct_set_num(env, o, "malformed", st.malformed) || !ct_set_num(env, o, "ignored", st.ignored) ||
 	    !ct_set_num(env, o, "overruns", st.overruns) || !ct_set_num(env, o, "rcvbuf", st.rcvbuf) ||
 	    !ct_set_num(env, o, "lookups", st.lookups) || !ct_set_num(env, o, "lookupErrors", st.lookup_errors) ||
+	    !ct_set_num(env, o, "lookupsSkipped", st.lookups_skipped) ||
 	    !ct_set_num(env, o, "bytesRead", st.bytes_read) || !ct_set_num(env, o, "ownerHits", st.owner_hits) ||
 	    !ct_set_num(env, o, "ownerScans", st.owner_scans) || !ct_set_num(env, o, "ownerFds", st.owner_fds) ||
 	    !ct_set_num(env, o, "pauses", st.pauses) || !ct_set_num(env, o, "queuedBytes", st.queued) ||
@@ -1017,6 +1039,7 @@ static napi_value ct_init(napi_env env, napi_value exports)
 		{ "eventsStats", NULL, ct_events_stats_js, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "setCandidates", NULL, ct_events_candidates_js, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "setSoleListeners", NULL, ct_events_sole_js, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "setLocalAddresses", NULL, ct_events_local_js, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "dump", NULL, ct_dump, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "close", NULL, ct_close, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "stats", NULL, ct_stats, NULL, NULL, NULL, napi_enumerable, NULL },

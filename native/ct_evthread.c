@@ -31,6 +31,7 @@
 #define PENDING_MAX_NS 2000000000ull /* looked at for 2 s at most */
 #define PENDING_HANDSHAKE_NS 20000000ull /* a listener answer in the first 20 ms: handshake not done */
 #define PENDING_PER_TICK 64 /* lookups per millisecond at most (~160 µs) */
+#define MAX_LOCAL 65536 /* local addresses kept; beyond that every end is looked up */
 
 /* An inbound TCP connection whose NEW found only its listener: looked up again every
  * millisecond until the accepted socket exists, so a connection that lives a few ms after
@@ -57,6 +58,11 @@ struct ct_evthread {
 	size_t ncand;
 	uint32_t sole_inode[MAX_SOLE], sole_pid[MAX_SOLE]; /* under mu */
 	size_t nsole;
+	/* This namespace's addresses, sorted (see ct_evthread_set_local): an end whose address is
+	 * not local has no socket here, so it is not looked up. Unknown until set: all are. */
+	uint8_t *local4, *local6; /* under mu */
+	size_t nlocal4, nlocal6;
+	int local_known;
 	uint32_t cache_inode[OWNER_CACHE];
 	uint32_t cache_pid[OWNER_CACHE];
 	struct ct_ev_stats st; /* under mu */
@@ -192,16 +198,56 @@ static uint64_t ev_now(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+static int ev_cmp4(const void *a, const void *b)
+{
+	return memcmp(a, b, 4);
+}
+
+static int ev_cmp16(const void *a, const void *b)
+{
+	return memcmp(a, b, 16);
+}
+
+/* Under mu: whether an address (4 or 16 bytes by family) may hold a socket of this namespace:
+ * loopback, one of its addresses, or any address while they are not known. TypeScript calls an
+ * end local by the same set, so no end it accounts misses its look-up. */
+static int ev_local(const struct ct_evthread *t, uint8_t family, const uint8_t *a)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	static const uint8_t one[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+	if (!t->local_known)
+		return 1;
+	if (family == AF_INET6 && memcmp(a, mapped, 12) == 0) {
+		family = AF_INET;
+		a += 12;
+	}
+	if (family == AF_INET)
+		return a[0] == 127 || (t->nlocal4 && bsearch(a, t->local4, t->nlocal4, 4, ev_cmp4));
+	return memcmp(a, one, 16) == 0 || (t->nlocal6 && bsearch(a, t->local6, t->nlocal6, 16, ev_cmp16));
+}
+
 static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
 {
 	if (rec->kind != CT_KIND_NEW || (rec->proto != IPPROTO_TCP && rec->proto != IPPROTO_UDP) ||
 	    !(rec->present & CT_HAS_REPLY_TUPLE))
 		return;
-	int rc = ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->orig_src, rec->orig_sport, rec->orig_dst,
-				rec->orig_dport, &rec->sk_orig);
-	int rc2 = ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport, rec->reply_dst,
-				 rec->reply_dport, &rec->sk_reply);
-	int n = 2;
+	pthread_mutex_lock(&t->mu);
+	int orig_local = ev_local(t, rec->family, rec->orig_src);
+	int reply_local = ev_local(t, rec->family, rec->reply_src);
+	pthread_mutex_unlock(&t->mu);
+	/* An end that is not local has no socket here: its look-up (an inbound connection's client
+	 * end, an outbound one's server end) would only say so. */
+	int rc = 0, rc2 = -1, n = 0;
+	if (orig_local) {
+		rc = ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->orig_src, rec->orig_sport, rec->orig_dst,
+				    rec->orig_dport, &rec->sk_orig);
+		n++;
+	}
+	if (reply_local) {
+		rc2 = ct_diag_lookup(t->diag_fd, rec->family, rec->proto, rec->reply_src, rec->reply_sport,
+				     rec->reply_dst, rec->reply_dport, &rec->sk_reply);
+		n++;
+	}
 	/* An inbound connection not accept()ed yet (or already closed) has no inode: its listener, or
 	 * the bound UDP socket, owns the service provisionally (TypeScript moves the flow to the
 	 * accepted socket's holder later). A socket with an inode is the flow's own: never swapped. */
@@ -224,7 +270,8 @@ static void ev_lookup(struct ct_evthread *t, struct ct_record *rec)
 	rec->present |= CT_HAS_SK_ORIG | CT_HAS_SK_REPLY;
 	pthread_mutex_lock(&t->mu);
 	t->st.lookups += n;
-	t->st.lookup_errors += (rc < 0) + (rc2 < 0);
+	t->st.lookups_skipped += 2 - (orig_local + reply_local);
+	t->st.lookup_errors += (rc < 0) + (reply_local && rc2 < 0);
 	pthread_mutex_unlock(&t->mu);
 }
 
@@ -632,6 +679,8 @@ static void ev_free(struct ct_evthread *t)
 	if (t->diag_fd >= 0)
 		close(t->diag_fd);
 	free(t->batch);
+	free(t->local4);
+	free(t->local6);
 	pthread_cond_destroy(&t->drained);
 	pthread_mutex_destroy(&t->mu);
 	free(t);
@@ -725,6 +774,45 @@ void ct_evthread_set_sole(struct ct_evthread *t, const uint32_t *inodes, const u
 	memcpy(t->sole_pid, pids, n * sizeof(pids[0]));
 	t->nsole = n;
 	pthread_mutex_unlock(&t->mu);
+}
+
+void ct_evthread_set_local(struct ct_evthread *t, const uint8_t *entries, size_t n)
+{
+	uint8_t *v4 = NULL, *v6 = NULL;
+	size_t n4 = 0, n6 = 0;
+	int known = n <= MAX_LOCAL;
+	if (known && n) {
+		v4 = malloc(n * 4);
+		v6 = malloc(n * 16);
+		if (!v4 || !v6)
+			known = 0;
+	}
+	for (size_t i = 0; known && i < n; i++) {
+		const uint8_t *e = entries + i * 17;
+		if (e[0] == 4)
+			memcpy(v4 + 4 * n4++, e + 1, 4);
+		else if (e[0] == 6)
+			memcpy(v6 + 16 * n6++, e + 1, 16);
+	}
+	if (known) {
+		qsort(v4, n4, 4, ev_cmp4);
+		qsort(v6, n6, 16, ev_cmp16);
+	} else {
+		free(v4);
+		free(v6);
+		v4 = v6 = NULL;
+		n4 = n6 = 0;
+	}
+	pthread_mutex_lock(&t->mu);
+	uint8_t *old4 = t->local4, *old6 = t->local6;
+	t->local4 = v4;
+	t->local6 = v6;
+	t->nlocal4 = n4;
+	t->nlocal6 = n6;
+	t->local_known = known;
+	pthread_mutex_unlock(&t->mu);
+	free(old4);
+	free(old6);
 }
 
 void ct_evthread_stats(struct ct_evthread *t, struct ct_ev_stats *out)

@@ -36,6 +36,7 @@ struct ct_evthread_opts {
 
 struct ct_ev_stats {
 	double messages, records, malformed, ignored, overruns, lookups, lookup_errors, bytes_read;
+	double lookups_skipped; /* ends of NEW records not looked up: their address is not local */
 	double owner_hits, owner_scans, owner_fds;
 	double pauses; /* times reading paused because the consumer was queue_max behind */
 	double queued, queued_peak; /* bytes handed over and not yet consumed: now, and the most */
@@ -52,6 +53,10 @@ void ct_evthread_set_candidates(struct ct_evthread *t, const uint32_t *pids, siz
 /* Listeners whose accepted sockets belong to one known process (inodes[i] -> pids[i]), so the
  * reader thread gives them that owner without reading fd tables; replaces the previous list. */
 void ct_evthread_set_sole(struct ct_evthread *t, const uint32_t *inodes, const uint32_t *pids, size_t n);
+/* This namespace's addresses: n entries of 17 bytes (4 or 6, then the address in 16 bytes, an
+ * IPv4 one in the first 4), the format of localAddresses(). Ends at other addresses are not
+ * looked up from then on; replaces the previous set (more than 65,536: all are looked up). */
+void ct_evthread_set_local(struct ct_evthread *t, const uint8_t *entries, size_t n);
 void ct_evthread_stats(struct ct_evthread *t, struct ct_ev_stats *out);
 /* The consumer is done with a batch delivered earlier (any thread). */
 void ct_evthread_consumed(struct ct_evthread *t, const struct ct_ev_batch *b);

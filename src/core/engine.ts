@@ -67,6 +67,8 @@ export class TopEngine {
   private lastDump = -Infinity;
   private failure: NativeError | null = null;
   private local: LocalAddresses;
+  private localList: string[];
+  private localPushed = '';
   private localAt = -Infinity;
   /** Cost of the last dump (ms), for health and adaptive cadence. */
   lastDumpMs = 0;
@@ -84,17 +86,28 @@ export class TopEngine {
     private readonly deps: EngineDeps,
     private readonly opts: EngineOptions = {},
   ) {
-    this.local = localAddressSet(deps.localAddresses());
+    this.localList = deps.localAddresses();
+    this.local = localAddressSet(this.localList);
     this.acc = new Accounting(() => this.localAddrs(), deps.owners, deps.monotonic, opts);
   }
 
   private localAddrs(): LocalAddresses {
     const now = this.deps.monotonic();
     if (now - this.localAt > 5000) {
-      this.local = localAddressSet(this.deps.localAddresses());
+      this.localList = this.deps.localAddresses();
+      this.local = localAddressSet(this.localList);
       this.localAt = now;
+      this.pushLocal();
     }
     return this.local;
+  }
+
+  /** The reader thread looks up only the ends the accounting calls local: the same set. */
+  private pushLocal(): void {
+    const key = this.localList.join(',');
+    if (key === this.localPushed || !this.sub) return;
+    this.localPushed = key;
+    this.sub.setLocalAddresses?.(this.localList);
   }
 
   /** Subscribes first (no flow slips between the initial dump and the subscription), then dumps. */
@@ -124,6 +137,7 @@ export class TopEngine {
         },
       },
     );
+    this.pushLocal();
     await this.dump();
     this.acc.startInterval();
   }
@@ -220,6 +234,7 @@ export class TopEngine {
     } else if (this.deps.monotonic() - this.lastDump >= every * 0.9) {
       await this.tryDump();
     }
+    this.localAddrs(); // read again every 5 s, and the reader thread told, even with no new flow
     this.acc.retryUnattributed();
     this.acc.recheck();
     this.scheduleRecheck();

@@ -59,6 +59,8 @@ export interface EventStats extends ReaderStats {
   rcvbuf: number;
   lookups: number;
   lookupErrors: number;
+  /** Ends of NEW records not looked up because their address is not local (0 from older builds). */
+  lookupsSkipped?: number;
   /** Owners found by the reader thread, processes and fds it read to find them. */
   ownerHits: number;
   ownerScans: number;
@@ -90,6 +92,8 @@ export interface Addon {
   setCandidates(handle: Handle, pids: number[]): void;
   /** Listeners whose accepted sockets belong to one process: [inode, pid, inode, pid, …]. */
   setSoleListeners(handle: Handle, pairs: number[]): void;
+  /** This namespace's addresses, 17 bytes each (localAddresses()'s format): ends elsewhere are not looked up. */
+  setLocalAddresses(handle: Handle, addrs: Buffer): void;
   /** Starts a dump polled on the event loop; cb(err, records, count, done). */
   dump(filter: DumpFilterNative, cb: BatchCallback): Handle;
   close(handle: Handle): void;

@@ -1,6 +1,7 @@
 // ConntrackSource: the kernel's conntrack table and event stream as typed flow records.
 import { getAddon, type Addon, type DumpFilterNative, type EventOptionsNative, type EventStats, type Handle, type NativeError } from './addon.js';
 import { decodeRecords, type FlowRecord } from './record.js';
+import { addrBytes } from '../core/addr.js';
 
 export interface DumpFilter {
   family?: 4 | 6;
@@ -42,6 +43,24 @@ export interface Subscription {
   /** Listeners whose accepted sockets belong to one process ([inode, pid, …], see
    *  OwnerResolver.soleListeners): the addon gives those sockets that owner without a search. */
   setSoleListeners?(pairs: number[]): void;
+  /** The addresses the accounting calls local (loopback aside): the addon looks up only the ends
+   *  of new flows at one of them, since a socket can only be there. */
+  setLocalAddresses?(addrs: string[]): void;
+}
+
+/**
+ * Addresses as localAddresses() gives them (17 bytes each: 4 or 6, then 16 bytes, an IPv4 address
+ * in the first 4); null when one is not an address, so that nothing is skipped on a doubt.
+ */
+export function encodeAddresses(addrs: string[]): Buffer | null {
+  const out = Buffer.alloc(addrs.length * 17);
+  for (let i = 0; i < addrs.length; i++) {
+    const a = addrBytes(addrs[i]!);
+    if (!a) return null;
+    out[i * 17] = a.family;
+    out.set(a.bytes, i * 17 + 1);
+  }
+  return out;
 }
 
 export interface ConntrackSource {
@@ -145,6 +164,10 @@ export class KernelConntrackSource implements ConntrackSource {
       setSoleListeners: (pairs) => {
         // An addon built before this call existed simply keeps searching.
         if (!closed && typeof addon.setSoleListeners === 'function') addon.setSoleListeners(handle, pairs);
+      },
+      setLocalAddresses: (addrs) => {
+        const buf = encodeAddresses(addrs);
+        if (!closed && buf && typeof addon.setLocalAddresses === 'function') addon.setLocalAddresses(handle, buf);
       },
     };
   }

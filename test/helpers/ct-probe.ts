@@ -1,7 +1,7 @@
 // Runs the conntrack source inside a test namespace (`ip netns exec NS node --import tsx ct-probe.ts …`)
 // and prints what it saw as JSON lines, so integration tests can check the real kernel path.
 //   dump [--filter JSON]            → one line: {"flows":[…],"stats":{…}} (stats.records: what crossed from the kernel)
-//   events [--rcvbuf B] [--update] [--lookup]
+//   events [--rcvbuf B] [--update] [--lookup] [--local ADDR,ADDR…]   (--local: the addresses pushed to the reader thread)
 //          prints {"ready":true}; then {"records":[…]} / {"overrun":{code,errno}} lines; on SIGTERM or
 //          stdin EOF prints {"stats":{…}} and exits
 import { KernelConntrackSource, dumpAll } from '../../src/netlink/source.js';
@@ -37,6 +37,8 @@ if (args[0] === 'dump') {
       },
     },
   );
+  const local = opt('local');
+  if (local !== undefined) sub.setLocalAddresses?.(local.split(',').filter(Boolean));
   const finish = () => {
     print({ stats: sub.stats() });
     sub.close();

@@ -30,6 +30,14 @@ function assertFormula(bytes: number, packets: number, payload: number, family: 
   else assert.ok(extra >= 0 && extra <= retrans * MSS[family], `${what}: ${extra} extra bytes with ${retrans} retransmissions`);
 }
 
+async function until(cond: () => boolean, what: string, timeoutMs = 10000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 describe('conntrack over a veth pair', { skip: rootSkip }, () => {
   let pair: Awaited<ReturnType<typeof createPair>>;
 
@@ -144,6 +152,34 @@ describe('conntrack over a veth pair', { skip: rootSkip }, () => {
     assert.ok(byProto.flows.every((f: any) => f.proto === 6), 'protocol filter');
     assert.equal(byProto.stats.records, all.flows.filter((f: any) => f.proto === 6 && f.family === 4).length);
     assert.equal(udp6.stats.records, 0, 'no IPv6 UDP flows');
+  });
+
+  test("the reader thread looks up only the local ends of new flows, and finds each one's socket", async () => {
+    const probe = startProbe(pair.a, ['events', '--lookup', '--local', '10.231.0.1,fd00:231::1']);
+    await probe.next((o) => o.ready);
+    const server = await startTraffic(pair.b, ['tcp-server', '7810', '--reply', '100']);
+    const local = await startTraffic(pair.a, ['tcp-server', '7811', '--reply', '100']);
+    // Outbound (only the client end is here), inbound (only the server end), loopback (both).
+    await runTraffic(pair.a, ['tcp-client', '10.231.0.2', '7810', '100', '--hold-ms', '300']);
+    await runTraffic(pair.b, ['tcp-client', '10.231.0.1', '7811', '100', '--hold-ms', '300']);
+    await runTraffic(pair.a, ['tcp-client', '127.0.0.1', '7811', '100', '--hold-ms', '300']);
+    const news = () => probe.lines.flatMap((l) => l.records ?? []).filter((r: any) => r.kind === 'new' && r.proto === 6);
+    await until(() => news().length >= 3, 'three NEW events');
+    probe.child.kill('SIGTERM');
+    const { stats } = await probe.next((o) => o.stats);
+    server.child.kill('SIGTERM');
+    local.child.kill('SIGTERM');
+    const by = (port: number, src: string) => news().find((r: any) => r.orig.dport === port && r.orig.src === src);
+    const out = by(7810, '10.231.0.1');
+    const inb = by(7811, '10.231.0.2');
+    const loop = by(7811, '127.0.0.1');
+    assert.ok(out && inb && loop, JSON.stringify(news()));
+    assert.ok(out.skOrig?.inode > 0, `outbound: the client's socket (${JSON.stringify(out.skOrig)})`);
+    assert.ok(!out.skReply?.inode, 'outbound: the remote server end has no socket here');
+    assert.ok(inb.skReply?.inode > 0, `inbound: the listener or accepted socket (${JSON.stringify(inb.skReply)})`);
+    assert.ok(!inb.skOrig?.inode, 'inbound: the remote client end has no socket here');
+    assert.ok(loop.skOrig?.inode > 0 && loop.skReply?.inode > 0, `loopback: both ends (${JSON.stringify([loop.skOrig, loop.skReply])})`);
+    assert.equal(stats.lookupsSkipped, 2, 'one end each of the outbound and the inbound flow, not looked up');
   });
 
   test('an overrun of the event socket is detected and counted, and reading goes on', async () => {

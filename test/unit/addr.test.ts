@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { addrBytes, cidrMatcher, inCidr, parseCidr } from '../../src/core/addr.js';
+import { encodeAddresses } from '../../src/netlink/source.js';
 
 const c = (s: string) => {
   const r = parseCidr(s);
@@ -74,4 +75,15 @@ test('writeAddr16: dotted IPv4 without allocation, IPv6 and bad text through the
   assert.deepEqual([...b], [0xfd, 0, 0x02, 0x31, ...Array(11).fill(0), 2]);
   assert.equal(writeAddr16('::1', 6, b), true);
   assert.equal(b[15], 1);
+});
+
+test("addresses for the reader thread: 17 bytes each in localAddresses()'s format; none on a doubt", () => {
+  const b = encodeAddresses(['10.0.0.5', 'fd00::1', '::ffff:192.0.2.1'])!;
+  assert.equal(b.length, 51);
+  assert.deepEqual([...b.subarray(0, 5)], [4, 10, 0, 0, 5]);
+  assert.ok(b.subarray(5, 17).every((x) => x === 0));
+  assert.deepEqual([b[17], b[18], b[19], b[33]], [6, 0xfd, 0, 1]);
+  assert.deepEqual([...b.subarray(34, 39)], [4, 192, 0, 2, 1], 'v4-mapped: the IPv4 address');
+  assert.equal(encodeAddresses(['10.0.0.5', 'eth0']), null);
+  assert.equal(encodeAddresses([])!.length, 0);
 });

@@ -26,17 +26,22 @@ function fakeSource() {
     subscribe: (_opts, h) => {
       calls.push('subscribe');
       handlers = h;
-      return { close: () => calls.push('close'), stats: () => ({}) as never, setCandidates: (p) => calls.push(`candidates ${p.length}`) };
+      return {
+        close: () => calls.push('close'),
+        stats: () => ({}) as never,
+        setCandidates: (p) => calls.push(`candidates ${p.length}`),
+        setLocalAddresses: (a) => calls.push(`local ${a.join(',')}`),
+      };
     },
   };
   return { source, calls, handlers: () => handlers! };
 }
 
-function engine(dumpEveryMs?: number) {
+function engine(dumpEveryMs?: number, addrs = ['127.0.0.1']) {
   const w = world();
   const f = fakeSource();
   const e = new TopEngine(
-    { source: f.source, owners: resolver(w), localAddresses: () => ['127.0.0.1'], monotonic: () => w.clock.t, now: () => 1_700_000_000_000 + w.clock.t },
+    { source: f.source, owners: resolver(w), localAddresses: () => addrs, monotonic: () => w.clock.t, now: () => 1_700_000_000_000 + w.clock.t },
     dumpEveryMs !== undefined ? { dumpEveryMs } : {},
   );
   return { e, w, f };
@@ -47,10 +52,26 @@ const view = { groupBy: 'process' as const, sort: 'total' as const };
 test('subscribes before the initial dump, so no flow slips between them', async () => {
   const { e, f } = engine();
   await e.start();
-  assert.deepEqual(f.calls.slice(0, 2), ['subscribe', 'dump {}']);
+  assert.deepEqual(f.calls.slice(0, 3), ['subscribe', 'local 127.0.0.1', 'dump {}']);
   const s = await e.refresh(view);
   assert.equal(s.health.flows_tracked, 5);
   assert.equal(e.dumps, 2);
+});
+
+test('the reader thread gets the addresses the accounting calls local, again only when they change', async () => {
+  const addrs = ['127.0.0.1', '10.0.0.5'];
+  const { e, w, f } = engine(undefined, addrs);
+  await e.start();
+  const pushes = () => f.calls.filter((c) => c.startsWith('local'));
+  assert.deepEqual(pushes(), ['local 127.0.0.1,10.0.0.5']);
+  w.clock.t += 6000;
+  await e.refresh(view);
+  assert.deepEqual(pushes(), ['local 127.0.0.1,10.0.0.5'], 'the same set is not pushed again');
+  addrs.push('fd00::5');
+  w.clock.t += 6000;
+  await e.refresh(view);
+  assert.deepEqual(pushes(), ['local 127.0.0.1,10.0.0.5', 'local 127.0.0.1,10.0.0.5,fd00::5']);
+  e.close();
 });
 
 test('each refresh ends the interval it shows: the next starts from zero, totals stay', async () => {
