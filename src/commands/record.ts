@@ -183,6 +183,7 @@ async function runRecord(system: System, args: RecordArgs): Promise<void> {
       const engine = new TopEngine(engineDeps(system, LOW_OVERHEAD_LOOKUP, seen.wrap(system.conntrack())), {
           // Every refresh dumps: this command drives the cadence itself (and needs a final dump).
           dumpEveryMs: 0,
+          groupings: ['user'],
           watchAccepts: closeTracker().tracker === null,
           kernelFilters: toKernelFilters(args),
           rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),

@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { EngineError, TopEngine } from '../core/engine.js';
-import type { TopSnapshot } from '../core/model.js';
+import type { GroupBy, TopSnapshot } from '../core/model.js';
 import { EXIT, UserError, explainSystemError } from '../errors.js';
 import { CgroupReader, unitLabel } from '../proc/cgroup.js';
 import { readSocketTable } from '../proc/reader.js';
@@ -21,6 +21,9 @@ import { closeTracker, closeTrackerNotes, makeForeignAttributor } from '../wirin
 import { engineDeps, LOW_OVERHEAD_LOOKUP, startEngine } from './engine.js';
 import { checkPositive, setupOptions } from './options.js';
 import { changeLines } from './top.js';
+
+/** The group-bys the metrics are built from: the only ones whose ended flows are kept. */
+export const EXPORTED_GROUPINGS: GroupBy[] = ['process', 'remote', 'port'];
 
 // Read here, not from cli.ts: cli.ts imports every command module.
 const VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
@@ -348,6 +351,7 @@ async function runServe(system: System, args: ServeArgs): Promise<void> {
       for (const n of closeTrackerNotes()) system.stderr.write(`ctacct: note: ${n.message}\n`);
       const engine = new TopEngine(engineDeps(system, LOW_OVERHEAD_LOOKUP), {
           dumpEveryMs: args['dump-interval'] * 1000,
+          groupings: EXPORTED_GROUPINGS,
           watchAccepts: closeTracker().tracker === null,
           rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),
         foreign: makeForeignAttributor(system, LOW_OVERHEAD_LOOKUP),

@@ -149,6 +149,8 @@ async function runTop(system: System, args: TopArgs): Promise<void> {
         ...(dumpEvery !== undefined ? { dumpEveryMs: dumpEvery * 1000 } : {}),
         kernelFilters: toKernelFilters(args),
         watchAccepts: closeTracker().tracker === null,
+        // Only the live view switches group-by: --json and the trace keep just --by's rows.
+        ...(mode !== 'live' ? { groupings: [args.by] } : {}),
         filters,
         ...(args.limit !== undefined ? { limit: args.limit } : {}),
         rcvbuf: Math.round(args.rcvbuf * 1024 * 1024),

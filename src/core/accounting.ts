@@ -31,6 +31,9 @@ export interface AccountingOptions {
   retryMs?: number;
   /** Retired per-connection rows kept for --by conn (oldest dropped first). */
   maxRetiredConns?: number;
+  /** The group-bys this run's snapshots can ask for (default: all). An ended flow's totals go to
+   *  the retired rows of these only: `top --json --by process` never builds a per-connection row. */
+  groupings?: GroupBy[];
   /** Attribution of flows whose ends live in other local network namespaces (containers). */
   foreign?: ForeignAttributor;
 }
@@ -54,7 +57,10 @@ export class Accounting {
     opts: AccountingOptions = {},
   ) {
     this.filters = opts.filters ?? {};
-    this.rollup = new Rollup(this.filters, now, this.health, { maxRetiredConns: opts.maxRetiredConns ?? 20_000 });
+    this.rollup = new Rollup(this.filters, now, this.health, {
+      maxRetiredConns: opts.maxRetiredConns ?? 20_000,
+      ...(opts.groupings ? { groupings: opts.groupings } : {}),
+    });
     const flows = new Map<FlowId, FlowState>();
     this.attributor = new Attributor(flows, owners, opts.foreign, now, this.health, { retryMs: opts.retryMs ?? 1000 });
     this.table = new FlowTable(local, now, this.health, this.attributor, this.rollup, flows, {

@@ -24,6 +24,8 @@ export interface WindowEntry {
   bps: [string, number, number][];
 }
 
+const ALL_GROUPINGS: readonly GroupBy[] = ['process', 'conn', 'remote', 'port', 'user', 'container', 'unit'];
+
 const WINDOWS = [
   [2000, 'sent_bps_2s', 'recv_bps_2s'],
   [10000, 'sent_bps_10s', 'recv_bps_10s'],
@@ -59,15 +61,23 @@ export class Rollup {
   private readonly history: Omit<WindowEntry, 'bps'>[] = [];
   private readonly peaks = new Map<string, [number, number]>();
   private readonly opt: { maxRetiredConns: number };
+  /** The group-bys whose retired rows are kept (what the run's snapshots can show). */
+  readonly groupings: readonly GroupBy[];
 
   constructor(
     /** The run's filters: ended flows and ends they exclude are never counted. */
     private readonly filters: Filters,
     private readonly now: () => number,
     private readonly health: AccountingHealth,
-    opts: { maxRetiredConns: number },
+    opts: { maxRetiredConns: number; groupings?: GroupBy[] },
   ) {
     this.opt = { maxRetiredConns: opts.maxRetiredConns };
+    this.groupings = opts.groupings ? ALL_GROUPINGS.filter((g) => opts.groupings!.includes(g)) : ALL_GROUPINGS;
+  }
+
+  /** A snapshot by a group-by whose ended flows were not kept would lack their totals: refused. */
+  assertKept(g: GroupBy): void {
+    if (!this.groupings.includes(g)) throw new Error(`group-by '${g}' was not kept by this run (groupings: ${this.groupings.join(', ')})`);
   }
 
   /** Moves a flow's totals into the retired rows; returns, per end, the rows that took them. */
@@ -93,7 +103,7 @@ export class Rollup {
         rb.sent_total += e.sentTotal;
         rb.recv_total += e.recvTotal;
       }
-      for (const g of ['process', 'conn', 'remote', 'port', 'user', 'container', 'unit'] as GroupBy[]) {
+      for (const g of this.groupings) {
         const k = groupKey(g, st, e);
         if (k === null) continue;
         const map = this.retired[g];

@@ -46,6 +46,7 @@ export function buildSnapshot(src: SnapshotSource, opts: SnapshotOptions): { sna
   const from = src.intervalStart ?? now;
   const intervalS = src.intervalStart === null ? 0 : Math.max((now - src.intervalStart) / 1000, 1e-3);
   const g = opts.groupBy;
+  src.rollup.assertKept(g);
   // The run's filters were applied to ended flows as they retired; a per-call filter (tests,
   // other views) can only be applied to retired rows by their own fields.
   const f = opts.filters ?? src.filters;

@@ -9,7 +9,7 @@ import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
 import { formatSetupReport, withSystemSetup } from '../system/setup.js';
 import { closeTracker, closeTrackerNotes } from '../wiring.js';
-import { bind, Exporter, handle, parseListen, type ServeArgs } from '../commands/serve.js';
+import { bind, EXPORTED_GROUPINGS, Exporter, handle, parseListen, type ServeArgs } from '../commands/serve.js';
 import { engineDeps, LOW_OVERHEAD_LOOKUP, startEngine } from '../commands/engine.js';
 import { bucketStart, capRemotes, MinuteRollup } from './rollup.js';
 import { procIdentityDeps, UsageTap } from './source.js';
@@ -78,7 +78,7 @@ export async function runCollect(system: System, args: CollectArgs): Promise<voi
         engineDeps(system, LOW_OVERHEAD_LOOKUP),
         // Every refresh dumps: the ticks set the cadence (one per --interval, aligned to the clock),
         // and the last reading at shutdown must be a fresh dump.
-        { dumpEveryMs: 0, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st), watchAccepts: closeTracker().tracker === null },
+        { dumpEveryMs: 0, groupings: EXPORTED_GROUPINGS, rcvbuf: Math.round(args.rcvbuf * 1024 * 1024), onRetire: (st) => tap.retire(st), watchAccepts: closeTracker().tracker === null },
       );
       await startEngine(engine);
       tap.prime(engine.acc.flows.values());

@@ -91,6 +91,27 @@ describe('accounting', () => {
     assert.equal(curl.flows, 0);
   });
 
+  test('a run that shows one group-by keeps ended flows in its rows only, with the same totals', () => {
+    const one = new Accounting(() => local, resolver(w), () => w.clock.t, { groupings: ['process'] });
+    for (const a of [acc, one]) {
+      a.beginDump();
+      a.endDump();
+      a.startInterval();
+      a.eventBatch([outbound(null, null, { kind: 'new', skOrig: hit(6000) })]);
+      a.eventBatch([outbound([9, 4268], [7, 364], { kind: 'destroy', tcpState: 8 })]);
+    }
+    w.clock.t += 1000;
+    const row = (a: Accounting) => {
+      const r = a.snapshot({ groupBy: 'process', sort: 'total', time: 't' }).rows.find((x) => x.pid === 200)!;
+      return [r.sent_total, r.recv_total, r.new_flows, r.closed_flows];
+    };
+    assert.deepEqual(row(one), [4268, 364, 1, 1]);
+    assert.deepEqual(row(one), row(acc));
+    assert.equal(acc.snapshot({ groupBy: 'conn', sort: 'total', time: 't' }).rows.length, 1, 'all group-bys kept by default');
+    // Asking for a group-by the run did not keep would show rows without their ended flows.
+    assert.throws(() => one.snapshot({ groupBy: 'conn', sort: 'total', time: 't' }), /not kept/);
+  });
+
   test('DESTROY adds only the remainder since the last dump, exactly once', () => {
     dump();
     acc.startInterval();
