@@ -33,10 +33,10 @@ const WINDOWS = [
 ] as const;
 
 export class Rollup {
-  /** Totals of flows that are gone, per group-by and key (so rows keep every key since start). */
-  readonly retired: Record<GroupBy, Map<string, TopRow>> = {
+  /** Totals of flows that are gone, per group-by and key (so rows keep every key since start);
+   *  per connection, see the ring below. */
+  readonly retired: Record<Exclude<GroupBy, 'conn'>, Map<string, TopRow>> = {
     process: new Map(),
-    conn: new Map(),
     remote: new Map(),
     port: new Map(),
     user: new Map(),
@@ -45,8 +45,25 @@ export class Rollup {
   };
   /** When each retired row last took an ended flow's bytes (monotonic ms), for pruning. */
   private readonly retiredAt = new Map<TopRow, number>();
-  /** Walks the retired per-connection rows oldest first, for evicting past maxRetiredConns. */
-  private connEvict: Iterator<[string, TopRow]> | null = null;
+  /**
+   * The last maxRetiredConns ended connections (--by conn), a ring from connHead: each one's flow
+   * and end, and what retire() counted for it. Nothing is built per connection as it ends (no key
+   * string, no row: at 5,000 connections/s that was most of retire()'s cost and garbage); rows
+   * are built when a snapshot asks for them (connRows).
+   */
+  private readonly connSt: FlowState[] = [];
+  private readonly connEnd: EndState[] = [];
+  private readonly connKey: (string | undefined)[] = [];
+  /** Per entry: sent and received totals, then this interval's sent and received bytes. */
+  private connNums = new Float64Array(0);
+  /** Per entry: the interval it ended in, when (monotonic ms), and 1 new + 2 closing not counted yet. */
+  private connIv = new Float64Array(0);
+  private connAt = new Float64Array(0);
+  private connFlags = new Uint8Array(0);
+  private connHead = 0;
+  private connCount = 0;
+  /** Intervals closed so far. */
+  private intervalNo = 0;
   /** Retired rows whose per-refresh fields are non-zero, to reset when the interval closes. */
   private readonly dirtyRetired = new Set<TopRow>();
   readonly retiredForwarded = emptyBucket();
@@ -104,23 +121,16 @@ export class Rollup {
         rb.recv_total += e.recvTotal;
       }
       for (const g of this.groupings) {
+        if (g === 'conn') {
+          if (!(e.end.side === 'orig' && st.ends.length === 2)) this.pushConn(st, e);
+          continue;
+        }
         const k = groupKey(g, st, e);
         if (k === null) continue;
         const map = this.retired[g];
         let row = map.get(k);
         if (!row) {
           row = describe(g, k, st, e);
-          if (g === 'conn' && map.size >= this.opt.maxRetiredConns) {
-            // The oldest row, from one long-lived iterator: a fresh `map.entries().next()` walks over
-            // every hole earlier deletions left (~48 µs at 20k rows, per new connection).
-            let next = this.connEvict?.next();
-            if (!next || next.done) next = (this.connEvict = map.entries()).next();
-            const [oldKey, oldRow] = next.value as [string, TopRow];
-            map.delete(oldKey);
-            this.retiredAt.delete(oldRow);
-            this.dirtyRetired.delete(oldRow);
-            this.health.retiredConnsDropped++;
-          }
           map.set(k, row);
         }
         row.sent_total += e.sentTotal;
@@ -132,12 +142,67 @@ export class Rollup {
         if (!st.closedCounted) row.closed_flows++;
         this.dirtyRetired.add(row);
         this.retiredAt.set(row, this.now());
-        // Per-connection rows are capped and evicted: a tombstone must not keep them alive.
-        if (g !== 'conn') rows.push(row);
+        rows.push(row);
       }
       out.push({ side: e.end.side, rows: rows.slice(), unknown });
     }
     return out.slice();
+  }
+
+  /** Keeps an ended connection's end for --by conn, dropping the oldest past maxRetiredConns. */
+  private pushConn(st: FlowState, e: EndState): void {
+    const cap = this.opt.maxRetiredConns;
+    if (cap <= 0) return;
+    if (this.connNums.length === 0) {
+      this.connNums = new Float64Array(cap * 4);
+      this.connIv = new Float64Array(cap);
+      this.connAt = new Float64Array(cap);
+      this.connFlags = new Uint8Array(cap);
+    }
+    if (this.connCount === cap) {
+      this.connHead = (this.connHead + 1) % cap;
+      this.connCount--;
+      this.health.retiredConnsDropped++;
+    }
+    const i = (this.connHead + this.connCount) % cap;
+    this.connCount++;
+    this.connSt[i] = st;
+    this.connEnd[i] = e;
+    this.connKey[i] = undefined;
+    const n = this.connNums;
+    n[i * 4] = e.sentTotal;
+    n[i * 4 + 1] = e.recvTotal;
+    n[i * 4 + 2] = e.sentInterval;
+    n[i * 4 + 3] = e.recvInterval;
+    this.connIv[i] = this.intervalNo;
+    this.connAt[i] = this.now();
+    this.connFlags[i] = (st.isNew ? 1 : 0) | (st.closedCounted ? 0 : 2);
+  }
+
+  /** The retired per-connection rows, oldest first (a connection's later lives add to its row). */
+  connRows(): Map<string, TopRow> {
+    const rows = new Map<string, TopRow>();
+    const cap = this.opt.maxRetiredConns;
+    const n = this.connNums;
+    for (let j = 0; j < this.connCount; j++) {
+      const i = (this.connHead + j) % cap;
+      const st = this.connSt[i]!;
+      const e = this.connEnd[i]!;
+      let k = this.connKey[i];
+      if (k === undefined) k = this.connKey[i] = groupKey('conn', st, e)!;
+      let row = rows.get(k);
+      if (!row) rows.set(k, (row = describe('conn', k, st, e)));
+      row.sent_total += n[i * 4]!;
+      row.recv_total += n[i * 4 + 1]!;
+      if (this.connIv[i] === this.intervalNo) {
+        // Bytes of this refresh not yet reported still show up in this refresh's rate.
+        row.sent_bytes += n[i * 4 + 2]!;
+        row.recv_bytes += n[i * 4 + 3]!;
+        if (this.connFlags[i]! & 1) row.new_flows++;
+        if (this.connFlags[i]! & 2) row.closed_flows++;
+      }
+    }
+    return rows;
   }
 
   intern(ends: RetiredEnds): RetiredEnds {
@@ -189,7 +254,7 @@ export class Rollup {
   pruneRetired(idleMs: number): number {
     const limit = this.now() - idleMs;
     let n = 0;
-    for (const g of Object.keys(this.retired) as GroupBy[]) {
+    for (const g of Object.keys(this.retired) as Exclude<GroupBy, 'conn'>[]) {
       for (const [k, row] of this.retired[g]) {
         if ((this.retiredAt.get(row) ?? 0) >= limit) continue;
         this.retired[g].delete(k);
@@ -199,12 +264,30 @@ export class Rollup {
         n++;
       }
     }
+    // Ended connections, oldest first: each is its row's last bytes only if it is the newest of
+    // its key, so rows go when all of theirs are idle (counted once per row, as above).
+    const cap = this.opt.maxRetiredConns;
+    const gone = new Set<string>();
+    while (this.connCount > 0 && this.connAt[this.connHead]! < limit) {
+      const i = this.connHead;
+      gone.add(this.connKey[i] ?? groupKey('conn', this.connSt[i]!, this.connEnd[i]!)!);
+      this.connSt[i] = this.connEnd[i] = undefined as never;
+      this.connHead = (this.connHead + 1) % cap;
+      this.connCount--;
+    }
+    for (let j = 0; j < this.connCount && gone.size; j++) {
+      const i = (this.connHead + j) % cap;
+      gone.delete(this.connKey[i] ?? groupKey('conn', this.connSt[i]!, this.connEnd[i]!)!);
+    }
+    for (const k of gone) this.peaks.delete(`conn\u0000${k}`);
+    n += gone.size;
     return n;
   }
 
   /** Ends the interval: the retired rows' per-refresh fields start again from zero, and the rates
    *  of the snapshot that showed it (if any) join the sliding windows and peaks. */
   closeInterval(shown: WindowEntry | null): void {
+    this.intervalNo++;
     for (const r of this.dirtyRetired) {
       r.sent_bytes = 0;
       r.recv_bytes = 0;
@@ -221,6 +304,11 @@ export class Rollup {
       p[0] = Math.max(p[0], s);
       p[1] = Math.max(p[1], r);
       this.peaks.set(pk, p);
+    }
+    // Per-connection rows come and go by the thousand under churn: only the shown ones keep a peak.
+    if (shown.groupBy === 'conn') {
+      const live = new Set(shown.bps.map(([k]) => `conn\u0000${k}`));
+      for (const pk of this.peaks.keys()) if (pk.startsWith('conn\u0000') && !live.has(pk)) this.peaks.delete(pk);
     }
   }
 

@@ -56,9 +56,10 @@ export function buildSnapshot(src: SnapshotSource, opts: SnapshotOptions): { sna
   const rollup = src.rollup;
   // Retired totals first (filters cannot be applied to retired aggregates by flow, so with
   // filters the rows come from the retired rows' own fields where possible).
-  for (const [k, r] of rollup.retired[g]) {
+  const retired = g === 'conn' ? rollup.connRows() : rollup.retired[g];
+  for (const [k, r] of retired) {
     if (filtered && !retiredPasses(g, r, f)) continue;
-    rows.set(k, { ...r });
+    rows.set(k, g === 'conn' ? r : { ...r });
   }
   const forwarded = { ...rollup.retiredForwarded };
   const unknown: Bucket = { ...rollup.retiredUnknown };

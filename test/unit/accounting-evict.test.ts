@@ -36,3 +36,27 @@ test('retired connection rows: the oldest are dropped first, each counted', () =
   const p = acc.snapshot({ groupBy: 'process', sort: 'total', time: 't' }).rows.find((r) => r.pid === 200)!;
   assert.equal(p.sent_total, 7 * 100 + 21);
 });
+
+test("an ended connection's row: its last bytes in the refresh it ended in, its totals after; a later life of the tuple adds", () => {
+  const { w, acc, conn } = makeAcc(10);
+  acc.beginDump();
+  acc.endDump();
+  acc.startInterval();
+  conn(1);
+  w.clock.t += 1000;
+  const row = () => acc.snapshot({ groupBy: 'conn', sort: 'total', time: 't' }).rows.find((r) => r.local === `${HOST}:10001`)!;
+  let r = row();
+  assert.deepEqual([r.sent_total, r.sent_bytes, r.sent_bps, r.new_flows, r.closed_flows, r.pid], [101, 101, 101, 1, 1, 200]);
+  acc.closeInterval();
+  w.clock.t += 1000;
+  r = row();
+  assert.deepEqual([r.sent_total, r.sent_bytes, r.new_flows, r.closed_flows], [101, 0, 0, 0], 'the next refresh: totals only');
+  assert.equal(r.sent_peak_bps, 101, 'its peak is kept while it is shown');
+  conn(1); // the same tuple again, another life
+  r = row();
+  assert.deepEqual([r.sent_total, r.sent_bytes, r.new_flows, r.closed_flows], [202, 101, 1, 1]);
+  // Pruning (daemons) forgets a row once all its lives are idle, and says how many rows went.
+  w.clock.t += 60_000;
+  assert.equal(acc.pruneRetired(30_000) >= 1, true);
+  assert.equal(acc.snapshot({ groupBy: 'conn', sort: 'total', time: 't' }).rows.length, 0);
+});
