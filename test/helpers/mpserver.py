@@ -32,17 +32,20 @@ def emit(obj):
 HOLD_S = float(os.environ.get("MP_HOLD_MS", "0")) / 1000
 
 
-def serve_one(conn):
+def serve_one(conn, counted=None):
     n = 0
     while True:
         b = conn.recv(65536)
         if not b:
             break
         n += len(b)
+    port = conn.getpeername()[1]
+    # Counted before the answer: once the client has its answer, a report includes this one.
+    if counted:
+        counted(n, port)
     if HOLD_S:
         time.sleep(HOLD_S)  # a response being prepared: the socket stays open that long
     conn.sendall(struct.pack("!Q", n))
-    port = conn.getpeername()[1]
     conn.close()
     return n, port
 
@@ -56,12 +59,14 @@ def worker_loop(lst, ready_w):
     signal.signal(signal.SIGUSR1, report)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     os.write(ready_w, b"x")
-    while True:
-        conn, _ = lst.accept()
-        n, port = serve_one(conn)
+    def counted(n, port):
         stats["received"] += n
         stats["conns"] += 1
         stats["ports"].append(port)
+
+    while True:
+        conn, _ = lst.accept()
+        serve_one(conn, counted)
 
 
 def listener(port, reuse):
