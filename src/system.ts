@@ -6,8 +6,9 @@ import { nodeTerminal, realClock } from './views/terminal.js';
 export interface Terminal {
   write(s: string): void;
   /** Bytes as they are (UTF-8 text), for output built as bytes; absent: write the text. Returns
-   *  true when they are written out already and `b` may be reused. */
-  writeBytes?(b: Uint8Array): boolean;
+   *  true when they are written out already and `b` may be reused; else `written`, if given, is
+   *  called once they are (a slow reader of a pipe), and `b` may be reused from then on. */
+  writeBytes?(b: Uint8Array, written?: () => void): boolean;
   /** Resolves once what was written has gone out, at once when nothing waits (a slow reader of a
    *  pipe: wait instead of queueing the whole output in memory). */
   drain?(): Promise<void>;
@@ -42,8 +43,8 @@ function terminalOf(stream: NodeJS.WriteStream): Terminal {
     write: (s) => void stream.write(s),
     // Nothing left queued after the write: the bytes went out (stdout is synchronous on Linux
     // for files, pipes and terminals) and the stream keeps no reference to them.
-    writeBytes: (b) => {
-      stream.write(b);
+    writeBytes: (b, written) => {
+      stream.write(b, written && (() => written()));
       return stream.writableLength === 0;
     },
     drain: () =>

@@ -81,8 +81,8 @@ export function flowsCommand(system: System): CommandModule<object, FlowsArgs> {
           const filtering = Object.keys(filters).length > 0;
           // Output goes in chunks of bytes as they fill (process.stdout takes them as they are).
           const decoder = new StringDecoder('utf8');
-          const sink = new ByteSink((chunk) => {
-            if (system.stdout.writeBytes) return system.stdout.writeBytes(chunk);
+          const sink = new ByteSink((chunk, written) => {
+            if (system.stdout.writeBytes) return system.stdout.writeBytes(chunk, written);
             system.stdout.write(decoder.write(chunk)); // a copy: the chunk may be reused
             return true;
           });

@@ -65,9 +65,16 @@ const CLOSE = 0x7d;
 export class ByteSink {
   buf: Buffer;
   n = 0;
+  /** Buffers handed over earlier and written out since: taken before allocating (a slow reader
+   *  would otherwise leave a trail of written buffers for the garbage collector to find). */
+  private readonly free: Buffer[] = [];
 
+  /**
+   * flush(chunk, written): true when the chunk is written out already (its buffer is used again);
+   * otherwise the consumer may call `written` once it is, and the buffer goes back to the pool.
+   */
   constructor(
-    private readonly flush: (chunk: Buffer) => boolean | void,
+    private readonly flush: (chunk: Buffer, written: () => void) => boolean | void,
     private readonly size = 1 << 18,
   ) {
     this.buf = Buffer.allocUnsafe(size);
@@ -83,8 +90,17 @@ export class ByteSink {
   /** Hands what was written over and starts a new buffer. */
   end(): void {
     if (this.n === 0) return;
-    const done = this.flush(this.buf.subarray(0, this.n)) === true;
-    if (!done || this.buf.length !== this.size) this.buf = Buffer.allocUnsafe(this.size);
+    const b = this.buf;
+    let state: 'out' | 'kept' | 'back' = 'out';
+    const done =
+      this.flush(b.subarray(0, this.n), () => {
+        // Once, and not when the buffer stayed the current one; a handful at most.
+        if (state !== 'out') return;
+        state = 'back';
+        if (b.length === this.size && this.free.length < 8) this.free.push(b);
+      }) === true;
+    if (done && state === 'out' && b.length === this.size) state = 'kept';
+    else this.buf = this.free.pop() ?? Buffer.allocUnsafe(this.size);
     this.n = 0;
   }
 

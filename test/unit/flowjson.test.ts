@@ -128,6 +128,40 @@ test('ByteSink: streams full chunks, a fresh buffer each, the text unchanged acr
   assert.ok(want.includes('"comm":"éé'));
 });
 
+test('ByteSink: a chunk written out later (a slow pipe) gives its buffer back; one written at once is used again', () => {
+  const r = getAddon().parse(fixture('dump-all-acct-ts.bin'), false);
+  const view = new DataView(r.records.buffer, r.records.byteOffset, r.records.byteLength);
+  const small: EndOwner[] = [{ side: 'orig', owner: owner({ comm: 'nginx' }) }];
+  const pending: { copy: string; chunk: Buffer; written: () => void }[] = [];
+  const sink = new ByteSink((chunk, written) => {
+    pending.push({ copy: chunk.toString('utf8'), chunk, written });
+    return false;
+  }, 5000);
+  let want = '';
+  const write = (k: number) => {
+    for (let j = 0; j < k; j++)
+      for (let i = 0; i < r.count; i++) {
+        writeFlowJson(sink, view, r.records, i * RECORD_SIZE, 'outbound', small, 0);
+        want += flowJson(view, r.records, i * RECORD_SIZE, 'outbound', small, 0);
+      }
+  };
+  write(10);
+  sink.end();
+  const firstBuffers = new Set(pending.map((p) => p.chunk.buffer));
+  assert.equal(firstBuffers.size, pending.length, 'while nothing was written out: a fresh buffer each');
+  // Every chunk so far is checked against its copy before its buffer can be written again.
+  const out = pending.map((p) => (assert.equal(p.chunk.toString('utf8'), p.copy), p.copy)).join('');
+  for (const p of pending.splice(0)) {
+    p.written();
+    p.written(); // a second call changes nothing
+  }
+  write(10);
+  sink.end();
+  const again = pending.filter((p) => firstBuffers.has(p.chunk.buffer)).length;
+  assert.ok(again >= Math.min(8, pending.length) - 1, `buffers written out are used again (${again} of ${pending.length})`);
+  assert.equal(out + pending.map((p) => p.chunk.toString('utf8')).join(''), want);
+});
+
 for (const withAges of [true, false])
 test(`the addon writes the same objects (formatFlows), age_s from JavaScript ${withAges ? 'given' : 'not given'}; counters past 2^53 left to JavaScript`, () => {
   const addon = getAddon();
