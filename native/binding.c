@@ -529,6 +529,17 @@ static struct ct_events *ct_events_unwrap(napi_env env, napi_callback_info info,
 	return ct_unwrap(env, info, argc, argv, "expected an events handle");
 }
 
+/* The open events handle of a setter called as (handle, value), with the value in *arg (NULL when
+ * missing); NULL when the handle is closed (the call does nothing) or not one (a TypeError). */
+static struct ct_events *ct_events_setter(napi_env env, napi_callback_info info, napi_value *arg)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
+	*arg = argc >= 2 ? argv[1] : NULL;
+	return e && !e->closed ? e : NULL;
+}
+
 static napi_value ct_events_close_js(napi_env env, napi_callback_info info)
 {
 	size_t argc = 1;
@@ -562,13 +573,12 @@ static long ct_u32_array(napi_env env, napi_value v, uint32_t *out, uint32_t cap
 /* setCandidates(handle, pids[]): processes the reader thread searches first for new sockets. */
 static napi_value ct_events_candidates_js(napi_env env, napi_callback_info info)
 {
-	size_t argc = 2;
-	napi_value argv[2];
-	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
-	if (!e || e->closed)
+	napi_value arg;
+	struct ct_events *e = ct_events_setter(env, info, &arg);
+	if (!e)
 		return NULL;
 	uint32_t raw[64], pids[64];
-	long len = ct_u32_array(env, argc >= 2 ? argv[1] : NULL, raw, 64, "setCandidates(handle, pids)");
+	long len = ct_u32_array(env, arg, raw, 64, "setCandidates(handle, pids)");
 	if (len < 0)
 		return NULL;
 	size_t n = 0;
@@ -583,13 +593,12 @@ static napi_value ct_events_candidates_js(napi_env env, napi_callback_info info)
  * belong to that one process (see ct_evthread_set_sole). */
 static napi_value ct_events_sole_js(napi_env env, napi_callback_info info)
 {
-	size_t argc = 2;
-	napi_value argv[2];
-	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
-	if (!e || e->closed)
+	napi_value arg;
+	struct ct_events *e = ct_events_setter(env, info, &arg);
+	if (!e)
 		return NULL;
 	uint32_t raw[128], inodes[64], pids[64];
-	long len = ct_u32_array(env, argc >= 2 ? argv[1] : NULL, raw, 128, "setSoleListeners(handle, [inode, pid, ...])");
+	long len = ct_u32_array(env, arg, raw, 128, "setSoleListeners(handle, [inode, pid, ...])");
 	if (len < 0)
 		return NULL;
 	size_t n = 0;
@@ -606,16 +615,15 @@ static napi_value ct_events_sole_js(napi_env env, napi_callback_info info)
  * bytes each); the reader thread looks up only ends at those addresses (see ct_evthread_set_local). */
 static napi_value ct_events_local_js(napi_env env, napi_callback_info info)
 {
-	size_t argc = 2;
-	napi_value argv[2];
-	struct ct_events *e = ct_events_unwrap(env, info, &argc, argv);
-	if (!e || e->closed)
+	napi_value arg;
+	struct ct_events *e = ct_events_setter(env, info, &arg);
+	if (!e)
 		return NULL;
 	bool is_buf = false;
 	void *data = NULL;
 	size_t len = 0;
-	if (argc < 2 || napi_is_buffer(env, argv[1], &is_buf) != napi_ok || !is_buf ||
-	    napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || len % 17) {
+	if (!arg || napi_is_buffer(env, arg, &is_buf) != napi_ok || !is_buf ||
+	    napi_get_buffer_info(env, arg, &data, &len) != napi_ok || len % 17) {
 		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setLocalAddresses(handle, buffer of 17-byte entries)");
 		return NULL;
 	}
