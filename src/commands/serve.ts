@@ -11,7 +11,7 @@ import type { GroupBy, TopSnapshot } from '../core/model.js';
 import { EXIT, UserError, explainSystemError } from '../errors.js';
 import { CgroupReader, unitLabel } from '../proc/cgroup.js';
 import { readSocketTable } from '../proc/reader.js';
-import { dumpSocketStates } from '../netlink/sockets.js';
+import { countSocketStates } from '../netlink/sockets.js';
 import { tcpStateName } from '../proc/parse.js';
 import type { System } from '../system.js';
 import { lifecycle } from '../system/lifecycle.js';
@@ -252,16 +252,16 @@ export class Exporter {
 
   private readStates(): Record<string, number> | null {
     const counts: Record<string, number> = {};
-    const count = (state: number) => {
+    const count = (state: number, n = 1) => {
       const name = tcpStateName(state);
-      counts[name] = (counts[name] ?? 0) + 1;
+      counts[name] = (counts[name] ?? 0) + n;
     };
-    // sock_diag: one state byte per socket from the dump buffers. Reading /proc/net/tcp instead
-    // blocked the event loop for seconds per scrape with 170k TIME_WAIT sockets (the kernel
-    // formats the text slowly): scrapes timed out.
+    // sock_diag, counted per state in the addon during the dump (nothing per socket reaches
+    // JavaScript). Reading /proc/net/tcp instead blocked the event loop for seconds per scrape with
+    // 170k TIME_WAIT sockets (the kernel formats the text slowly): scrapes timed out.
     if (this.system.procRoot === '/proc') {
       try {
-        for (const d of dumpSocketStates({ tcp: true, udp: false })) for (const st of d.states) count(st);
+        for (const d of countSocketStates({ tcp: true, udp: false })) d.counts.forEach((n, st) => n > 0 && count(st, n));
         return counts;
       } catch {
         /* no sock_diag here: the text tables below */

@@ -69,26 +69,6 @@ export function dumpSocketTable(opts: { tcp?: boolean; udp?: boolean; families?:
 }
 
 /**
- * The state of every socket, straight from the dump buffers (one byte per socket, no object):
- * for counting by state. In the order dumpSocketTable lists the same sockets.
- */
-export function dumpSocketStates(opts: { tcp?: boolean; udp?: boolean; families?: readonly (4 | 6)[] } = {}, addon: () => Addon = getAddon): { proto: SocketProto; states: Uint8Array }[] {
-  const a = addon();
-  const out: { proto: SocketProto; states: Uint8Array }[] = [];
-  const protos: SocketProto[] = [];
-  if (opts.tcp ?? true) protos.push('tcp');
-  if (opts.udp ?? false) protos.push('udp');
-  for (const proto of protos)
-    for (const family of opts.families ?? [4, 6]) {
-      const buf = a.dumpSockets(AF[family], PROTO[proto], proto === 'tcp' ? TCP_STATES : UDP_STATES);
-      const states = new Uint8Array(Math.floor(buf.byteLength / DIAG_SOCK_SIZE));
-      for (let i = 0; i < states.length; i++) states[i] = buf[i * DIAG_SOCK_SIZE + 2]!;
-      out.push({ proto, states });
-    }
-  return out;
-}
-
-/**
  * How many sockets are in each state (index: state number), counted in the addon during the dump:
  * for counting by state, nothing per socket reaches JavaScript.
  */
